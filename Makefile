@@ -1,0 +1,28 @@
+# guardstream: the two commands a fresh machine needs (see README.md).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-test bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+
+## Run the main job on embedded defaults: proxy + demo upstream + example traffic.
+demo: install
+	$(BIN)/guardstream demo
+
+## Run the whole test suite (installs what the tests need; torch is pinned to the CPU build).
+test: install-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Run the benchmark suite and write docs/benchmarks.md.
+bench: install-test
+	$(BIN)/python -m bench

@@ -1,0 +1,1 @@
+"""Consumers of the audit stream: review store and UI, dataset export, metrics dashboard."""

@@ -1,0 +1,182 @@
+"""The evaluator contract: what every engine receives, returns and promises.
+
+Evaluators know nothing of HTTP, Redis or Kafka. The proxy hands them
+`EvalItem`s and gets `Verdict`s back; caching, timeouts and error policy live
+in the proxy (`proxy/guard.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+Stage = Literal["input", "output"]
+STAGES: tuple[Stage, ...] = ("input", "output")
+
+#: Llama Guard 3 hazard taxonomy (MLCommons). The 1B model knows S1-S13.
+LLAMA_GUARD_CATEGORIES: dict[str, str] = {
+    "S1": "Violent Crimes",
+    "S2": "Non-Violent Crimes",
+    "S3": "Sex-Related Crimes",
+    "S4": "Child Sexual Exploitation",
+    "S5": "Defamation",
+    "S6": "Specialized Advice",
+    "S7": "Privacy",
+    "S8": "Intellectual Property",
+    "S9": "Indiscriminate Weapons",
+    "S10": "Hate",
+    "S11": "Suicide & Self-Harm",
+    "S12": "Sexual Content",
+    "S13": "Elections",
+    "S14": "Code Interpreter Abuse",
+}
+
+#: guardstream's own categories, produced by rule and learned evaluators.
+RULE_CATEGORIES: dict[str, str] = {
+    "pii": "Personal data (email, phone, payment card, IBAN, SSN)",
+    "secret": "Credentials, API tokens and private keys",
+    "prompt_injection": "Attempts to override instructions or exfiltrate the system prompt",
+    "unicode": "Invisible or bidirectional control characters",
+    "blocklist": "Configured words or patterns",
+    "unsafe": "Unsafe content (learned classifier, no finer category)",
+    "quality": "Structured record failed data-quality rules",
+}
+
+ALL_CATEGORIES: dict[str, str] = {**LLAMA_GUARD_CATEGORIES, **RULE_CATEGORIES}
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One conversation turn. `role` is OpenAI's: system, user, assistant, tool."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvalItem:
+    """A conversation and which turn of it to judge.
+
+    `judged` indexes `turns` (default: the last turn). `stage` says whether the
+    judged turn is a prompt (input) or an answer (output).
+    """
+
+    turns: tuple[Turn, ...]
+    stage: Stage
+    judged: int = -1
+
+    @property
+    def judged_turn(self) -> Turn:
+        return self.turns[self.judged]
+
+    @property
+    def text(self) -> str:
+        """The judged turn's text: what rule engines read."""
+        return self.turns[self.judged].content
+
+    @classmethod
+    def from_messages(cls, messages: Iterable[Mapping[str, Any]], stage: Stage) -> "EvalItem":
+        """Build from OpenAI chat messages; content parts are flattened to text."""
+        turns = tuple(Turn(str(m.get("role", "user")), content_text(m.get("content"))) for m in messages)
+        return cls(turns=turns, stage=stage)
+
+    @classmethod
+    def of_text(cls, text: str, stage: Stage = "input") -> "EvalItem":
+        role = "user" if stage == "input" else "assistant"
+        turns = (Turn(role, text),) if stage == "input" else (Turn("user", ""), Turn(role, text))
+        return cls(turns=turns, stage=stage)
+
+
+def content_text(content: Any) -> str:
+    """Flatten an OpenAI message `content` (string, list of parts, or None) to text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for part in content:
+            if isinstance(part, Mapping):
+                if isinstance(part.get("text"), str):
+                    parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return str(content)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A located match inside the judged text (rules only): what redaction masks."""
+
+    category: str
+    kind: str
+    start: int
+    end: int
+
+
+@dataclass(slots=True)
+class Verdict:
+    """One evaluator's judgement of one item."""
+
+    safe: bool
+    evaluator: str
+    version: str
+    categories: list[str] = field(default_factory=list)
+    score: float | None = None
+    latency_ms: float = 0.0
+    cached: bool = False
+    error: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
+        data = dict(data)
+        data["findings"] = [Finding(**f) for f in data.get("findings") or []]
+        return cls(**data)
+
+    @classmethod
+    def failure(cls, evaluator: "Evaluator", error: str, latency_ms: float = 0.0) -> "Verdict":
+        """An error verdict; the proxy's `on_error` policy decides what it means."""
+        return cls(safe=False, evaluator=evaluator.name, version=evaluator.version, error=error, latency_ms=latency_ms)
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """What the proxy needs of an engine.
+
+    `evaluate` returns one verdict per item, in order. It may raise; the proxy
+    turns exceptions and timeouts into error verdicts per `on_error`.
+    `cache_context` returns the text the engine reads for an item: the cache key
+    is built over it, so two items the engine cannot tell apart share a verdict.
+    """
+
+    name: str
+    version: str
+    stages: frozenset[Stage]
+
+    async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]: ...
+
+    def cache_context(self, item: EvalItem) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BaseEvaluator:
+    """Convenience base: judged-turn-only cache context and a no-op close."""
+
+    name: str = "base"
+    version: str = "0"
+    stages: frozenset[Stage] = frozenset(STAGES)
+
+    def cache_context(self, item: EvalItem) -> str:
+        return item.text
+
+    async def aclose(self) -> None:  # pragma: no cover - nothing to release
+        return None
+
+    async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:  # pragma: no cover
+        raise NotImplementedError

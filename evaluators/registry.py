@@ -1,0 +1,45 @@
+"""Evaluator types by name, imported lazily so heavy engines cost nothing until used.
+
+A policy names an evaluator `type`; `create` imports the module and calls its
+factory with the evaluator's instance name and its options from the config.
+Each engine registers one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+from evaluators.base import Evaluator
+
+#: type name -> "module:factory"; factory(name: str, options: Mapping) -> Evaluator
+EVALUATOR_TYPES: dict[str, str] = {
+    "pii": "evaluators.rules.pii:create",
+    "secrets": "evaluators.rules.secrets:create",
+    "injection": "evaluators.rules.injection:create",
+    "unicode": "evaluators.rules.unicode:create",
+    "regex": "evaluators.rules.regex:create",
+    "llama_guard": "evaluators.llama_guard:create",
+    "classifier": "evaluators.classifier:create",
+    "cascade": "evaluators.cascade:create",
+    "data_quality": "evaluators.data_quality:create",
+}
+
+
+class UnknownEvaluatorType(ValueError):
+    """The config names an evaluator type nobody registered."""
+
+
+def factory_for(type_name: str) -> Callable[[str, Mapping[str, Any]], Evaluator]:
+    try:
+        target = EVALUATOR_TYPES[type_name]
+    except KeyError:
+        known = ", ".join(sorted(EVALUATOR_TYPES))
+        raise UnknownEvaluatorType(f"unknown evaluator type {type_name!r} (known: {known})") from None
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def create(type_name: str, name: str, options: Mapping[str, Any] | None = None) -> Evaluator:
+    """Build an evaluator instance from its type name and options."""
+    return factory_for(type_name)(name, dict(options or {}))

@@ -1,0 +1,1 @@
+"""guardstream gateway: the aiohttp proxy, its policy, cache and audit producer."""

@@ -1,0 +1,229 @@
+"""Settings: one YAML file plus environment overrides, validated at start-up.
+
+Environment overrides use `GUARDSTREAM__` and `__` between keys, e.g.
+`GUARDSTREAM__UPSTREAM__URL=http://vllm:8000` or `GUARDSTREAM__CACHE__REDIS_URL=...`.
+Values are parsed as YAML scalars, so `GUARDSTREAM__POLICY__MODE=shadow` works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "GUARDSTREAM__"
+
+Action = Literal["block", "flag", "redact", "allow"]
+OnError = Literal["fail_open", "fail_closed"]
+StreamMode = Literal["buffered", "optimistic", "final", "off"]
+ContentMode = Literal["full", "redacted", "hash"]
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, so typos are caught at start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvaluatorConfig(Strict):
+    """One evaluator instance: its engine type, error policy, deadline and engine options."""
+
+    type: str
+    on_error: OnError = "fail_open"
+    timeout_ms: int = Field(default=1000, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StreamingConfig(Strict):
+    """How streamed answers are moderated (see proxy/streaming.py)."""
+
+    mode: StreamMode | None = None  # None: buffered when enforcing, final in shadow mode
+    chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window")
+    context_size: int = Field(default=32, ge=0, description="tokens of earlier text each window includes")
+
+
+class StageConfig(Strict):
+    evaluators: list[str] = Field(default_factory=list)
+
+
+class OutputStageConfig(StageConfig):
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+
+
+class PolicyConfig(Strict):
+    """What is evaluated and what happens to each category."""
+
+    mode: Literal["enforce", "shadow"] = "enforce"
+    input: StageConfig = Field(default_factory=StageConfig)
+    output: OutputStageConfig = Field(default_factory=OutputStageConfig)
+    #: category -> action; "default" covers categories not listed
+    actions: dict[str, Action] = Field(default_factory=lambda: {"default": "block"})
+    #: blocked prompt: OpenAI-shaped 400 error, or a 200 answer carrying the refusal
+    blocked_input: Literal["error", "refusal"] = "error"
+    refusal_text: str = "I can't help with that."
+    cache_ttl_s: int = Field(default=3600, ge=0)
+
+    def action_for(self, category: str) -> Action:
+        return self.actions.get(category, self.actions.get("default", "block"))
+
+
+class ClientKey(Strict):
+    """A client API key, stored as its sha256 hex digest, with its tenant and policy."""
+
+    sha256: str
+    tenant: str = "default"
+    policy: str = "default"
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex64(cls, v: str) -> str:
+        v = v.strip().lower()
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("must be a 64-character sha256 hex digest (see `guardstream hash-key`)")
+        return v
+
+
+class UpstreamConfig(Strict):
+    url: str = "http://127.0.0.1:8000"
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_env: str | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=120.0, gt=0, description="max wait for the next byte")
+    pool_size: int = Field(default=256, gt=0)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or self.api_key
+        return self.api_key
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_messages: int = Field(default=2048, gt=0)
+    max_n: int = Field(default=8, gt=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+
+class CacheConfig(Strict):
+    redis_url: str | None = None
+    max_entries: int = Field(default=100_000, gt=0, description="in-memory LRU size")
+    op_timeout_ms: int = Field(default=50, gt=0)
+    lock_ttl_ms: int = Field(default=5000, gt=0)
+    ssl_ca_certs: str | None = None
+
+
+class AuditConfig(Strict):
+    kafka_bootstrap: str | None = None
+    topic: str = "guardstream.events"
+    jsonl_path: str = "var/audit/events.jsonl"
+    spool_dir: str = "var/spool"
+    spool_fsync: Literal["always", "batch", "never"] = "batch"
+    sample_allowed: float = Field(default=0.0, ge=0.0, le=1.0)
+    content: ContentMode = "redacted"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: str | None = None
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    log_content: bool = False
+    json_logs: bool = True
+
+
+class Settings(Strict):
+    """The whole configuration. `policies` maps names to policies; keys pick one."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    client_keys: list[ClientKey] = Field(default_factory=list)
+    evaluators: dict[str, EvaluatorConfig] = Field(default_factory=dict)
+    policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "Settings":
+        if "default" not in self.policies:
+            self.policies["default"] = PolicyConfig()
+        for pname, policy in self.policies.items():
+            for stage in ("input", "output"):
+                for ev in getattr(policy, stage).evaluators:
+                    if ev not in self.evaluators:
+                        raise ValueError(f"policies.{pname}.{stage}.evaluators: unknown evaluator {ev!r}")
+        for i, key in enumerate(self.client_keys):
+            if key.policy not in self.policies:
+                raise ValueError(f"client_keys.{i}.policy: unknown policy {key.policy!r}")
+        return self
+
+    def policy_hash(self, policy_name: str) -> str:
+        """A digest of a policy and the evaluators it uses: part of every cache key."""
+        policy = self.policies[policy_name]
+        used = sorted(set(policy.input.evaluators) | set(policy.output.evaluators))
+        blob = {
+            "policy": policy.model_dump(mode="json"),
+            "evaluators": {n: self.evaluators[n].model_dump(mode="json") for n in used},
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a message that names the key and the reason."""
+
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_policy.yaml")
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Load the built-in default policy or a YAML file, apply env and CLI overrides, validate."""
+    source = Path(path) if path else DEFAULT_CONFIG_PATH
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    _apply_env(raw, os.environ if env is None else env)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(raw, dotted.split("."), value)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(source, exc)) from None
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+            if keys:
+                _set_path(raw, keys, yaml.safe_load(value) if value else value)
+
+
+def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = raw
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            nxt = node[key] = {}
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _format_validation(source: Path, exc: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
