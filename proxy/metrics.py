@@ -1,0 +1,50 @@
+"""Prometheus metrics for the proxy, all defined in one place (served at GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# -- requests -----------------------------------------------------------------
+REQUESTS = Counter("guardstream_requests_total", "Requests by route and HTTP status", ["route", "status"],
+                   registry=REGISTRY)
+BLOCKS = Counter("guardstream_blocks_total", "Blocked prompts/answers by stage and category",
+                 ["stage", "category"], registry=REGISTRY)
+FLAGS = Counter("guardstream_flags_total", "Flagged (allowed, audited) prompts/answers by stage and category",
+                ["stage", "category"], registry=REGISTRY)
+SHADOW_WOULD_BLOCK = Counter("guardstream_shadow_would_block_total", "Blocks not enforced because of shadow mode",
+                             ["stage"], registry=REGISTRY)
+UPSTREAM_LATENCY = Histogram("guardstream_upstream_latency_seconds", "Upstream time to response headers",
+                             ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+PROXY_OVERHEAD = Histogram("guardstream_proxy_overhead_seconds",
+                           "Time spent in the proxy outside the upstream call (non-streaming requests)",
+                           ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+UPSTREAM_ERRORS = Counter("guardstream_upstream_errors_total", "Upstream failures by kind", ["kind"],
+                          registry=REGISTRY)
+INFLIGHT = Gauge("guardstream_inflight_requests", "Requests being served", registry=REGISTRY)
+
+# -- evaluators ---------------------------------------------------------------
+EVALUATOR_LATENCY = Histogram("guardstream_evaluator_latency_seconds", "Evaluator latency (cache misses)",
+                              ["evaluator", "stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+EVALUATOR_ERRORS = Counter("guardstream_evaluator_errors_total", "Evaluator errors and timeouts by policy outcome",
+                           ["evaluator", "kind", "on_error"], registry=REGISTRY)
+STREAM_WINDOWS = Counter("guardstream_stream_windows_evaluated_total", "Streaming windows evaluated", ["mode"],
+                         registry=REGISTRY)
+STREAM_CUTS = Counter("guardstream_stream_cuts_total", "Streams cut for unsafe output", ["mode"], registry=REGISTRY)
+
+# -- cache --------------------------------------------------------------------
+CACHE_LOOKUPS = Counter("guardstream_cache_lookups_total", "Verdict cache lookups by result (hit, miss, coalesced)",
+                        ["backend", "result"], registry=REGISTRY)
+CACHE_ERRORS = Counter("guardstream_cache_errors_total", "Cache backend errors (request served without cache)",
+                       ["backend", "kind"], registry=REGISTRY)
+CACHE_UP = Gauge("guardstream_cache_backend_up", "1 when the cache backend is reachable (circuit closed)",
+                 ["backend"], registry=REGISTRY)
+
+# -- audit --------------------------------------------------------------------
+AUDIT_EVENTS = Counter("guardstream_audit_events_total", "Audit events by outcome (emitted, sent, spooled, replayed, "
+                       "written, dropped)", ["outcome"], registry=REGISTRY)
+AUDIT_SPOOL_DEPTH = Gauge("guardstream_audit_spool_depth", "Events waiting in the local spool", registry=REGISTRY)
+AUDIT_BROKER_UP = Gauge("guardstream_audit_broker_up", "1 when the Kafka broker is reachable", registry=REGISTRY)
