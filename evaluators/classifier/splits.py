@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -84,27 +84,38 @@ def group_split(rows: Sequence[LabelledRow], groups: Sequence[int], fractions: d
     """Assign each row a split name; whole groups move together, stratified by (source, label).
 
     `fractions` maps split names to target shares of rows, e.g. {"dev": .15, "val": .15};
-    the rest goes to "train". Groups are shuffled with `seed`, then filled split by split.
+    the rest goes to "train". A group belongs to the stratum most of its rows come from.
+    A group too big to fit a split (more than half of that split's target, e.g. a
+    template shared by hundreds of attack prompts) goes to train and does not count
+    towards the stratum's size. Groups are shuffled with `seed`, then filled split by split.
     """
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[g].append(i)
     strata: dict[tuple[str, bool], list[int]] = defaultdict(list)
     for g, idx in members.items():
-        first = rows[idx[0]]
-        strata[(first.source or "", first.unsafe)].append(g)
+        key = Counter((rows[i].source or "", rows[i].unsafe) for i in idx).most_common(1)[0][0]
+        strata[key].append(g)
     rng = random.Random(seed)
     assignment = ["train"] * len(rows)
-    for key in sorted(strata, key=lambda k: (k[0], k[1])):
+    smallest_share = min(fractions.values(), default=0.0)
+    for key in sorted(strata):
         group_ids = sorted(strata[key])
         rng.shuffle(group_ids)
-        total = sum(len(members[g]) for g in group_ids)
+        sizes = {g: len(members[g]) for g in group_ids}
+        total = sum(sizes.values())
+        while True:  # drop oversized groups from the stratum's size until none is left
+            fits = [g for g in group_ids if sizes[g] <= max(1.0, 0.5 * smallest_share * total)]
+            new_total = sum(sizes[g] for g in fits)
+            if new_total == total:
+                break
+            total = new_total
         filled = {name: 0 for name in fractions}
-        for g in group_ids:
-            size = len(members[g])
-            target = next((name for name, share in fractions.items() if filled[name] + size / 2 <= share * total), "train")
+        for g in fits:
+            target = next((name for name, share in fractions.items()
+                           if filled[name] + sizes[g] / 2 <= share * total), "train")
             if target != "train":
-                filled[target] += size
+                filled[target] += sizes[g]
             for i in members[g]:
                 assignment[i] = target
     return assignment
