@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from kafka.errors import MessageSizeTooLargeError
 
 from proxy.config import AuditConfig
 from proxy.metrics import AUDIT_BROKER_UP, AUDIT_EVENTS, AUDIT_SPOOL_DEPTH
@@ -155,16 +156,21 @@ class KafkaAuditSink:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                self._poll_connect()
-                busy = self._step()
-                if self._spool_ok:
-                    self._spool.tick()
+                try:
+                    self._poll_connect()
+                    busy = self._step()
+                    if self._spool_ok:
+                        self._spool.tick()
+                except Exception:  # pragma: no cover - a bug must not stop auditing: reset and go on
+                    log.exception("audit_sender_error")
+                    self._drop_producer()
+                    busy = False
                 AUDIT_SPOOL_DEPTH.set(self._spool.depth)
                 if not busy:
                     self._wake.wait(0.1 if self._producer is None else 0.5)
             self._shutdown()
-        except Exception:  # pragma: no cover - last resort: never lose the queue silently
-            log.exception("audit_sender_crashed")
+        except Exception:  # pragma: no cover - last resort at shutdown: keep what is queued
+            log.exception("audit_shutdown_error")
             self._spool_pending()
         finally:
             if self._spool_ok:
@@ -215,7 +221,12 @@ class KafkaAuditSink:
 
     def _send_direct(self, batch: list[dict[str, Any]]) -> None:
         items = [encode_event(e) for e in batch]
-        status = self._send_and_wait(items)
+        try:
+            status = self._send_and_wait(items)
+        except Exception:  # pragma: no cover - a bug: keep the batch, not the producer
+            log.exception("audit_send_error")
+            self._drop_producer()
+            status = [_RETRY] * len(items)
         self._count("sent", status.count(_OK))
         self._count("dropped", status.count(_DROP))
         self._spool_items([item for item, st in zip(items, status) if st == _RETRY])
@@ -253,7 +264,7 @@ class KafkaAuditSink:
         for key, value in items:
             try:
                 futures.append(producer.send(self.topic, key=key, value=value))
-            except (TypeError, ValueError, _poison_errors()) as exc:
+            except _REJECTED as exc:
                 log.error("audit_event_rejected", error=f"{type(exc).__name__}: {exc}", bytes=len(value))
                 futures.append(None)
             except Exception as exc:  # noqa: BLE001 - metadata timeout, closed producer: the rest waits
@@ -351,10 +362,8 @@ class KafkaAuditSink:
 _OK, _RETRY, _DROP = "ok", "retry", "drop"
 
 
-def _poison_errors() -> tuple[type[BaseException], ...]:
-    from kafka.errors import MessageSizeTooLargeError
-
-    return (MessageSizeTooLargeError,)
+#: events the broker will never take (spooling them would stall the spool): dropped and logged
+_REJECTED = (TypeError, ValueError, MessageSizeTooLargeError)
 
 
 def _status(future: Any) -> str:
@@ -364,7 +373,7 @@ def _status(future: Any) -> str:
         return _RETRY
     if future.succeeded():
         return _OK
-    return _DROP if isinstance(future.exception, _poison_errors()) else _RETRY
+    return _DROP if isinstance(future.exception, _REJECTED) else _RETRY
 
 
 def _wait_done(futures: list[Any], timeout: float) -> None:

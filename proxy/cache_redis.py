@@ -79,6 +79,7 @@ class RedisVerdictCache(CoalescingCache):
                                       probe_interval_s=probe_interval_s, max_probe_interval_s=max_probe_interval_s,
                                       on_change=lambda up: CACHE_UP.labels(self.backend).set(int(up)))
         self._errors = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, cfg: CacheConfig) -> "RedisVerdictCache":
@@ -175,7 +176,9 @@ class RedisVerdictCache(CoalescingCache):
             verdict = await compute()
         except BaseException:
             # release in the background: this task may be cancelled, the lock must not linger
-            asyncio.get_running_loop().create_task(self._release(rkey, lock_key, token, ""))
+            task = asyncio.get_running_loop().create_task(self._release(rkey, lock_key, token, ""))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             raise
         value = "" if verdict.error else self._encode(verdict)
         await self._release(rkey, lock_key, token, value, ttl_s)

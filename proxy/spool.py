@@ -136,9 +136,13 @@ class Spool:
                 total += len(line)
             data, written = b"".join(kept), len(kept)
         view = memoryview(data)
-        while view:
-            n = os.write(self._wfd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._wfd, view)
+                view = view[n:]
+        except OSError:
+            os.ftruncate(self._wfd, self._size)  # no half-written line in front of the next append
+            raise
         self._size += len(data)
         self.depth += written
         self._dirty = True

@@ -229,3 +229,19 @@ async def test_emit_never_raises_and_readyz_state_without_broker(tmp_path: Path)
     sink.emit(make_event(1))  # after close: counted as dropped, never raised
     assert sink.counts["dropped"] == 1
     assert json.loads(Path(state["spool_path"]).read_text())["odd"] in ("{1, 2}", "{2, 1}")
+
+
+async def test_event_too_large_is_dropped_not_spooled_forever(kafka_bootstrap: str, topic: str,
+                                                              tmp_path: Path) -> None:
+    sink = sink_for(kafka_bootstrap, topic, tmp_path)
+    await sink.start()
+    await wait_until(lambda: sink.state()["broker_up"])
+    huge = make_event(0)
+    huge["content"]["completion"] = "x" * (2 << 20)  # over the producer's 1 MiB request limit
+    normal = [make_event(i) for i in range(1, 6)]
+    for event in [huge, *normal]:
+        sink.emit(event)
+    await wait_until(lambda: acked(sink) == 5)
+    await sink.close()
+    assert sink.counts["dropped"] == 1 and sink.state()["spool_depth"] == 0
+    assert_delivered_in_order(consume(kafka_bootstrap, topic, 5), normal)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
 import time
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -227,3 +230,45 @@ def test_build_cache_picks_redis_and_redacts_password(redis_url: str) -> None:
     assert isinstance(cache, RedisVerdictCache) and cache.prefix == "gs-test-x:"
     assert redact_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def _make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    ca_key, ca, key, csr, crt = (directory / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for argv in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1",
+                  "-subj", "/CN=gs-test-ca"],
+                 ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+                 ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+                  "-days", "1", "-extfile", ext]):
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
+    return ca, crt, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI to make test certificates")
+async def test_tls_rediss_with_ca_file(tmp_path: Path, make_cache: MakeCache) -> None:
+    ca, crt, key = _make_tls_files(tmp_path)
+    port = services.free_port()
+    server = services.ManagedServer([services.redis_server_binary(), "--port", "0", "--tls-port", str(port),
+                                     "--bind", "127.0.0.1", "--tls-cert-file", str(crt), "--tls-key-file", str(key),
+                                     "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no", "--save", ""], port)
+    try:
+        server.start()
+    except TimeoutError:
+        pytest.skip("this redis-server was built without TLS")
+    try:
+        cache = build_cache(CacheConfig(redis_url=f"rediss://127.0.0.1:{port}/0", ssl_ca_certs=str(ca),
+                                        key_prefix=services.unique_name("gs-test") + ":", op_timeout_ms=500))
+        await cache.start()
+        ev = CountingEvaluator()
+        item = EvalItem.of_text("over TLS")
+        key_ = cache_key(ev, "p1", item)
+        await cache.get_or_compute(key_, ev.compute_for(item), 60)
+        assert (await cache.get_or_compute(key_, ev.compute_for(item), 60)).cached and ev.calls == 1
+        assert cache.state()["ok"]
+        await cache.close()
+        untrusted = await make_cache(f"rediss://127.0.0.1:{port}/0", op_timeout_ms=500)  # system CAs only
+        assert untrusted.state()["ok"] is False, "a server certificate from an unknown CA is refused"
+    finally:
+        server.stop()
