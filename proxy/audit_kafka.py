@@ -304,7 +304,7 @@ class KafkaAuditSink:
             compression_type=self._compression, linger_ms=self._linger_ms,
             delivery_timeout_ms=self._delivery_timeout_ms, request_timeout_ms=request_timeout,
             max_block_ms=min(self._delivery_timeout_ms, 5000), bootstrap_timeout_ms=2000,
-            reconnect_backoff_max_ms=1000, client_id="guardstream-audit", **self._security)
+            reconnect_backoff_max_ms=1000, client_id="guardstream-audit", batch_size=256 * 1024, **self._security)
 
     def _poll_connect(self) -> None:
         if self._producer is not None or self._stop.is_set():
