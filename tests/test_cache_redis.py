@@ -19,6 +19,7 @@ from evaluators.base import EvalItem, Verdict
 from proxy.cache import build_cache, cache_key
 from proxy.cache_redis import RedisVerdictCache, redact_url
 from proxy.config import CacheConfig
+from proxy.metrics import REGISTRY
 from tests import services
 from tests.test_cache import CountingEvaluator
 
@@ -154,6 +155,10 @@ async def _lookup_stream(cache: RedisVerdictCache, ev: CountingEvaluator, n: int
     return durations
 
 
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"backend": "redis", **labels}) or 0.0
+
+
 async def _wait_until(pred: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -170,15 +175,19 @@ async def test_redis_killed_mid_traffic_then_back(make_cache: MakeCache,
     ev = CountingEvaluator()
     before = await _lookup_stream(cache, ev, 20, "k")
     assert ev.calls == 5, "warm: 5 distinct texts"
+    bypassed = _metric("guardstream_cache_errors_total", kind="circuit_open")
     server.stop()
     try:
         during = await _lookup_stream(cache, ev, 60, "k")
         assert cache.state()["ok"] is False and cache.state()["circuit"] == "open"
         assert ev.calls == 65, "without Redis every lookup evaluates"
+        assert _metric("guardstream_cache_backend_up") == 0
+        assert _metric("guardstream_cache_errors_total", kind="circuit_open") - bypassed >= 50
     finally:
         server.start()
     assert max(before + during) < FAST_S, f"slowest lookup {max(before + during):.3f}s"
     assert await _wait_until(lambda: cache.state()["ok"], 5.0), "the circuit closes by itself"
+    assert _metric("guardstream_cache_backend_up") == 1
     calls = ev.calls
     await _lookup_stream(cache, ev, 10, "k")  # Redis restarted empty: 5 misses, then hits
     assert ev.calls == calls + 5
