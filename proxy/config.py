@@ -36,6 +36,8 @@ class EvaluatorConfig(Strict):
     type: str
     on_error: OnError = "fail_open"
     timeout_ms: int = Field(default=1000, gt=0)
+    #: None: the engine decides (`cacheable`): cheap rules skip the cache, since a Redis hit costs more than them
+    cache: bool | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
