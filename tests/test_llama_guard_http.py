@@ -119,6 +119,15 @@ async def test_verdicts_scores_and_request_shape(fake: Any, monkeypatch: pytest.
     assert fake.headers[0]["Authorization"] == "Bearer sk-test-123"
 
 
+async def test_bos_is_kept_when_the_server_does_not_add_it(fake: Any) -> None:
+    ev = evaluator(fake, server_adds_bos=False)
+    try:
+        await ev.evaluate([EvalItem.of_text("bread")])
+    finally:
+        await ev.aclose()
+    assert fake.requests[0]["prompt"].startswith("<|begin_of_text|><|start_header_id|>user")
+
+
 async def test_leading_newline_token_and_spelling_variants(fake: Any) -> None:
     fake.style = "gap"
     ev = evaluator(fake)

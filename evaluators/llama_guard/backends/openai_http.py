@@ -48,7 +48,7 @@ class OpenAIHTTPBackend:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
-        #: attempts made, by outcome (for tests and debugging): ok, retried, failed
+        #: HTTP requests sent and retries made (for tests and debugging)
         self.stats = {"requests": 0, "retries": 0}
 
     # -- API --------------------------------------------------------------------------
