@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iso", action="store_true", help="ISO 8601 timestamps instead of epoch numbers")
     parser.add_argument("--jsonl", action="store_true", help="also measure the JSONL file path")
     parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs) after the JSON")
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.iso)))
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = ["generate", "check"] + (["jsonl"] if args.jsonl else [])
     results = []
+    load_before = os.getloadavg()[0]
     for iso in ([False, True] if not args.iso else [True]):
         for mode in modes:
             for n in sizes:
@@ -150,9 +152,24 @@ def main(argv: list[str] | None = None) -> int:
             only = f"{r['checker_records_per_s']:,.0f}" if r["checker_records_per_s"] else ""
         table.add_row(r["mode"], "ISO 8601" if r["iso"] else "epoch s", f"{r['n']:,}", f"{r['seconds']:.2f}",
                       f"{r['records_per_s']:,.0f}", only, f"{r['peak_rss_mib']:.1f}")
+    load_after = os.getloadavg()[0]
+    table.caption = f"1-min load average {load_before:.1f} before, {load_after:.1f} after"
     Console(width=140).print(table)
     print(json.dumps(results))
+    if args.markdown:
+        print(markdown(results, load_before, load_after))
     return 0
+
+
+def markdown(results: list[dict[str, Any]], load_before: float, load_after: float) -> str:
+    lines = ["| mode | timestamps | records | seconds | records/s | checker only, records/s | peak RSS MiB |",
+             "|---|---|--:|--:|--:|--:|--:|"]
+    for r in results:
+        only = f"{r['checker_records_per_s']:,.0f}" if r.get("checker_records_per_s") else ""
+        lines.append(f"| {r['mode']} | {'ISO 8601' if r['iso'] else 'epoch s'} | {r['n']:,} | {r['seconds']:.2f} | "
+                     f"{r['records_per_s']:,.0f} | {only} | {r['peak_rss_mib']:.1f} |")
+    lines.append(f"\n{os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before and {load_after:.1f} after.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def test_jsonl_end_to_end_subprocess(tmp_path: Path, rules_path: Path) -> None:
     write_jsonl(data, series(1200))
     with open(data, "a") as fh:
         fh.write("{not json\n")
+    data.write_bytes(b"\xef\xbb\xbf" + data.read_bytes())  # a byte order mark must not break line 0
     accepted, rejected, summary = tmp_path / "ok.jsonl", tmp_path / "bad.jsonl", tmp_path / "summary.json"
     proc = subprocess.run(
         [sys.executable, "-m", "proxy.cli", "check-data", str(data), "--rules", str(rules_path),
@@ -62,7 +63,7 @@ def test_jsonl_end_to_end_subprocess(tmp_path: Path, rules_path: Path) -> None:
     assert bad[0]["record"]["device_id"] == "dev-b" and bad[-1]["line"] == "{not json"
     ok_lines = accepted.read_text().splitlines()
     original = data.read_text().splitlines()
-    assert len(ok_lines) == 1191 and ok_lines[0] == original[0]  # written back byte for byte
+    assert len(ok_lines) == 1191 and ok_lines[0] == original[0].lstrip("\ufeff")  # written back unchanged
     stats = json.loads(summary.read_text())
     assert (stats["records"], stats["accepted"], stats["rejected"]) == (1201, 1191, 10)
     assert stats["failures"]["rate:speed"] == 1 and stats["failures"]["parse:row"] == 1
@@ -100,7 +101,7 @@ def test_clean_gzip_file_exits_zero(tmp_path: Path, rules_path: Path) -> None:
         assert sum(1 for _ in fh) == 500
 
 
-@pytest.mark.parametrize("case", ["bad_rules", "missing_file", "unknown_format", "no_csv_header"])
+@pytest.mark.parametrize("case", ["bad_rules", "missing_file", "unknown_format", "no_csv_header", "overwrite"])
 def test_bad_input_or_rules_exit_two(tmp_path: Path, rules_path: Path, case: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "d.jsonl"
@@ -113,10 +114,13 @@ def test_bad_input_or_rules_exit_two(tmp_path: Path, rules_path: Path, case: str
         data = tmp_path / "absent.jsonl"
     elif case == "unknown_format":
         data = data.rename(tmp_path / "d.parquet")
-    else:
+    elif case == "no_csv_header":
         data = tmp_path / "empty.csv"
         data.write_text("")
-    assert main(["check-data", str(data), "--rules", str(rules)]) == 2
-    err = capsys.readouterr().err
+    extra = ["--accepted", str(data)] if case == "overwrite" else []
+    assert main(["check-data", str(data), "--rules", str(rules), *extra]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    if case == "overwrite":
+        assert "would overwrite" in err and data.read_text().count("\n") == 5
     if case == "bad_rules":
         assert "bad.yaml:5:" in err and "fields.speed.max" in err

@@ -137,3 +137,40 @@ def test_inline_rules_and_version_follows_the_rules() -> None:
 def test_bad_options_fail_at_creation(options: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         create("data_quality", "dq", options)
+
+
+async def test_policy_snippet_from_the_docs_loads_and_judges(tmp_path: Path, rules_path: Path) -> None:
+    """The documented policy parses with the proxy's settings loader and builds a working evaluator.
+
+    (The proxy-level block/flag test waits for the proxy app; this covers config -> registry -> verdict.)
+    """
+    from proxy.config import load_settings
+    from evaluators.registry import create as create_evaluator
+
+    config = tmp_path / "policy.yaml"
+    config.write_text(f"""
+evaluators:
+  telemetry_quality:
+    type: data_quality
+    on_error: fail_closed
+    timeout_ms: 500
+    options: {{rules: {rules_path}}}
+policies:
+  default:
+    output:
+      evaluators: [telemetry_quality]
+    actions: {{quality: block, default: block}}
+  lenient:
+    output:
+      evaluators: [telemetry_quality]
+    actions: {{quality: flag}}
+""")
+    settings = load_settings(config, env={})
+    cfg = settings.evaluators["telemetry_quality"]
+    evaluator = create_evaluator(cfg.type, "telemetry_quality", cfg.options)
+    bad = [dict(r) for r in series(6, faults=False)]
+    bad[2]["speed"] = -3
+    (verdict,) = await evaluator.evaluate([EvalItem.of_text(answer_with(bad), "output")])
+    assert verdict.categories == ["quality"]
+    assert [settings.policies[p].action_for(c) for p in ("default", "lenient") for c in verdict.categories] == \
+        ["block", "flag"]

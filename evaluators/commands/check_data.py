@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     sinks: list[RecordSink] = []
     try:
+        _check_paths(args.file, args.accepted, args.rejected)
         fmt = detect_format(args.file, args.format)
         field_types = {name: spec.type for name, spec in rules.fields.items()}
         with RecordSource(args.file, fmt, field_types) as source:
@@ -73,6 +74,22 @@ def run(args: argparse.Namespace) -> int:
         with open(args.summary_json, "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)
     return 0 if tally.rejected == 0 else 1
+
+
+def _check_paths(source: str, *outputs: str | None) -> None:
+    """Refuse outputs that would overwrite the input or each other (the input is read while writing)."""
+    from pathlib import Path
+
+    from evaluators.data_quality.io import InputError
+
+    seen = {Path(source).resolve()}
+    for out in outputs:
+        if out is None:
+            continue
+        resolved = Path(out).resolve()
+        if resolved in seen:
+            raise InputError(f"output {out!r} would overwrite the input or another output")
+        seen.add(resolved)
 
 
 class _progress:

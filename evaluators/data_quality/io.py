@@ -129,8 +129,13 @@ class RecordSource:
 
     def _iter_jsonl(self) -> Iterator[Row]:
         loads = json.loads
+        first = True
         try:
             for line in self._binary:
+                if first:
+                    first = False
+                    if line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                        line = line[3:]
                 if not line.strip():
                     continue
                 try:
