@@ -305,8 +305,9 @@ def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], Callable[[Any, in
             else:
                 prev = state[0]
                 if t < prev or (strict and t == prev):
+                    relation = "before" if t < prev else "equal to"
                     f = Failure(index, "time_order", time_field,
-                                f"{iso(t)} is {'before' if t < prev else 'equal to'} the previous timestamp {iso(prev)}")
+                                f"{iso(t)} is {relation} the previous timestamp {iso(prev)}")
                     fails = [f] if fails is None else fails + [f]
                 else:
                     if max_gap is not None and t - prev > max_gap:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -121,18 +122,9 @@ _REFUSED = {
     ast.Dict: "dict literals are not allowed",
 }
 
-# Specialised closure factories: one call per node, operators inlined.
-_CMP = {
-    ast.Lt: (lambda f, c: lambda r: f(r) < c, lambda c, g: lambda r: c < g(r), lambda f, g: lambda r: f(r) < g(r)),
-    ast.LtE: (lambda f, c: lambda r: f(r) <= c, lambda c, g: lambda r: c <= g(r), lambda f, g: lambda r: f(r) <= g(r)),
-    ast.Gt: (lambda f, c: lambda r: f(r) > c, lambda c, g: lambda r: c > g(r), lambda f, g: lambda r: f(r) > g(r)),
-    ast.GtE: (lambda f, c: lambda r: f(r) >= c, lambda c, g: lambda r: c >= g(r), lambda f, g: lambda r: f(r) >= g(r)),
-    ast.Eq: (lambda f, c: lambda r: f(r) == c, lambda c, g: lambda r: c == g(r), lambda f, g: lambda r: f(r) == g(r)),
-    ast.NotEq: (lambda f, c: lambda r: f(r) != c, lambda c, g: lambda r: c != g(r), lambda f, g: lambda r: f(r) != g(r)),
-}
-_CMP_CONST = {
-    ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b,
-    ast.GtE: lambda a, b: a >= b, ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b,
+_COMPARE: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq, ast.NotEq: operator.ne,
     ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
 }
 _ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -145,20 +137,22 @@ def _safe_pow(a: Any, b: Any) -> Any:
     return result
 
 
-_ARITH_CONST = {
-    ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b, ast.Pow: _safe_pow,
+_ARITH: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: _safe_pow,
 }
-_ARITH = {
-    ast.Add: (lambda f, c: lambda r: f(r) + c, lambda c, g: lambda r: c + g(r), lambda f, g: lambda r: f(r) + g(r)),
-    ast.Sub: (lambda f, c: lambda r: f(r) - c, lambda c, g: lambda r: c - g(r), lambda f, g: lambda r: f(r) - g(r)),
-    ast.Mult: (lambda f, c: lambda r: f(r) * c, lambda c, g: lambda r: c * g(r), lambda f, g: lambda r: f(r) * g(r)),
-    ast.Div: (lambda f, c: lambda r: f(r) / c, lambda c, g: lambda r: c / g(r), lambda f, g: lambda r: f(r) / g(r)),
-    ast.FloorDiv: (lambda f, c: lambda r: f(r) // c, lambda c, g: lambda r: c // g(r),
-                   lambda f, g: lambda r: f(r) // g(r)),
-    ast.Mod: (lambda f, c: lambda r: f(r) % c, lambda c, g: lambda r: c % g(r), lambda f, g: lambda r: f(r) % g(r)),
-    ast.Pow: (lambda f, c: lambda r: _safe_pow(f(r), c), None, None),  # exponent is always a constant
-}
+
+
+def _binary(op: Callable[[Any, Any], Any], left: "_Node", right: "_Node") -> Fn:
+    """One closure for `left op right`, with a constant side folded in."""
+    if right.is_const:
+        f, c = left.fn, right.const
+        return lambda r: op(f(r), c)
+    if left.is_const:
+        c, g = left.const, right.fn
+        return lambda r: op(c, g(r))
+    f, g = left.fn, right.fn
+    return lambda r: op(f(r), g(r))
 
 
 class _Compiler:
@@ -256,15 +250,10 @@ class _Compiler:
                                       _col(node.right))
         if left.is_const and right.is_const:
             try:
-                return _Node(NUMBER, const=_ARITH_CONST[op](left.const, right.const))
+                return _Node(NUMBER, const=_ARITH[op](left.const, right.const))
             except (ArithmeticError, ValueError) as exc:
                 raise ExpressionError(f"constant arithmetic fails: {exc}", _col(node)) from None
-        fc, cf, ff = _ARITH[op]
-        if right.is_const:
-            return _Node(NUMBER, fn=fc(left.fn, right.const))
-        if left.is_const:
-            return _Node(NUMBER, fn=cf(left.const, right.fn))
-        return _Node(NUMBER, fn=ff(left.fn, right.fn))
+        return _Node(NUMBER, fn=_binary(_ARITH[op], left, right))
 
     def _Compare(self, node: ast.Compare, depth: int) -> _Node:
         operands = [self.visit(node.left, depth)]
@@ -274,7 +263,7 @@ class _Compiler:
             left = operands[-1]
             if op in (ast.In, ast.NotIn):
                 right = self._literal_set(comp, left.kind)
-            elif op in _CMP:
+            elif op in _COMPARE:
                 right = self.visit(comp, depth)
                 if op in _ORDERING and (left.kind != right.kind or left.kind == BOOLEAN):
                     raise ExpressionError("`<`, `<=`, `>`, `>=` compare two numbers or two strings", _col(comp))
@@ -285,7 +274,7 @@ class _Compiler:
             operands.append(right)
             pairs.append(self._pair(op, left, right))
         if all(p is None for p in pairs):  # constant comparison
-            value = all(_CMP_CONST[type(o)](a.const, b.const)
+            value = all(_COMPARE[type(o)](a.const, b.const)
                         for o, a, b in zip(node.ops, operands, operands[1:]))
             return _Node(BOOLEAN, const=value)
         if len(pairs) == 1:
@@ -336,23 +325,13 @@ class _Compiler:
     def _pair(op: type, left: _Node, right: _Node) -> Fn | None:
         if left.is_const and right.is_const:
             return None
-        if op in (ast.In, ast.NotIn):
-            f, members = left.fn, right.const
-            if op is ast.In:
-                return lambda r: f(r) in members
-            return lambda r: f(r) not in members
-        fc, cf, ff = _CMP[op]
-        if right.is_const:
-            return fc(left.fn, right.const)
-        if left.is_const:
-            return cf(left.const, right.fn)
-        return ff(left.fn, right.fn)
+        return _binary(_COMPARE[op], left, right)
 
     @staticmethod
     def _chain(ops: list[ast.cmpop], operands: list[_Node]) -> Fn:
         """`a < b < c`: each operand evaluated once, short-circuiting like Python."""
         getters = tuple(o.fn if o.fn is not None else (lambda r, _c=o.const: _c) for o in operands)
-        tests = tuple(_CMP_CONST[type(o)] for o in ops)
+        tests = tuple(_COMPARE[type(o)] for o in ops)
 
         def chained(r: Mapping[str, Any]) -> bool:
             left = getters[0](r)

@@ -243,7 +243,8 @@ def semantic_issues(rules: RuleSet) -> list[tuple[tuple[str | int, ...], str]]:
         if spec.min is not None and spec.max is not None and spec.min > spec.max:
             issues.append((at + ("min",), f"min {spec.min} is greater than max {spec.max}"))
         if spec.values is not None and spec.type not in ("string", "number", "integer", "boolean"):
-            issues.append((at + ("values",), f"allowed values apply to string/number/integer/boolean, not {spec.type!r}"))
+            issues.append((at + ("values",),
+                           f"allowed values apply to string/number/integer/boolean, not {spec.type!r}"))
     if rules.time is not None:
         time = rules.time
         if time.field not in fields:
