@@ -101,7 +101,8 @@ def test_clean_gzip_file_exits_zero(tmp_path: Path, rules_path: Path) -> None:
         assert sum(1 for _ in fh) == 500
 
 
-@pytest.mark.parametrize("case", ["bad_rules", "missing_file", "unknown_format", "no_csv_header", "overwrite"])
+@pytest.mark.parametrize("case", ["bad_rules", "missing_file", "unknown_format", "no_csv_header", "overwrite",
+                                  "json_array"])
 def test_bad_input_or_rules_exit_two(tmp_path: Path, rules_path: Path, case: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "d.jsonl"
@@ -114,6 +115,9 @@ def test_bad_input_or_rules_exit_two(tmp_path: Path, rules_path: Path, case: str
         data = tmp_path / "absent.jsonl"
     elif case == "unknown_format":
         data = data.rename(tmp_path / "d.parquet")
+    elif case == "json_array":
+        data = tmp_path / "array.json"
+        data.write_text(json.dumps(list(series(5, faults=False)), indent=2))
     elif case == "no_csv_header":
         data = tmp_path / "empty.csv"
         data.write_text("")
@@ -122,5 +126,7 @@ def test_bad_input_or_rules_exit_two(tmp_path: Path, rules_path: Path, case: str
     err = " ".join(capsys.readouterr().err.split())
     if case == "overwrite":
         assert "would overwrite" in err and data.read_text().count("\n") == 5
+    if case == "json_array":
+        assert "jq -c" in err
     if case == "bad_rules":
         assert "bad.yaml:5:" in err and "fields.speed.max" in err

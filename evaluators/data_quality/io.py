@@ -129,7 +129,7 @@ class RecordSource:
 
     def _iter_jsonl(self) -> Iterator[Row]:
         loads = json.loads
-        first = True
+        first = first_record = True
         try:
             for line in self._binary:
                 if first:
@@ -139,9 +139,15 @@ class RecordSource:
                 if not line.strip():
                     continue
                 try:
-                    yield loads(line), line, None
+                    value = loads(line)
                 except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                    if first_record and line.lstrip().startswith(b"["):
+                        raise InputError(f"{str(self.path)!r} looks like one JSON array over many lines, not "
+                                         "JSON Lines: convert it first, e.g. `jq -c '.[]' in.json > in.jsonl`")
                     yield None, line, f"invalid JSON: {getattr(exc, 'msg', None) or exc}"
+                else:
+                    yield value, line, None
+                first_record = False
         except (OSError, EOFError) as exc:  # truncated or corrupt gzip
             raise InputError(f"cannot read {str(self.path)!r}: {exc}") from None
 
