@@ -10,7 +10,7 @@ What the proxy sees, in the `Verdict`:
 - one `Finding(category="quality", kind="<rule>:<field>@<index>", start, end)`
   per failure, the span being the failing record's characters in the answer
   (`parse:json@<n>` spans the unreadable block), capped at `max_findings`.
-  Audit events carry findings, so reviewers see which rule failed on which record.
+  The kind alone tells a reviewer which rule failed on which record.
 
 The richer structure (messages, counts, spans) comes from `inspect(text)`,
 which `guardstream eval` and tests can call directly.
@@ -65,6 +65,9 @@ class AnswerReport:
 
 class DataQualityEvaluator(BaseEvaluator):
     """Accept/reject the records of an answer against one rule set."""
+
+    #: checking an answer's records costs less than a Redis round trip (config `cache: true` overrides)
+    cacheable = False
 
     def __init__(self, name: str, rules: RuleSet, *, records_key: str | None = None,
                  require_records: bool = False, max_findings: int = 100,
