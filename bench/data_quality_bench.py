@@ -1,7 +1,8 @@
 """Data-quality checker throughput and memory: 100k and 1M records in one streaming pass.
 
-    python -m bench.data_quality_bench            # table + JSON on stdout
-    python -m bench.data_quality_bench --jsonl    # also the JSONL file path (parse + check + write)
+    python -m bench.data_quality_bench [--jsonl] [--markdown] [--out bench/results/data_quality.json]
+
+`--jsonl` adds the JSONL file path (parse + check + write); results go to `--out` as JSON.
 
 Records come from a generator (no list is ever built): 8 devices interleaved,
 one point per device per second, speed drifting smoothly. Each measurement runs
@@ -20,11 +21,14 @@ import argparse
 import json
 import math
 import os
+import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
 RULES_YAML = """
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jsonl", action="store_true", help="also measure the JSONL file path")
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest is kept")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs) after the JSON")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs)")
+    parser.add_argument("--out", default="bench/results/data_quality.json", help="where to write the results")
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.iso)))
@@ -162,7 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()[0]
     table.caption = f"1-min load average {load_before:.1f} before, {load_after:.1f} after"
     Console(width=140).print(table)
-    print(json.dumps(results))
+    report = {
+        "benchmark": "data_quality",
+        "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "loadavg_1m_before": load_before, "loadavg_1m_after": load_after},
+        "rules": {"checks": RULE_COUNT, "series": DEVICES, "yaml": RULES_YAML.strip()},
+        "repeat": args.repeat,
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {out}")
     if args.markdown:
         print(markdown(results, load_before, load_after))
     return 0
