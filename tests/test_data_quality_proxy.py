@@ -77,6 +77,9 @@ def test_clean_records_pass_and_a_bad_record_is_blocked(blocking: ProxyHarness) 
     assert validation_errors(event) == []
     assert (event["stage"], event["action"], event["categories"]) == ("output", "block", ["quality"])
     assert [(v["evaluator"], v["safe"], v["score"]) for v in event["verdicts"]] == [("dq", False, 1.0)]
+    # reviewers see which rule failed on which record and field
+    kinds = [f["kind"] for f in event["verdicts"][0]["findings"]]
+    assert kinds and all(k.count(":") == 1 and "@" in k for k in kinds)
 
 
 def test_streamed_bad_record_ends_with_content_filter(blocking: ProxyHarness) -> None:
