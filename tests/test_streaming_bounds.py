@@ -13,7 +13,7 @@ import pytest
 from evaluators.base import EvalItem, Verdict
 from proxy.demo_upstream import DemoUpstream
 from tests.keyword_evaluator import KeywordEvaluator
-from tests.stream_client import UNSAFE, chat_body, disconnect_latency, evaluator, raw_stream, start, texts, tokens
+from tests.stream_client import chat_body, disconnect_latency, evaluator, raw_stream, start, texts, tokens
 
 
 class TrackingEvaluator(KeywordEvaluator):
@@ -40,20 +40,18 @@ def create_tracking(name: str, options: Mapping[str, Any]) -> TrackingEvaluator:
                              float(options.get("delay_ms", 0.0)))
 
 
-def tracked(tmp_path: Path, mode: str, chunk: int, answer: Any, delay_ms: float, chunk_delay_s: float):  # type: ignore[no-untyped-def]
-    h = start(tmp_path, mode, chunk=chunk, answer=answer, delay_ms=delay_ms, chunk_delay_s=chunk_delay_s)
-    assert h.state is not None
-    h.state.guard.evaluators["secrets"] = h.state.evaluators["secrets"] = create_tracking(
-        "secrets", {"words": [UNSAFE], "category": "secret", "delay_ms": delay_ms})
-    return h
+def tracked(tmp_path: Path, mode: str, chunk: int, answer: Any, delay_ms: float,  # type: ignore[no-untyped-def]
+            chunk_delay_s: float):
+    return start(tmp_path, mode, chunk=chunk, answer=answer, delay_ms=delay_ms, chunk_delay_s=chunk_delay_s,
+                 evaluator_type=f"{__name__}:create_tracking")
 
 
 @pytest.mark.parametrize("mode", ["buffered", "optimistic"])
 def test_evaluator_calls_grow_linearly_with_answer_length(tmp_path: Path, mode: str) -> None:
     chunk = 8
     calls: dict[int, int] = {}
-    h = start(tmp_path, mode, chunk=chunk, answer=lambda body: tokens(int(body["max_tokens"]), prefix=f"w{body['max_tokens']}."),
-              chunk_delay_s=0.0005)
+    h = start(tmp_path, mode, chunk=chunk, chunk_delay_s=0.0005,
+              answer=lambda body: tokens(int(body["max_tokens"]), prefix=f"w{body['max_tokens']}."))
     try:
         for length in (32, 64, 128, 256):
             before = evaluator(h).calls
@@ -70,8 +68,8 @@ def test_evaluator_calls_grow_linearly_with_answer_length(tmp_path: Path, mode: 
 
 
 def test_one_evaluation_in_flight_per_choice_and_windows_coalesce(tmp_path: Path) -> None:
-    # a slow evaluator (20 ms) and a fast upstream: windows pile up while one is judged
-    h = tracked(tmp_path, "buffered", 8, lambda body: [tokens(400, prefix="a"), tokens(400, prefix="b")], 20, 0.0002)
+    # a slow evaluator (20 ms) and an upstream with no delay: windows pile up while one is judged
+    h = tracked(tmp_path, "buffered", 8, lambda body: [tokens(400, prefix="a"), tokens(400, prefix="b")], 20, 0.0)
     try:
         raw = raw_stream(h, chat_body(n=2))
         assert texts(raw) == {0: tokens(400, prefix="a"), 1: tokens(400, prefix="b")}

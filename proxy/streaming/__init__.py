@@ -10,6 +10,8 @@ Modes, per policy (`policies.X.output.streaming`):
 - `off`: a plain relay.
 A cut choice ends with a `finish_reason: "content_filter"` chunk (with the policy's refusal text when
 `streaming.refusal` is set); once every choice is over the upstream connection is closed.
+`flag` and `redact` outcomes let a window through and are audited (streamed text is not redacted).
+Tool-call deltas, role chunks, usage chunks and keep-alive comments pass through unjudged, in order.
 """
 
 from proxy.streaming.modes import ModePlan, effective_mode

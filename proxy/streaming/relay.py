@@ -82,11 +82,11 @@ class StreamRelay:
                 ending = "cut"
             if self._client_error is not None:
                 raise self._client_error
-            if ending == "done":
-                self.upstream.release()  # reused when the body is complete, closed otherwise
-            else:
+            if ending != "done":
                 self.upstream.close()
             await self._finish(ending)
+            if ending == "done":
+                await self._reuse_upstream()
         finally:
             await self._cancel_tasks()
             self.upstream.close()  # stops generation upstream if we left early (no-op after release)
@@ -113,6 +113,17 @@ class StreamRelay:
             if not data:
                 return "eof"
 
+    async def _reuse_upstream(self) -> None:
+        """After [DONE], read the upstream body to its end so the pooled connection is kept for the next request."""
+        try:
+            async with asyncio.timeout(0.25):
+                while await self.upstream.content.readany():
+                    pass
+        except (asyncio.TimeoutError, *_UPSTREAM_ERRORS):
+            self.upstream.close()
+            return
+        self.upstream.release()
+
     async def _finish(self, ending: str) -> None:
         """Judge what is left, release what passed, and end the client's stream."""
         if ending == "interrupted":
@@ -121,7 +132,7 @@ class StreamRelay:
             for choice in self.choices.values():
                 if not choice.cut and not choice.finished:
                     self._submit(choice, choice.end_of_stream())
-        while workers := [c.worker for c in self.choices.values() if c.worker is not None]:
+        while workers := [c.worker for c in self.choices.values() if c.worker and not c.worker.done()]:
             await asyncio.gather(*workers, return_exceptions=True)
         if self._client_error is not None:
             raise self._client_error
@@ -195,7 +206,7 @@ class StreamRelay:
         if window is None:
             return
         choice.pending.push(window)
-        if choice.worker is None:
+        if choice.worker is None or choice.worker.done():
             choice.worker = asyncio.create_task(self._judge_windows(choice),
                                                 name=f"stream-judge-{self.ctx.request_id}-{choice.index}")
 
