@@ -18,6 +18,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import platform
+import random
 import re
 import statistics
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).with_name("results")
+rng = random.Random(20240605)
 MODES = ("off", "final", "optimistic", "buffered")
 EVALUATORS = {"cheap": 0.0, "20ms": 20.0}
 CHUNK_SIZE, CONTEXT_SIZE = 64, 32
@@ -165,9 +167,11 @@ async def _measure(upstream_url: str, proxy_url: str, args: argparse.Namespace) 
         with Progress(transient=True) as progress:
             task = progress.add_task("latency", total=len(targets) * args.requests)
             samples: dict[int, list[tuple[float, float, int]]] = {i: [] for i in range(len(targets))}
-            for _ in range(args.requests):  # interleaved, so drift hits every target alike
-                for i, (_, _, url, key) in enumerate(targets):
-                    samples[i].append(await _one(session, url, key, args.chunks))
+            order = list(range(len(targets)))
+            for _ in range(args.requests):  # interleaved, in a new order each round: drift hits all alike
+                rng.shuffle(order)
+                for i in order:
+                    samples[i].append(await _one(session, targets[i][2], targets[i][3], args.chunks))
                     progress.advance(task)
             for i, (mode, ev, _, _) in enumerate(targets):
                 ttft = [s[0] * 1000 for s in samples[i]]
@@ -200,9 +204,11 @@ async def _ttft_precise(session: Any, upstream_url: str, proxy_url: str, args: a
         ("off", "cheap"), ("final", "cheap"), ("optimistic", "cheap"), ("optimistic", "20ms"))]
     samples: dict[int, list[float]] = {i: [] for i in range(len(targets))}
     task = progress.add_task("time to first token", total=len(targets) * args.ttft_requests)
+    order = list(range(len(targets)))
     for _ in range(args.ttft_requests):
-        for i, (_, _, url, key) in enumerate(targets):
-            samples[i].append((await _one(session, url, key, 4))[0] * 1000)
+        rng.shuffle(order)
+        for i in order:
+            samples[i].append((await _one(session, targets[i][2], targets[i][3], 4))[0] * 1000)
             progress.advance(task)
     return [{"target": "direct" if mode == "direct" else "proxy", "mode": mode, "evaluator": ev,
              "ttft_ms_median": statistics.median(samples[i]), "ttft_ms_p90": _p90(samples[i]),
@@ -224,14 +230,18 @@ def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
     direct = results["latency"][0]
     table = Table(title=f"Streaming: {args.chunks} chunks, {args.chunk_delay_ms} ms apart; windows of {CHUNK_SIZE} "
                         f"tokens (+{CONTEXT_SIZE} context); median (p90) of {args.requests} requests")
-    for col in ("target", "mode", "evaluator", "TTFT ms", "+TTFT vs direct", "total ms", "+total vs direct"):
+    for col in ("target", "mode", "evaluator", "TTFT ms", "+TTFT vs direct", "total ms", "+total vs direct",
+                "+total vs off"):
         table.add_column(col, justify="right" if "ms" in col or "+" in col else "left")
+    off = {r["evaluator"]: r for r in results["latency"] if r["mode"] == "off"}
     for row in results["latency"]:
+        base = off.get(row["evaluator"])
         table.add_row(row["target"], row["mode"], row["evaluator"],
                       f"{row['ttft_ms_median']:.2f} ({row['ttft_ms_p90']:.2f})",
                       f"{row['ttft_ms_median'] - direct['ttft_ms_median']:+.2f}",
                       f"{row['total_ms_median']:.1f} ({row['total_ms_p90']:.1f})",
-                      f"{row['total_ms_median'] - direct['total_ms_median']:+.1f}")
+                      f"{row['total_ms_median'] - direct['total_ms_median']:+.1f}",
+                      f"{row['total_ms_median'] - base['total_ms_median']:+.1f}" if base else "")
     console.print(table)
     calls = Table(title="Evaluator calls per answer (windows of 64 tokens)")
     for col in ("mode", "evaluator", *[str(n) for n in args.lengths]):
