@@ -85,15 +85,15 @@ def store(store_info: tuple[Any, str, str | None]) -> Any:
     return store_info[0]
 
 
-def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]) -> None:
-    """Send raw (key, value) messages and wait for every ack."""
+def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]) -> list[Any]:
+    """Send raw (key, value) messages, wait for every ack; returns their RecordMetadata (partition, offset)."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     futures = [producer.send(topic, key=key, value=value) for key, value in messages]
-    for fut in futures:
-        fut.get(timeout=15)
+    sent = [fut.get(timeout=15) for fut in futures]
     producer.close()
+    return sent
 
 
 def event_message(event: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -101,5 +101,5 @@ def event_message(event: dict[str, Any]) -> tuple[bytes, bytes]:
 
 
 #: consumer settings for tests: small group timeouts so joins take ~3 s instead of ~23 s
-FAST_GROUP = dict(session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=4000,
+FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=400, max_poll_interval_ms=2500,
                   poll_timeout_ms=300)
