@@ -50,6 +50,10 @@ def add_kafka_arguments(parser: argparse.ArgumentParser, default_group: str) -> 
     group.add_argument("--topic", default=DEFAULT_TOPIC, help="audit topic (default: %(default)s)")
     group.add_argument("--group", default=default_group, help="consumer group id (default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=500, help="max records per poll = per DB transaction")
+    group.add_argument("--session-timeout-ms", type=int, default=10_000,
+                       help="group session timeout: how fast a dead consumer's partitions move")
+    group.add_argument("--max-poll-interval-ms", type=int, default=300_000,
+                       help="max time between polls (also the rebalance timeout new members wait for)")
     group.add_argument("--security-protocol", default="PLAINTEXT",
                        choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
     group.add_argument("--ssl-cafile", default=None)
@@ -57,5 +61,7 @@ def add_kafka_arguments(parser: argparse.ArgumentParser, default_group: str) -> 
 
 def kafka_settings_from_args(args: argparse.Namespace, client_id: str) -> KafkaSettings:
     return KafkaSettings(bootstrap=args.bootstrap, topic=args.topic, group_id=args.group, client_id=client_id,
-                         max_poll_records=args.batch_size, security_protocol=args.security_protocol,
+                         max_poll_records=args.batch_size, session_timeout_ms=args.session_timeout_ms,
+                         heartbeat_interval_ms=max(100, min(3000, args.session_timeout_ms // 5)),
+                         max_poll_interval_ms=args.max_poll_interval_ms, security_protocol=args.security_protocol,
                          ssl_cafile=args.ssl_cafile)

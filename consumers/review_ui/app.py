@@ -20,6 +20,7 @@ SIGNER: web.AppKey[Signer] = web.AppKey("signer", Signer)
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("templates", jinja2.Environment)
 STATE: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("state")
 SECURE: web.AppKey[bool] = web.AppKey("secure", bool)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 PUBLIC = ("/login", "/static/", "/healthz")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,7 +78,7 @@ async def auth_and_csrf(request: web.Request, handler: Handler) -> web.StreamRes
         if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
             raise web.HTTPSeeOther(f"/login?next={request.rel_url}")
         raise web.HTTPUnauthorized(text="login required", headers={"WWW-Authenticate": 'Basic realm="guardstream"'})
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     if request.method == "POST":
         token = request.headers.get("X-CSRF-Token")
         if token is None:

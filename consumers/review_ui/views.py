@@ -45,7 +45,7 @@ def reviewer_active(store: Store, name: str) -> bool:
 
 
 def _render(request: web.Request, template: str, status: int = 200, **ctx: Any) -> web.Response:
-    principal: Principal | None = request.get("principal")
+    principal: Principal | None = request.get(appmod.PRINCIPAL)
     env = request.app[appmod.TEMPLATES]
     html = env.get_template(template).render(
         principal=principal, csrf=request.app[appmod.SIGNER].csrf_token(principal) if principal else "", **ctx)
@@ -128,7 +128,7 @@ async def queue(request: web.Request) -> web.Response:
         page = max(1, int(request.query.get("page", "1")))
     except ValueError:
         page = 1
-    store, me = request.app[appmod.STORE], request["principal"].name
+    store, me = request.app[appmod.STORE], request[appmod.PRINCIPAL].name
 
     def load() -> tuple[Any, ...]:
         with store.read() as conn:
@@ -144,7 +144,7 @@ async def queue(request: web.Request) -> web.Response:
 
 
 async def event_page(request: web.Request) -> web.Response:
-    store, me = request.app[appmod.STORE], request["principal"].name
+    store, me = request.app[appmod.STORE], request[appmod.PRINCIPAL].name
     f = parse_filter(request.query)
     event_id = request.match_info["event_id"]
 
@@ -186,7 +186,7 @@ async def post_label(request: web.Request) -> web.StreamResponse:
     label = str(form.get("label", ""))
     categories = [str(c) for c in form.getall("categories", [])]
     note = str(form.get("note", ""))
-    store, me = request.app[appmod.STORE], request["principal"].name
+    store, me = request.app[appmod.STORE], request[appmod.PRINCIPAL].name
     wants_json = "application/json" in request.headers.get("Accept", "")
     try:
         stored = await asyncio.to_thread(store.add_label, event_id, me, label, categories, note)
