@@ -130,14 +130,15 @@ def reviewed_count(conn: Connection) -> int:
                         .where(exists().where(t.labels.c.event_pk == E.c.id))).scalar_one()
 
 
-def reviewed_events(conn: Connection, chunk: int = 500) -> Iterator[StoredEvent]:
+def reviewed_events(conn: Connection, chunk: int = 500, newest_first: bool = False) -> Iterator[StoredEvent]:
     """Every event with at least one label, with all its labels, in store order (keyset pages)."""
     L = t.labels
-    last = 0
+    last: int | None = None
     while True:
-        rows = conn.execute(select(E.c.id, E.c.event_id, E.c.ts, E.c.payload)
-                            .where(E.c.id > last, exists().where(L.c.event_pk == E.c.id))
-                            .order_by(E.c.id).limit(chunk)).all()
+        q = select(E.c.id, E.c.event_id, E.c.ts, E.c.payload).where(exists().where(L.c.event_pk == E.c.id))
+        if last is not None:
+            q = q.where(E.c.id < last if newest_first else E.c.id > last)
+        rows = conn.execute(q.order_by(E.c.id.desc() if newest_first else E.c.id).limit(chunk)).all()
         if not rows:
             return
         by_event: dict[int, list[Label]] = {}
