@@ -15,7 +15,7 @@ from consumers.decode import parse_ts
 from consumers.kafka import KafkaSettings
 from consumers.metrics import MetricsConsumer, aggregate, write_aggregates
 from consumers.store import tables as t
-from tests.review_support import FAST_GROUP, event_message, make_event, produce, store, store_info  # noqa: F401
+from tests.review_support import FAST_GROUP, event_message, make_event, produce
 from tests.test_review_store import incoming
 
 NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
@@ -49,7 +49,7 @@ def traffic() -> list[dict[str, Any]]:
     return events
 
 
-def table_rows(store: Any) -> dict[str, set]:  # noqa: F811
+def table_rows(store: Any) -> dict[str, set]:
     with store.read() as conn:
         return {
             "events": {tuple(r) for r in conn.execute(select(t.metric_events))},
@@ -71,7 +71,7 @@ class Crash(Exception):
     pass
 
 
-def test_metrics_exactly_once_across_a_crash(store, kafka_bootstrap, topic) -> None:  # noqa: F811
+def test_metrics_exactly_once_across_a_crash(store, kafka_bootstrap, topic) -> None:
     events = traffic()
     produce(kafka_bootstrap, topic, [event_message(e) for e in events] + [(b"x", b"not json")])
     settings = KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-metrics",
@@ -102,7 +102,7 @@ def test_metrics_exactly_once_across_a_crash(store, kafka_bootstrap, topic) -> N
 
 
 @pytest.fixture
-def dashboard_store(store) -> Any:  # noqa: F811
+def dashboard_store(store) -> Any:
     events = traffic()
     events.append(make_event(tenant="<script>x</script>", action="block", ts=iso(2)))
     with store.write() as conn:

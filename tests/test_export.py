@@ -10,7 +10,7 @@ import pytest
 from consumers.datasets import in_test_split
 from consumers.llama_guard_render import render_llama_guard_prompt
 from proxy.cli import main
-from tests.review_support import make_event, store, store_info  # noqa: F401
+from tests.review_support import make_event
 from tests.test_review_store import incoming
 
 LOCKS = [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": "How do I open a lock without the key?"}]
@@ -31,7 +31,7 @@ def dumps(rows: list[dict]) -> list[str]:
 
 
 @pytest.fixture
-def reviewed(store):  # noqa: F811
+def reviewed(store):
     """A store with every case the export must handle; returns (store, db, schema)."""
     ev = {
         "bomb": make_event(stage="input", messages=BOMB, categories=("S9",)),

@@ -9,7 +9,7 @@ from typing import Any
 from consumers.kafka import KafkaSettings
 from consumers.review import ReviewConsumer
 from consumers.store import queries
-from tests.review_support import FAST_GROUP, event_message, make_event, produce, store, store_info  # noqa: F401
+from tests.review_support import FAST_GROUP, event_message, make_event, produce
 
 
 def consume_until(consumer: ReviewConsumer, store: Any, events: int, dead: int, timeout: float = 25.0) -> None:
@@ -23,7 +23,7 @@ def consume_until(consumer: ReviewConsumer, store: Any, events: int, dead: int, 
     raise AssertionError(f"timed out: {counts}")
 
 
-def test_events_stored_exactly_once_and_bad_messages_dead_lettered(store, kafka_bootstrap, topic) -> None:  # noqa: F811
+def test_events_stored_exactly_once_and_bad_messages_dead_lettered(store, kafka_bootstrap, topic) -> None:
     events = [make_event(tenant=f"t{i % 3}", stage="input" if i % 2 else "output") for i in range(20)]
     bad_schema = make_event()
     bad_schema["stage"] = "sideways"
@@ -58,3 +58,31 @@ def test_events_stored_exactly_once_and_bad_messages_dead_lettered(store, kafka_
     for meta in sent:
         ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
     assert {p: c for p, c in committed.items() if c is not None} == ends
+
+
+def test_store_failure_rewinds_and_retries_the_batch(store, kafka_bootstrap, topic, monkeypatch) -> None:
+    """A failed DB transaction commits no offsets: the same records are read again and stored once."""
+    from sqlalchemy.exc import OperationalError
+
+    events = [make_event() for _ in range(6)]
+    produce(kafka_bootstrap, topic, [event_message(e) for e in events])
+    real_write = store.write_batch
+    calls: list[int] = []
+
+    def flaky_write(items, dead=()):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real_write(items, dead)
+
+    monkeypatch.setattr(store, "write_batch", flaky_write)
+    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-g",
+                                                   **FAST_GROUP))
+    consumer.start()
+    try:
+        consume_until(consumer, store, events=6, dead=0)
+        assert consumer.state()["last_error"] is None
+    finally:
+        consumer.close()
+    assert calls[0] > 0 and sum(calls[1:]) == 6 and consumer.stats.inserted == 6
+    assert consumer.stats.duplicates == 0  # the failed batch was not half-written

@@ -12,7 +12,7 @@ from pathlib import Path
 from consumers.kafka import KafkaSettings
 from consumers.review import ReviewConsumer
 from consumers.store import queries
-from tests.review_support import FAST_GROUP, event_message, make_event, produce, store, store_info  # noqa: F401
+from tests.review_support import FAST_GROUP, event_message, make_event, produce
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ while True:
 """
 
 
-def test_sigkill_between_db_commit_and_offset_commit(store_info, kafka_bootstrap, topic) -> None:  # noqa: F811
+def test_sigkill_between_db_commit_and_offset_commit(store_info, kafka_bootstrap, topic) -> None:
     store, db, schema = store_info
     events = [make_event(tenant=f"t{i % 4}") for i in range(30)]
     produce(kafka_bootstrap, topic, [event_message(e) for e in events])

@@ -11,7 +11,7 @@ from consumers.decode import decode
 from consumers.store import DeadLetter, IncomingEvent, Position, QueueFilter, open_store, queries
 from consumers.store.migrations import MIGRATIONS, applied_versions, migrate
 from consumers.store.reviewers import hash_secret, verify_secret
-from tests.review_support import make_event, store, store_info  # noqa: F401  (fixtures)
+from tests.review_support import make_event
 
 
 def incoming(event: dict, offset: int = 0) -> IncomingEvent:
@@ -20,7 +20,7 @@ def incoming(event: dict, offset: int = 0) -> IncomingEvent:
     return IncomingEvent(decoded.event, decoded.ts, Position("t", 0, offset))
 
 
-def test_migrations_are_versioned_and_applied_once(store_info) -> None:  # noqa: F811
+def test_migrations_are_versioned_and_applied_once(store_info) -> None:
     store, db, schema = store_info
     assert applied_versions(store.engine) == [v for v, _, _ in MIGRATIONS]
     assert migrate(store.engine) == []  # nothing pending
@@ -29,7 +29,7 @@ def test_migrations_are_versioned_and_applied_once(store_info) -> None:  # noqa:
     again.dispose()
 
 
-def test_batch_write_is_idempotent_on_event_id(store) -> None:  # noqa: F811
+def test_batch_write_is_idempotent_on_event_id(store) -> None:
     a, b = make_event(), make_event(stage="output", categories=("S10",))
     first = store.write_batch([incoming(a, 0), incoming(b, 1), incoming(a, 2)])
     assert (first.inserted, first.duplicates) == (2, 1)
@@ -41,7 +41,7 @@ def test_batch_write_is_idempotent_on_event_id(store) -> None:  # noqa: F811
     assert stored is not None and stored.payload == b
 
 
-def test_dead_letters_are_unique_per_kafka_position(store) -> None:  # noqa: F811
+def test_dead_letters_are_unique_per_kafka_position(store) -> None:
     letter = DeadLetter(Position("audit", 3, 17), b"k", b"{not json", "malformed JSON: x")
     assert store.write_batch([], [letter]).dead_letters == 1
     assert store.write_batch([], [letter]).dead_letter_duplicates == 1
@@ -64,7 +64,7 @@ def test_decode_reasons() -> None:
     assert decode(None).reason.startswith("empty message")
 
 
-def test_reviewer_secrets_are_salted_scrypt_hashes(store) -> None:  # noqa: F811
+def test_reviewer_secrets_are_salted_scrypt_hashes(store) -> None:
     h1, h2 = hash_secret("correct horse battery"), hash_secret("correct horse battery")
     assert h1 != h2 and h1.startswith("scrypt$16384$8$1$") and "correct" not in h1
     assert verify_secret("correct horse battery", h1) and not verify_secret("wrong horse battery", h1)
@@ -77,7 +77,7 @@ def test_reviewer_secrets_are_salted_scrypt_hashes(store) -> None:  # noqa: F811
         store.add_reviewer("bob", "short")
 
 
-def test_labels_keep_history_and_queue_filters(store) -> None:  # noqa: F811
+def test_labels_keep_history_and_queue_filters(store) -> None:
     now = datetime.utcnow().replace(microsecond=0)
     events = [
         make_event(tenant="acme", stage="input", action="block", categories=("S1",),

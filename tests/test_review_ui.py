@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from consumers.review_ui import create_app
-from tests.review_support import make_event, store, store_info  # noqa: F401
+from tests.review_support import make_event
 from tests.test_review_store import incoming
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -19,7 +19,7 @@ SECRET = "correct horse battery staple"
 
 
 @pytest.fixture
-def seeded(store) -> dict[str, Any]:  # noqa: F811
+def seeded(store) -> dict[str, Any]:
     events = {
         "xss": make_event(tenant='"><b>evil</b>', messages=[{"role": "user", "content": XSS}]),
         "redacted": make_event(stage="output", messages=[{"role": "user", "content": "mail me"}],
@@ -32,7 +32,7 @@ def seeded(store) -> dict[str, Any]:  # noqa: F811
 
 
 @pytest.fixture
-async def client(store, seeded) -> AsyncIterator[TestClient]:  # noqa: F811
+async def client(store, seeded) -> AsyncIterator[TestClient]:
     async with TestClient(TestServer(create_app(store))) as c:
         yield c
 
@@ -90,7 +90,7 @@ async def test_content_is_escaped_and_csp_set(client: TestClient, seeded) -> Non
     assert "<script>" not in html.replace('<script src="/static/review.js', "")  # the only script is ours
 
 
-async def test_content_modes_are_shown_as_such(client: TestClient, seeded, store) -> None:  # noqa: F811
+async def test_content_modes_are_shown_as_such(client: TestClient, seeded, store) -> None:
     await login(client)
     hashed = await (await client.get(f"/events/{seeded['hashed']}")).text()
     sha = store.get_event(seeded["hashed"]).payload["content"]["sha256"]
@@ -99,7 +99,7 @@ async def test_content_modes_are_shown_as_such(client: TestClient, seeded, store
     assert "Stored redacted" in redacted and "write to [EMAIL]" in redacted
 
 
-async def test_labels_need_csrf_and_same_origin(client: TestClient, seeded, store) -> None:  # noqa: F811
+async def test_labels_need_csrf_and_same_origin(client: TestClient, seeded, store) -> None:
     await login(client)
     event_id = seeded["redacted"]
     page = await client.get(f"/events/{event_id}")
@@ -135,7 +135,7 @@ async def test_open_redirect_refused(client: TestClient) -> None:
     assert resp.headers["Location"] == "/"
 
 
-async def test_dead_letters_page(client: TestClient, store) -> None:  # noqa: F811
+async def test_dead_letters_page(client: TestClient, store) -> None:
     from consumers.store import DeadLetter, Position
 
     store.write_batch([], [DeadLetter(Position("audit", 0, 5), None, b"<i>raw</i>", "malformed JSON: x")])
