@@ -144,3 +144,9 @@ async def test_dead_letters_page(client: TestClient, store) -> None:
     assert "malformed JSON: x" in html and "&lt;i&gt;raw&lt;/i&gt;" in html
     health = json.loads(await (await client.get("/healthz")).text())
     assert health["store"]["dead_letters"] == 1
+
+
+async def test_failed_logins_are_throttled(client: TestClient) -> None:
+    for _ in range(5):
+        assert (await login(client, "wrong secret here")).status == 401
+    assert (await login(client)).status == 429  # even the right secret waits now

@@ -11,7 +11,7 @@ import jinja2
 from aiohttp import web
 
 from consumers.review_ui import views
-from consumers.review_ui.auth import SESSION_COOKIE, Principal, Signer, parse_basic_auth
+from consumers.review_ui.auth import SESSION_COOKIE, LoginThrottle, Principal, Signer, parse_basic_auth
 from consumers.store import Store
 
 HERE = Path(__file__).parent
@@ -21,6 +21,7 @@ TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("templates", jinja2.Envir
 STATE: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("state")
 SECURE: web.AppKey[bool] = web.AppKey("secure", bool)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("throttle", LoginThrottle)
 
 PUBLIC = ("/login", "/static/", "/healthz")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,8 +54,13 @@ async def principal_of(request: web.Request) -> Principal | None:
         active = await asyncio.to_thread(views.reviewer_active, store, session.name)
         return session if active else None
     basic = parse_basic_auth(request.headers.get("Authorization"))
-    if basic and await asyncio.to_thread(store.authenticate, *basic):
-        return Principal(name=basic[0], binding=f"basic:{basic[0]}")
+    if basic:
+        throttle, keys = request.app[THROTTLE], (f"name:{basic[0]}", f"addr:{request.remote}")
+        if throttle.blocked(*keys):
+            return None
+        if await asyncio.to_thread(store.authenticate, *basic):
+            return Principal(name=basic[0], binding=f"basic:{basic[0]}")
+        throttle.failed(*keys)
     return None
 
 
@@ -100,6 +106,7 @@ def create_app(store: Store, *, state: Callable[[], dict[str, Any]] | None = Non
     app[TEMPLATES].filters.update(views.FILTERS)
     app[STATE] = state or (lambda: {"consumer": "off"})
     app[SECURE] = secure_cookies
+    app[THROTTLE] = LoginThrottle()
     app.router.add_get("/login", views.login_form)
     app.router.add_post("/login", views.login)
     app.router.add_post("/logout", views.logout)

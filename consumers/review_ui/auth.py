@@ -87,3 +87,32 @@ def safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return "/"
+
+
+class LoginThrottle:
+    """At most `max_failures` failed logins per reviewer name (and per client address) in `window_s`."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 300.0) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+        if kept:
+            self._failures[key] = kept
+        else:
+            self._failures.pop(key, None)
+        return kept
+
+    def blocked(self, *keys: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return any(len(self._recent(k, now)) >= self.max_failures for k in keys)
+
+    def failed(self, *keys: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for key in keys:
+            self._failures.setdefault(key, []).append(now)
+        if len(self._failures) > 10_000:  # bounded memory under a spray of names
+            for key in list(self._failures)[:5_000]:
+                del self._failures[key]

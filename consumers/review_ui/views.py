@@ -95,8 +95,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not signer.check_login_token(request.cookies.get(LOGIN_COOKIE), str(form.get("login_token", ""))):
         return await login_form(request, error="The login form expired; please try again.", status=403)
     name, secret = str(form.get("name", "")).strip(), str(form.get("secret", ""))
-    store = request.app[appmod.STORE]
+    store, throttle = request.app[appmod.STORE], request.app[appmod.THROTTLE]
+    keys = (f"name:{name}", f"addr:{request.remote}")
+    if throttle.blocked(*keys):
+        return await login_form(request, error="Too many failed logins; wait a few minutes.", status=429)
     if not (name and secret and await asyncio.to_thread(store.authenticate, name, secret)):
+        throttle.failed(*keys)
         return await login_form(request, error="Unknown reviewer or wrong secret.", status=401)
     response = web.HTTPSeeOther(safe_next(str(form.get("next", "/"))))
     response.set_cookie(SESSION_COOKIE, signer.session_cookie(name), httponly=True, samesite="Strict", path="/",
