@@ -55,7 +55,7 @@ def add_kafka_arguments(parser: argparse.ArgumentParser, default_group: str) -> 
     group.add_argument("--max-poll-interval-ms", type=int, default=300_000,
                        help="max time between polls (also the rebalance timeout new members wait for)")
     group.add_argument("--security-protocol", default="PLAINTEXT",
-                       choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+                       choices=["PLAINTEXT", "SSL"])
     group.add_argument("--ssl-cafile", default=None)
 
 

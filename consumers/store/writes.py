@@ -54,17 +54,20 @@ def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence
         existing = set(conn.execute(select(t.events.c.event_id)
                                     .where(t.events.c.event_id.in_(list(unique)))).scalars())
         result.duplicates += len(existing)
-        stmt = insert_ignore(conn, t.events, ["event_id"]).returning(t.events.c.id)
+        fresh = [item for event_id, item in unique.items() if event_id not in existing]
+        ids: dict[str, int] = {}
+        if fresh:
+            # one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy "insertmanyvalues")
+            stmt = insert_ignore(conn, t.events, ["event_id"]).returning(t.events.c.id, t.events.c.event_id)
+            ids = {event_id: pk for pk, event_id in conn.execute(stmt, [_event_row(i, now) for i in fresh])}
+        result.duplicates += len(fresh) - len(ids)  # lost a race with another consumer
+        result.inserted += len(ids)
         verdict_rows: list[dict[str, Any]] = []
         category_rows: list[dict[str, Any]] = []
-        for event_id, item in unique.items():
-            if event_id in existing:
+        for item in fresh:
+            pk = ids.get(item.event["event_id"])
+            if pk is None:
                 continue
-            pk = conn.execute(stmt, _event_row(item, now)).scalar()
-            if pk is None:  # inserted concurrently by another consumer
-                result.duplicates += 1
-                continue
-            result.inserted += 1
             category_rows += [{"event_pk": pk, "category": c} for c in sorted(set(item.event["categories"]))]
             for i, v in enumerate(item.event["verdicts"]):
                 verdict_rows.append({
