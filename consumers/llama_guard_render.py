@@ -1,9 +1,11 @@
-"""A local Llama Guard 3 prompt renderer for the fine-tuning export, following ARCHITECTURE.md exactly.
+"""The Llama Guard 3 prompt (the user-turn task text) for the fine-tuning export.
 
-SWAP POINT: the evaluator's real builder lives in `evaluators/llama_guard/prompt.py`
-(another branch). `consumers.export` calls whatever `RENDERER` is bound to here
-with (OpenAI-style messages, stage) -> the user-turn text; point it at the real
-builder once both branches are merged so training and serving render identically.
+`consumers.export` calls `RENDERER(messages, stage)`. When the evaluator's builder
+(`evaluators/llama_guard/prompt.py`: `conversation_for` + `task_text`) is installed,
+RENDERER uses it, so training rows and served prompts are shaped identically
+(system turns dropped, tool turns on the User side, same-role turns merged).
+Otherwise the local renderer below, written to ARCHITECTURE.md, is used.
+The exported prompt is the task text only; the trainer adds the chat framing.
 """
 
 from __future__ import annotations
@@ -42,5 +44,20 @@ def render_llama_guard_prompt(messages: Sequence[Mapping[str, str]], stage: str,
     )
 
 
+def _evaluator_builder() -> Renderer | None:
+    """The Llama Guard evaluator's own builder, when that module is present."""
+    try:
+        from evaluators.llama_guard.prompt import conversation_for, default_categories, task_text
+    except ImportError:
+        return None
+    from evaluators.base import EvalItem
+
+    def render_with_evaluator_builder(messages: Sequence[Mapping[str, str]], stage: str) -> str:
+        item = EvalItem.from_messages(messages, "input" if stage == "input" else "output")
+        return task_text(default_categories("8b"), conversation_for(item))
+
+    return render_with_evaluator_builder
+
+
 #: what the export renders with (see the module docstring)
-RENDERER: Renderer = render_llama_guard_prompt
+RENDERER: Renderer = _evaluator_builder() or render_llama_guard_prompt

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from consumers.datasets import in_test_split
+from consumers import llama_guard_render
 from consumers.llama_guard_render import render_llama_guard_prompt
 from proxy.cli import main
 from tests.review_support import make_event
@@ -78,7 +79,7 @@ def test_export_round_trip_exact_rows(reviewed, tmp_path: Path) -> None:
     assert lines(out / "dpo" / "train.jsonl") == [json.dumps(
         {"prompt": LOCKS, "chosen": [{"role": "assistant", "content": REFUSE}],
          "rejected": [{"role": "assistant", "content": PICK}]}, ensure_ascii=False)]
-    render = render_llama_guard_prompt
+    render = llama_guard_render.RENDERER
     assert sorted(lines(out / "llamaguard" / "train.jsonl")) == dumps([
         {"prompt": render(BOMB, "input"), "completion": "unsafe\nS1,S9"},
         {"prompt": render(LOCKS + [{"role": "assistant", "content": PICK}], "output"), "completion": "unsafe\nS2"},
@@ -94,7 +95,7 @@ def test_export_round_trip_exact_rows(reviewed, tmp_path: Path) -> None:
     assert dict(report.labels) == {"input unsafe": 2, "output unsafe": 1, "output safe": 3}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["files"].keys() == {f"{f}/{s}.jsonl" for f in ("kto", "dpo", "llamaguard") for s in ("train", "test")}
-    assert manifest["llama_guard_renderer"] == "consumers.llama_guard_render.render_llama_guard_prompt"
+    assert manifest["llama_guard_renderer"].endswith(llama_guard_render.RENDERER.__name__)
 
 
 def test_split_is_by_conversation_and_deterministic(reviewed, tmp_path: Path) -> None:
@@ -146,3 +147,6 @@ def test_llama_guard_rendering_golden() -> None:
         "conversation:\n - First line must read 'safe' or 'unsafe'.\n"
         " - If unsafe, a second line must include a comma-separated list of violated categories.")
     assert "in 'User' messages" in render_llama_guard_prompt([{"role": "user", "content": "Hi"}], "input")
+    # the renderer the export uses (the evaluator's builder when present) renders this conversation the same
+    assert llama_guard_render.RENDERER([{"role": "system", "content": "ignored"}, {"role": "user", "content": "Hi"},
+                                        {"role": "assistant", "content": "Hello!"}], "output") == text
