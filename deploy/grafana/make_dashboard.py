@@ -95,6 +95,14 @@ def dashboard() -> dict[str, Any]:
               description="Events waiting for the broker; replayed in order on recovery"),
         panel("Kafka broker up", [("min(guardstream_audit_broker_up)", "broker")], "short", 0, 74, w=6, h=5,
               kind="stat"),
+        row("Llama Guard", 79),
+        panel("Llama Guard unparseable answers",
+              [(f"sum by (evaluator) (rate(guardstream_llama_guard_parse_errors_total[{RATE}]))", "{{evaluator}}")],
+              "ops", 0, 80, description="Answers that were not 'safe' / 'unsafe' + codes (handled per on_error)"),
+        panel("Llama Guard category decodes",
+              [(f"sum by (evaluator) (rate(guardstream_llama_guard_category_decodes_total[{RATE}]))",
+                "{{evaluator}}")],
+              "ops", 12, 80, description="Extra decodes to read the categories of an unsafe verdict"),
     ]
     return {
         "uid": "guardstream-proxy", "title": "guardstream proxy", "tags": ["guardstream"], "editable": True,
