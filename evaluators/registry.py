@@ -31,8 +31,9 @@ class UnknownEvaluatorType(ValueError):
 
 
 def factory_for(type_name: str) -> Callable[[str, Mapping[str, Any]], Evaluator]:
+    """The factory for a registered type name, or for a plugin given as "package.module:factory"."""
     try:
-        target = EVALUATOR_TYPES[type_name]
+        target = type_name if ":" in type_name else EVALUATOR_TYPES[type_name]
     except KeyError:
         known = ", ".join(sorted(EVALUATOR_TYPES))
         raise UnknownEvaluatorType(f"unknown evaluator type {type_name!r} (known: {known})") from None

@@ -36,6 +36,8 @@ class EvaluatorConfig(Strict):
     type: str
     on_error: OnError = "fail_open"
     timeout_ms: int = Field(default=1000, gt=0)
+    #: None: the engine decides (`cacheable`): cheap rules skip the cache, since a Redis hit costs more than them
+    cache: bool | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -45,6 +47,7 @@ class StreamingConfig(Strict):
     mode: StreamMode | None = None  # None: buffered when enforcing, final in shadow mode
     chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window")
     context_size: int = Field(default=32, ge=0, description="tokens of earlier text each window includes")
+    refusal: bool = Field(default=False, description="a cut stream's last chunk carries the policy's refusal_text")
 
 
 class StageConfig(Strict):
@@ -117,6 +120,8 @@ class CacheConfig(Strict):
     op_timeout_ms: int = Field(default=50, gt=0)
     lock_ttl_ms: int = Field(default=5000, gt=0)
     ssl_ca_certs: str | None = None
+    #: prepended to every Redis key (several deployments, or tests, can share one Redis)
+    key_prefix: str = ""
 
 
 class AuditConfig(Strict):
@@ -129,6 +134,10 @@ class AuditConfig(Strict):
     content: ContentMode = "redacted"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: str | None = None
+    compression: Literal["gzip", "lz4", "snappy", "zstd", "none"] = "gzip"  # gzip needs no extra package
+    delivery_timeout_ms: int = Field(default=5000, ge=500, description="unacked this long: broker down, spool")
+    flush_timeout_s: float = Field(default=5.0, ge=0, description="shutdown: flush deadline, then spool the rest")
+    spool_max_mb: int = Field(default=1024, gt=0, description="beyond this the spool drops new events")
 
 
 class LoggingConfig(Strict):

@@ -8,6 +8,9 @@ import pytest
 
 from tests import services
 
+#: fixtures of the review/export/dashboard tests (store on SQLite and, with POSTGRES_URL, PostgreSQL)
+pytest_plugins = ["tests.review_support"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[services.ManagedServer | None]:
@@ -48,3 +51,35 @@ def kafka_bootstrap(kafka_server: services.ManagedServer | None) -> str:
 @pytest.fixture
 def topic() -> str:
     return services.unique_name("gs-test")
+
+
+# -- the proxy, for real, on loopback ----------------------------------------------------------------
+
+from evaluators.registry import EVALUATOR_TYPES  # noqa: E402
+
+EVALUATOR_TYPES.setdefault("keyword", "tests.keyword_evaluator:create")
+
+
+def keyword_settings(tmp_path, policy: dict | None = None, evaluators: dict | None = None, **sections):  # type: ignore[no-untyped-def]
+    """Settings using keyword evaluators: 'secret' words block, 'pii' words flag."""
+    from proxy.config import Settings
+
+    base_policy = {
+        "mode": "enforce",
+        "input": {"evaluators": ["secrets", "pii"]},
+        "output": {"evaluators": ["secrets", "pii"]},
+        "actions": {"secret": "block", "pii": "flag", "default": "block"},
+    }
+    base_policy.update(policy or {})
+    data = {
+        "upstream": {"url": "http://127.0.0.1:9", "api_key": "sk-upstream-SECRET-0000", "read_timeout_s": 5},
+        "evaluators": evaluators or {
+            "secrets": {"type": "keyword", "on_error": "fail_closed",
+                        "options": {"words": ["PRIVATE KEY", "hunter2"], "category": "secret"}},
+            "pii": {"type": "keyword", "options": {"words": ["@example.com"], "category": "pii"}},
+        },
+        "policies": {"default": base_policy},
+        "audit": {"jsonl_path": str(tmp_path / "audit.jsonl"), "content": "full"},
+    }
+    data.update(sections)
+    return Settings.model_validate(data)

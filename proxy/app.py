@@ -1,0 +1,142 @@
+"""The aiohttp application: routes, the one middleware (request id, auth, errors, metrics), lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+import uuid
+from typing import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy import handlers
+from proxy.config import Settings
+from proxy.errors import ProxyError, internal_error, invalid_api_key, method_not_allowed, not_found
+from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS
+from proxy.recording import CTX, RequestContext
+from proxy.state import STATE, ProxyState
+
+log = structlog.get_logger("guardstream")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+@web.middleware
+async def guardstream_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id on every log line and response, client auth, OpenAI-shaped errors, request metrics."""
+    started = time.perf_counter()
+    incoming = request.headers.get("x-request-id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    headers = {"x-request-id": request_id}
+    status = 500
+    INFLIGHT.inc()
+    try:
+        state: ProxyState = request.app[STATE]
+        if request.path not in _PUBLIC:
+            principal = state.keyring.authenticate(request.headers.get("authorization"))
+            if principal is None:
+                raise invalid_api_key()
+            request[CTX] = RequestContext(request_id, principal, route, None, started)
+        response = await handler(request)
+        if not response.prepared:
+            response.headers.update(headers)
+        status = response.status
+        return response
+    except ProxyError as exc:
+        status = exc.status
+        return exc.response(headers)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status == 404:
+            return not_found(request.path).response(headers)
+        if exc.status == 405:
+            return method_not_allowed(request.method).response(headers)
+        return ProxyError(exc.status, exc.reason).response(headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499  # client closed the connection
+        raise
+    except Exception:
+        log.exception("unhandled_error", route=route)
+        return internal_error().response(headers)
+    finally:
+        INFLIGHT.dec()
+        REQUESTS.labels(route, str(status)).inc()
+        log.info("request", method=request.method, route=route, status=status,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready once started; optional components (Redis, Kafka) are reported, never fatal."""
+    state: ProxyState = request.app[STATE]
+    return web.json_response({"status": "ready", "cache": state.cache.state(), "audit": state.audit.state(),
+                              "evaluators": sorted(state.evaluators)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from proxy.openapi import openapi_document
+
+    return web.json_response(openapi_document())
+
+
+def create_app(settings: Settings, state: ProxyState | None = None) -> web.Application:
+    """The proxy as an aiohttp app; its state starts and stops with the app."""
+    app = web.Application(middlewares=[guardstream_middleware], client_max_size=settings.server.max_body_bytes)
+    app[STATE] = state or ProxyState.build(settings)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/completions", handlers.completions)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await app[STATE].start()
+        yield
+        await app[STATE].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(settings: Settings, host: str, port: int, started: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT: then stop accepting, let in-flight requests finish, flush the audit sink."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=settings.server.shutdown_grace_s)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / platform
+            pass
+    log.info("listening", host=host, port=port)
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting_down", grace_s=settings.server.shutdown_grace_s)
+        await runner.cleanup()

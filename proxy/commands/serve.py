@@ -1,0 +1,86 @@
+"""`guardstream serve`: run the proxy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="bind address (default: config, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: config, else 8080)")
+    parser.add_argument("--upstream", default=None, help="upstream base URL, e.g. http://vllm:8000")
+    parser.add_argument("--config", default=None, help="YAML config file (default: the built-in policy)")
+    parser.add_argument("--upstream-key-env", default=None,
+                        help="name of the environment variable holding the upstream API key")
+    parser.add_argument("--redis-url", default=None, help="Redis URL for the verdict cache (default: in-memory)")
+    parser.add_argument("--kafka-bootstrap", default=None, help="Kafka bootstrap servers for audit events "
+                        "(default: a JSONL file)")
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "server.host": args.host,
+        "server.port": args.port,
+        "upstream.url": args.upstream,
+        "upstream.api_key_env": args.upstream_key_env,
+        "cache.redis_url": args.redis_url,
+        "audit.kafka_bootstrap": args.kafka_bootstrap,
+        "logging.level": args.log_level,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from proxy.app import serve
+    from proxy.config import ConfigError, load_settings
+    from proxy.logs import configure_logging
+
+    try:
+        settings = load_settings(args.config, overrides=overrides_from(args))
+    except ConfigError as exc:
+        print(f"guardstream: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging)
+    describe_startup(settings, args.config)
+    _install_uvloop()
+    asyncio.run(serve(settings, settings.server.host, settings.server.port))
+    return 0
+
+
+def describe_startup(settings: object, config_path: str | None) -> None:
+    """Say, in plain words on stderr, what this proxy runs with."""
+    from proxy.config import Settings
+
+    assert isinstance(settings, Settings)
+    lines = [
+        f"guardstream: policy from {config_path or 'the built-in default policy'}",
+        f"guardstream: upstream {settings.upstream.url}",
+        "guardstream: verdict cache " + (f"Redis at {_safe_url(settings.cache.redis_url)}" if settings.cache.redis_url
+                                         else "in memory (no Redis configured)"),
+        "guardstream: audit events " + (f"to Kafka {settings.audit.kafka_bootstrap}, topic {settings.audit.topic}"
+                                        if settings.audit.kafka_bootstrap
+                                        else f"to the JSONL file {settings.audit.jsonl_path} (no Kafka configured)"),
+        f"guardstream: listening on http://{settings.server.host}:{settings.server.port}",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _safe_url(url: str | None) -> str:
+    from urllib.parse import urlsplit
+
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass

@@ -1,0 +1,212 @@
+"""A small OpenAI-compatible upstream: for the demo, the tests and the benchmarks.
+
+It answers `/v1/chat/completions`, `/v1/completions` and `/v1/models`, streaming
+or not, with a configurable answer, chunk count and inter-chunk delay. Special
+model names inject faults: `error-<status>` answers that HTTP status with an
+OpenAI error body, `cut-stream` drops the connection mid-stream, `garbage`
+returns a non-JSON body, `stream-error` sends an error event halfway through
+a stream (as vLLM does). A request with `tools` gets a tool call after the
+text; `keepalive_every` adds SSE comments; an answer function may return one
+text per choice. It records the requests it saw and the streams whose
+client went away, so tests can check what reached the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+
+from evaluators.base import content_text
+
+AnswerFn = Callable[[dict[str, Any]], "str | list[str]"]
+
+DEMO_PRIVATE_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7demoKEYdemoKEYdemoKEYdemoKEYdemoKEY\n"
+                    "-----END RSA PRIVATE KEY-----")
+
+
+def demo_answer(body: dict[str, Any]) -> str:
+    """Canned answers that exercise the default policy."""
+    prompt = last_prompt(body).lower()
+    if "deploy key" in prompt or "private key" in prompt:
+        return f"Here is the deploy key from the config repo:\n{DEMO_PRIVATE_KEY}"
+    if "support contact" in prompt:
+        return "You can reach our support lead at jane.doe@example.com or +1 415 555 0132."
+    if "capital of france" in prompt:
+        return "The capital of France is Paris."
+    return "Here is a short, helpful answer to your question. " * 2
+
+
+def last_prompt(body: dict[str, Any]) -> str:
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        return content_text(messages[-1].get("content")) if isinstance(messages[-1], dict) else ""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        return " ".join(p for p in prompt if isinstance(p, str))
+    return prompt if isinstance(prompt, str) else ""
+
+
+def split_chunks(text: str, count: int | None) -> list[str]:
+    """Split an answer into `count` pieces (default: one per word, spaces kept)."""
+    if count is None:
+        words = text.split(" ")
+        return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+    count = max(1, count)
+    size = max(1, -(-len(text) // count))
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+@dataclass
+class DemoUpstream:
+    """A scriptable OpenAI-compatible server."""
+
+    answer: AnswerFn = demo_answer
+    chunks: int | None = None
+    chunk_delay_s: float = 0.0
+    delay_s: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    disconnects: int = 0
+    streams_finished: int = 0
+    record: bool = True
+    keepalive_every: int = 0  # a `: keep-alive` comment after every this many content chunks (0: none)
+    tool_arguments: str = '{"city": "Paris"}'
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+        runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        actual = sockets[0].getsockname()[1]
+        return runner, f"http://{host}:{actual}"
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self._record(request, None)
+        return web.json_response({"object": "list", "data": [
+            {"id": "demo-model", "object": "model", "created": 0, "owned_by": "guardstream-demo"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    def _record(self, request: web.Request, body: Any) -> None:
+        if self.record:
+            self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        body = await request.json()
+        self._record(request, body)
+        model = str(body.get("model", "demo-model"))
+        if model.startswith("error-"):
+            status = int(model.split("-", 1)[1])
+            return web.json_response({"error": {"message": f"upstream says {status}", "type": "server_error",
+                                                "param": None, "code": f"upstream_{status}"}}, status=status)
+        if model == "garbage":
+            return web.Response(body=b"<html>not json</html>", content_type="text/html")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        answer = self.answer(body)
+        n = int(body.get("n") or 1)
+        texts = [answer] * n if isinstance(answer, str) else [answer[i % len(answer)] for i in range(n)]
+        if body.get("stream"):
+            return await self._stream(request, body, texts, chat, model)
+        return web.json_response(self._completion(texts[0], n, chat, model))
+
+    def _completion(self, text: str, n: int, chat: bool, model: str) -> dict[str, Any]:
+        if chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                        "logprobs": None} for i in range(n)]
+        else:
+            choices = [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]
+        tokens = len(text.split())
+        return {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()), "model": model, "choices": choices,
+                "usage": {"prompt_tokens": 5, "completion_tokens": tokens * n, "total_tokens": 5 + tokens * n}}
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], texts: list[str], chat: bool,
+                      model: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        ident, created = f"cmpl-{uuid.uuid4().hex[:12]}", int(time.time())
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            payload = {"id": ident, "object": obj, "created": created, "model": model, "choices": choices, **extra}
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        n = len(texts)
+        per_choice = [split_chunks(t, self.chunks) for t in texts]
+        pieces = max(per_choice, key=len)
+        tools = chat and bool(body.get("tools"))
+        try:
+            if chat:
+                for i in range(n):
+                    await response.write(event([{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                 "finish_reason": None}]))
+            for k, piece in enumerate(pieces):
+                if model == "cut-stream" and k == len(pieces) // 2:
+                    request.transport.close()  # type: ignore[union-attr]
+                    return response
+                if model == "stream-error" and k == len(pieces) // 2:
+                    await response.write(b"data: " + json.dumps({"error": {
+                        "message": "upstream failed mid-stream", "type": "server_error", "param": None,
+                        "code": 500}}).encode() + b"\n\ndata: [DONE]\n\n")
+                    await response.write_eof()
+                    return response
+                for i in range(n):
+                    if k >= len(per_choice[i]):
+                        continue
+                    piece = per_choice[i][k]
+                    choice = ({"index": i, "delta": {"content": piece}, "finish_reason": None} if chat
+                              else {"index": i, "text": piece, "finish_reason": None})
+                    await response.write(event([choice]))
+                if self.keepalive_every and (k + 1) % self.keepalive_every == 0:
+                    await response.write(b": keep-alive\n\n")
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+            for i in range(n):
+                if tools:
+                    for delta in self._tool_call_deltas(body):
+                        await response.write(event([{"index": i, "delta": delta, "finish_reason": None}]))
+                final = ({"index": i, "delta": {}, "finish_reason": "tool_calls" if tools else "stop"} if chat
+                         else {"index": i, "text": "", "finish_reason": "stop"})
+                await response.write(event([final]))
+            options = body.get("stream_options") or {}
+            if options.get("include_usage"):
+                tokens = len(pieces) * n
+                await response.write(event([], usage={"prompt_tokens": 5, "completion_tokens": tokens,
+                                                      "total_tokens": 5 + tokens}))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            self.streams_finished += 1
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnects += 1
+            raise
+        return response
+
+    def _tool_call_deltas(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """A call of the first tool, OpenAI style: id, type and name first, then the arguments in pieces."""
+        tool = body["tools"][0] if isinstance(body["tools"][0], dict) else {}
+        name = str((tool.get("function") or {}).get("name", "tool"))
+        args = self.tool_arguments
+        third = max(1, len(args) // 3)
+        deltas: list[dict[str, Any]] = [{"tool_calls": [{"index": 0, "id": "call_demo", "type": "function",
+                                                         "function": {"name": name, "arguments": ""}}]}]
+        for j in range(0, len(args), third):
+            deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": args[j:j + third]}}]})
+        return deltas

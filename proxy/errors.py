@@ -1,0 +1,79 @@
+"""OpenAI-shaped error responses. Every rejection the proxy makes goes through here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+
+class ProxyError(Exception):
+    """An error with its HTTP status and OpenAI `type`/`code`; rendered by the error middleware."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        error.update(self.extra)
+        return {"error": error}
+
+    def response(self, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(status=self.status, body=json.dumps(self.body()).encode(),
+                            content_type="application/json", headers=headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
+    return ProxyError(400, message, param=param, code=code)
+
+
+def invalid_api_key() -> ProxyError:
+    return ProxyError(401, "Incorrect API key provided.", type="invalid_request_error", code="invalid_api_key")
+
+
+def body_too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+
+
+def upstream_unreachable() -> ProxyError:
+    return ProxyError(502, "The upstream model server could not be reached.", type="api_error",
+                      code="upstream_unreachable")
+
+
+def upstream_timeout() -> ProxyError:
+    return ProxyError(504, "The upstream model server timed out.", type="api_error", code="upstream_timeout")
+
+
+def upstream_bad_response(detail: str) -> ProxyError:
+    return ProxyError(502, f"The upstream model server sent an invalid response: {detail}", type="api_error",
+                      code="upstream_bad_response")
+
+
+def content_filtered(stage: str, categories: list[str], evaluators: list[str]) -> ProxyError:
+    """HTTP 400 with code content_filter: OpenAI's shape for a prompt the policy blocked."""
+    return ProxyError(
+        400,
+        "The prompt was blocked by the content policy.",
+        code="content_filter",
+        extra={"guardrail": {"stage": stage, "categories": categories, "evaluators": evaluators}},
+    )
+
+
+def not_found(path: str) -> ProxyError:
+    return ProxyError(404, f"Unknown route: {path}", code="not_found")
+
+
+def method_not_allowed(method: str) -> ProxyError:
+    return ProxyError(405, f"Method {method} not allowed on this route.", code="method_not_allowed")
+
+
+def internal_error() -> ProxyError:
+    return ProxyError(500, "The proxy failed to process the request.", type="api_error", code="internal_error")

@@ -1,0 +1,178 @@
+"""Request handlers for the guarded generation routes and the relayed model list."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from proxy.errors import body_too_large, content_filtered, upstream_bad_response, bad_request
+from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY
+from proxy.policy import Decision
+from proxy.protocol import check_limits, parse_request
+from proxy.recording import CTX, RequestContext
+from proxy.redaction import redact_findings
+from proxy.routes import CHAT, COMPLETION, GenerationRoute
+from proxy.state import STATE, ProxyState
+from proxy.streaming import StreamRelay, expected_choices
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The request body as JSON: 413 over the limit, 400 when it is not JSON."""
+    if request.content_length is not None and request.content_length > limit:
+        raise body_too_large(limit)
+    try:
+        raw = await request.content.read(limit + 1)
+    except asyncio.TimeoutError:
+        raise bad_request("Timed out reading the request body.") from None
+    if len(raw) > limit:
+        raise body_too_large(limit)
+    try:
+        return raw, json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("We could not parse the JSON body of your request. The body must be valid JSON.",
+                          code="invalid_json") from None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, CHAT)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, COMPLETION)
+
+
+async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamResponse:
+    state: ProxyState = request.app[STATE]
+    ctx: RequestContext = request[CTX]
+    settings = state.settings
+    raw, body = await read_json(request, settings.server.max_body_bytes)
+    parsed = parse_request(route.request_model, body)
+    check_limits(parsed.n, route.count_messages(body), settings.server.max_n, settings.server.max_messages)
+    ctx.model = parsed.model
+    policy_name = ctx.principal.policy
+    policy = settings.policies[policy_name]
+    conversation = route.conversation(body)
+
+    items = route.input_items(body)
+    decisions = await asyncio.gather(*(state.guard.check(policy_name, item) for item in items)) if items else []
+    for decision in decisions:
+        state.recorder.record(ctx, decision, conversation, None, latency_ms=decision.latency_ms)
+    blocked = next((d for d in decisions if d.blocks), None)
+    if blocked is not None:
+        if policy.blocked_input == "refusal":
+            return web.json_response(_refusal_body(route, parsed.model, policy.refusal_text, blocked, parsed.n or 1))
+        raise content_filtered("input", blocked.categories, blocked.evaluators)
+    if route is CHAT and any(d.redacts for d in decisions):
+        body["messages"][-1]["content"] = redact_findings(
+            items[0].text, [f for d in decisions for v in d.verdicts for f in v.findings])
+        raw = json.dumps(body).encode()
+
+    headers = state.upstream.headers(request.headers, ctx.request_id)
+    started = time.perf_counter()
+    upstream = await state.upstream.request("POST", route.path, raw, headers)
+    UPSTREAM_LATENCY.labels(route.name).observe(time.perf_counter() - started)
+    if parsed.stream and upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", ""):
+        return await _relay_stream(request, state, ctx, route, policy_name, conversation, upstream,
+                                   expected_choices(route, body, parsed.n))
+    try:
+        payload = await state.upstream.read_body(upstream)
+    finally:
+        upstream.release()
+    upstream_elapsed = time.perf_counter() - started
+    if upstream.status != 200:
+        return _relay_verbatim(upstream, payload)
+    answer = await _guard_answer(state, ctx, route, policy_name, conversation, payload)
+    PROXY_OVERHEAD.labels(route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
+    return answer
+
+
+def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
+    """Upstream errors reach the client as sent: same status, same body."""
+    from proxy.upstream import relayed_headers
+
+    headers = relayed_headers(upstream)
+    headers.setdefault("content-type", "application/json")
+    return web.Response(status=upstream.status, body=payload, headers=headers)
+
+
+async def _guard_answer(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy_name: str,
+                        conversation: list[dict[str, str]], payload: bytes) -> web.Response:
+    try:
+        answer = json.loads(payload)
+        choices = answer["choices"]
+        assert isinstance(choices, list)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise upstream_bad_response("expected a JSON object with 'choices'") from None
+    policy = state.settings.policies[policy_name]
+    texts = [route.choice_text(c) if isinstance(c, dict) else "" for c in choices]
+    decisions: list[Decision] = await asyncio.gather(
+        *(state.guard.check(policy_name, route.output_item(conversation, text)) for text in texts))
+    changed = False
+    for choice, text, decision in zip(choices, texts, decisions):
+        index = choice.get("index") if isinstance(choice, dict) else None
+        state.recorder.record(ctx, decision, conversation, text, choice_index=index)
+        if not isinstance(choice, dict):
+            continue
+        if decision.blocks:
+            route.set_choice_text(choice, policy.refusal_text)
+            choice["finish_reason"] = "content_filter"
+            choice["guardrail"] = {"stage": "output", "categories": decision.categories,
+                                   "evaluators": decision.evaluators}
+            changed = True
+        elif decision.redacts:
+            findings = [f for v in decision.verdicts for f in v.findings]
+            route.set_choice_text(choice, redact_findings(text, findings))
+            changed = True
+    body = json.dumps(answer).encode() if changed else payload
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestContext, route: GenerationRoute,
+                        policy_name: str, conversation: list[dict[str, str]], upstream: Any,
+                        choices: int = 1) -> web.StreamResponse:
+    client = web.StreamResponse(status=200, headers={
+        "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
+        "x-accel-buffering": "no"})
+    try:
+        await client.prepare(request)
+        relay = StreamRelay(route=route, guard=state.guard, recorder=state.recorder, ctx=ctx,
+                            policy_name=policy_name, conversation=conversation, upstream=upstream, client=client,
+                            choices=choices)
+        await relay.run()
+        await client.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        upstream.close()  # client went away: stop the generation upstream
+        raise
+    finally:
+        upstream.close()
+    return client
+
+
+def _refusal_body(route: GenerationRoute, model: str, text: str, decision: Decision, n: int) -> dict[str, Any]:
+    guardrail = {"stage": "input", "categories": decision.categories, "evaluators": decision.evaluators}
+    if route is CHAT:
+        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "content_filter",
+                    "logprobs": None} for i in range(n)]
+        obj = "chat.completion"
+    else:
+        choices = [{"index": i, "text": text, "finish_reason": "content_filter", "logprobs": None} for i in range(n)]
+        obj = "text_completion"
+    return {"id": "guardstream-refusal", "object": obj, "created": int(time.time()), "model": model,
+            "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "guardrail": guardrail}
+
+
+async def models(request: web.Request) -> web.Response:
+    state: ProxyState = request.app[STATE]
+    ctx: RequestContext = request[CTX]
+    upstream = await state.upstream.request("GET", "/models", None, state.upstream.headers(request.headers,
+                                                                                             ctx.request_id))
+    try:
+        payload = await state.upstream.read_body(upstream)
+    finally:
+        upstream.release()
+    return _relay_verbatim(upstream, payload)

@@ -1,0 +1,106 @@
+"""Deciding what to audit and building v1 events from guard decisions."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import structlog
+from aiohttp import web
+
+from evaluators.base import content_text
+from proxy.auth import Principal
+from proxy.audit import AuditSink
+from proxy.config import AuditConfig
+from proxy.events import content_digest, new_event
+from proxy.policy import Decision
+from proxy.redaction import redact_text
+
+log = structlog.get_logger("guardstream.audit")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the audit trail needs to know about the request being served."""
+
+    request_id: str
+    principal: Principal
+    route: str
+    model: str | None
+    started: float
+
+
+#: where the middleware puts the request's context for the handlers
+CTX = web.RequestKey("guardstream_ctx", RequestContext)
+
+
+class Recorder:
+    """Audits every block, flag and failed-open error, and a sample of allowed traffic."""
+
+    def __init__(self, sink: AuditSink, cfg: AuditConfig, upstream: str) -> None:
+        self.sink = sink
+        self.cfg = cfg
+        self.upstream = upstream
+
+    def wants(self, decision: Decision) -> bool:
+        if decision.worth_auditing:
+            return True
+        return self.cfg.sample_allowed > 0 and random.random() < self.cfg.sample_allowed
+
+    def record(self, ctx: RequestContext, decision: Decision, messages: Iterable[Mapping[str, Any]] | None,
+               completion: str | None, *, choice_index: int | None = None, stream_mode: str | None = None,
+               latency_ms: float = 0.0) -> None:
+        if not self.wants(decision):
+            return
+        turns = [{"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
+                 for m in messages or []]
+        event = new_event(
+            request_id=ctx.request_id,
+            tenant=ctx.principal.tenant,
+            policy=ctx.principal.policy,
+            stage=decision.stage,
+            action=decision.action,
+            mode="enforce" if decision.enforced else "shadow",
+            route=ctx.route,
+            stream_mode=stream_mode,
+            choice_index=choice_index,
+            categories=list(decision.categories),
+            failed_open=list(decision.failed_open),
+            verdicts=[_verdict_json(v) for v in decision.verdicts],
+            model=ctx.model,
+            upstream=self.upstream,
+            content=self._content(turns, completion),
+            latency_ms=round(latency_ms or decision.latency_ms, 3),
+        )
+        self.sink.emit(event)
+
+    def _content(self, turns: list[dict[str, str]], completion: str | None) -> dict[str, Any]:
+        digest = content_digest(turns, completion)
+        mode = self.cfg.content
+        if mode == "hash":
+            return {"mode": "hash", "messages": None, "completion": None, "sha256": digest}
+        if mode == "redacted":
+            try:
+                turns = [{"role": t["role"], "content": redact_text(t["content"])} for t in turns]
+                completion = redact_text(completion) if completion else completion
+            except Exception:  # never store unredacted text because redaction broke: keep the digest only
+                log.exception("redaction_failed")
+                return {"mode": "hash", "messages": None, "completion": None, "sha256": digest}
+        return {"mode": mode, "messages": turns, "completion": completion, "sha256": digest}
+
+
+def _verdict_json(verdict: Any) -> dict[str, Any]:
+    return {
+        "evaluator": verdict.evaluator,
+        "version": verdict.version,
+        "safe": verdict.safe,
+        "categories": list(verdict.categories),
+        "score": verdict.score,
+        "latency_ms": round(verdict.latency_ms, 3),
+        "cached": verdict.cached,
+        "error": verdict.error,
+        # located findings (rule, record and field for data quality; span offsets in the judged text)
+        "findings": [{"category": f.category, "kind": f.kind, "start": f.start, "end": f.end}
+                     for f in verdict.findings],
+    }

@@ -1,0 +1,90 @@
+"""The two generation APIs the proxy guards, described once: where text lives in requests and answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from evaluators.base import EvalItem, Turn, content_text
+from proxy.protocol import ChatCompletionRequest, CompletionRequest, OpenAIBase, completion_prompts
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRoute:
+    """How to find the judged text in one API's requests, answers and stream chunks."""
+
+    name: str
+    path: str
+    request_model: type[OpenAIBase]
+    chunk_object: str
+    conversation: Callable[[dict[str, Any]], list[dict[str, str]]]
+    input_items: Callable[[dict[str, Any]], list[EvalItem]]
+    choice_text: Callable[[dict[str, Any]], str]
+    delta_text: Callable[[dict[str, Any]], str]
+    set_choice_text: Callable[[dict[str, Any], str], None]
+
+    def output_item(self, conversation: list[dict[str, str]], answer: str) -> EvalItem:
+        turns = tuple(Turn(t["role"], t["content"]) for t in conversation)
+        return EvalItem(turns=turns + (Turn("assistant", answer),), stage="output")
+
+    def count_messages(self, body: dict[str, Any]) -> int:
+        messages = body.get("messages")
+        return len(messages) if isinstance(messages, list) else 1
+
+
+def _chat_conversation(body: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
+            for m in body.get("messages", []) if isinstance(m, dict)]
+
+
+def _chat_inputs(body: dict[str, Any]) -> list[EvalItem]:
+    return [EvalItem.from_messages(body["messages"], "input")]
+
+
+def _chat_choice_text(choice: dict[str, Any]) -> str:
+    message = choice.get("message") or {}
+    return content_text(message.get("content"))
+
+
+def _chat_delta_text(choice: dict[str, Any]) -> str:
+    delta = choice.get("delta") or {}
+    content = delta.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def _chat_set_text(choice: dict[str, Any], text: str) -> None:
+    message = choice.setdefault("message", {"role": "assistant"})
+    message["content"] = text
+    message.pop("tool_calls", None)
+    message.pop("function_call", None)
+
+
+def _completion_conversation(body: dict[str, Any]) -> list[dict[str, str]]:
+    prompts = completion_prompts(body.get("prompt"))
+    return [{"role": "user", "content": prompts[0] if prompts else ""}]
+
+
+def _completion_inputs(body: dict[str, Any]) -> list[EvalItem]:
+    return [EvalItem.of_text(p, "input") for p in completion_prompts(body.get("prompt"))]
+
+
+def _completion_text(choice: dict[str, Any]) -> str:
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def _completion_set_text(choice: dict[str, Any], text: str) -> None:
+    choice["text"] = text
+
+
+CHAT = GenerationRoute(
+    name="chat", path="/chat/completions", request_model=ChatCompletionRequest,
+    chunk_object="chat.completion.chunk", conversation=_chat_conversation, input_items=_chat_inputs,
+    choice_text=_chat_choice_text, delta_text=_chat_delta_text, set_choice_text=_chat_set_text,
+)
+
+COMPLETION = GenerationRoute(
+    name="completion", path="/completions", request_model=CompletionRequest,
+    chunk_object="text_completion", conversation=_completion_conversation, input_items=_completion_inputs,
+    choice_text=_completion_text, delta_text=_completion_text, set_choice_text=_completion_set_text,
+)

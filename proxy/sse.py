@@ -1,0 +1,71 @@
+"""Server-sent events: an incremental parser over upstream bytes and the encoder for what we send."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One event as received: its raw bytes (relayed as is) and its joined `data` field, if any."""
+
+    raw: bytes
+    data: str | None
+
+    @property
+    def is_done(self) -> bool:
+        return self.data is not None and self.data.strip() == "[DONE]"
+
+    def json(self) -> Any:
+        return json.loads(self.data) if self.data else None
+
+
+class SSEParser:
+    """Splits a byte stream into events at blank lines; tolerant of \\r\\n and of events split across reads."""
+
+    def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
+        self._buffer = bytearray()
+        self._max = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._buffer += chunk
+        if b"\r" in chunk:
+            self._buffer[:] = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events: list[SSEEvent] = []
+        while True:
+            end = self._buffer.find(b"\n\n")
+            if end < 0:
+                break
+            raw = bytes(self._buffer[: end + 2])
+            del self._buffer[: end + 2]
+            events.append(SSEEvent(raw, _data_of(raw)))
+        if len(self._buffer) > self._max:
+            raise ValueError(f"SSE event larger than {self._max} bytes")
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """Whatever is left when the stream ends (an event without its final blank line)."""
+        if not self._buffer.strip():
+            self._buffer.clear()
+            return []
+        raw = bytes(self._buffer) + b"\n\n"
+        self._buffer.clear()
+        return [SSEEvent(raw, _data_of(raw))]
+
+
+def _data_of(raw: bytes) -> str | None:
+    lines = []
+    for line in raw.decode("utf-8", "replace").split("\n"):
+        if line.startswith("data:"):
+            value = line[5:]
+            lines.append(value[1:] if value.startswith(" ") else value)
+    return "\n".join(lines) if lines else None
+
+
+def encode_event(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

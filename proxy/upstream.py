@@ -1,0 +1,102 @@
+"""The upstream model server: one pooled aiohttp session, the key from config, errors mapped to 502/504."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+from urllib.parse import urlsplit
+
+import aiohttp
+from multidict import CIMultiDict
+
+from proxy.config import UpstreamConfig
+from proxy.errors import ProxyError, upstream_timeout, upstream_unreachable
+from proxy.metrics import UPSTREAM_ERRORS
+
+#: client request headers forwarded upstream; everything else (cookies, auth, hop-by-hop, Host) is dropped
+FORWARDED_REQUEST_HEADERS = ("accept", "accept-language", "openai-organization", "openai-project", "user-agent",
+                             "x-stainless-lang", "x-stainless-package-version", "x-stainless-os",
+                             "x-stainless-arch", "x-stainless-runtime", "x-stainless-runtime-version")
+
+#: upstream response headers relayed to the client
+RELAYED_RESPONSE_HEADERS = ("content-type", "openai-model", "openai-processing-ms", "openai-version",
+                            "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens",
+                            "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+                            "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "retry-after")
+
+
+class Upstream:
+    """Sends requests to the configured upstream. Clients can never choose the URL or the key."""
+
+    def __init__(self, cfg: UpstreamConfig) -> None:
+        self.cfg = cfg
+        self.base_url = cfg.url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self._api_key = cfg.resolved_api_key()
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def display_url(self) -> str:
+        """The upstream URL without credentials, for logs and audit events."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return f"{parts.scheme}://{host}{parts.path}"
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.cfg.pool_size, limit_per_host=self.cfg.pool_size,
+                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.cfg.connect_timeout_s,
+                                        sock_read=self.cfg.read_timeout_s)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
+                                              raise_for_status=False, trust_env=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def headers(self, client_headers: Mapping[str, str], request_id: str) -> CIMultiDict[str]:
+        out: CIMultiDict[str] = CIMultiDict()
+        for name in FORWARDED_REQUEST_HEADERS:
+            value = client_headers.get(name)
+            if value is not None:
+                out[name] = value
+        out["content-type"] = "application/json"
+        out["x-request-id"] = request_id
+        if self._api_key:
+            out["authorization"] = f"Bearer {self._api_key}"
+        return out
+
+    async def request(self, method: str, path: str, body: bytes | None,
+                      headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+        """Open a request; the caller reads (or streams) the body and releases the response."""
+        assert self._session is not None, "Upstream.start() was not awaited"
+        try:
+            return await self._session.request(method, self.base_url + path, data=body, headers=headers,
+                                               allow_redirects=False)
+        except asyncio.TimeoutError:
+            UPSTREAM_ERRORS.labels("timeout").inc()
+            raise upstream_timeout() from None
+        except aiohttp.ClientError:
+            UPSTREAM_ERRORS.labels("unreachable").inc()
+            raise upstream_unreachable() from None
+
+    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await response.read()
+        except asyncio.TimeoutError:
+            UPSTREAM_ERRORS.labels("timeout").inc()
+            raise upstream_timeout() from None
+        except aiohttp.ClientError:
+            UPSTREAM_ERRORS.labels("disconnected").inc()
+            raise upstream_unreachable() from None
+
+
+def relayed_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k: response.headers[k] for k in RELAYED_RESPONSE_HEADERS if k in response.headers}
+
+
+__all__ = ["Upstream", "ProxyError", "relayed_headers"]
