@@ -18,7 +18,7 @@ import hashlib
 import json
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,14 +27,11 @@ import numpy as np
 
 from evaluators.classifier.artifact import Artifact, load_artifact, save_artifact
 from evaluators.classifier.embedding import MODEL_ID, Embedder, Truncation, shared_embedder
-from evaluators.classifier.head import Calibrator, CalibrationKind, CategoryHead, Head, HeadKind, Model
+from evaluators.classifier.fit import DEFAULT_CATEGORY, Recipe, fit, grid_size
+from evaluators.classifier.head import CalibrationKind, HeadKind
 from evaluators.classifier.splits import dedupe, group_split, near_duplicate_groups
 from evaluators.evaluation import metrics
 from evaluators.evaluation.datasets import LabelledRow, LabelTrue, load_rows
-
-DEFAULT_CATEGORY = "unsafe"
-C_GRID = (0.25, 1.0, 4.0, 16.0, 64.0)
-ALPHA_GRID = (1e-4, 1e-3, 1e-2)
 
 
 @dataclass(slots=True)
@@ -44,7 +41,7 @@ class TrainOptions:
     name: str = "classifier"
     seed: int = 0
     head: HeadKind = "logreg"
-    c: float | None = None  # None: chosen on val from C_GRID (logreg) / ALPHA_GRID (mlp)
+    c: float | None = None  # None: chosen on val (see fit.C_GRID / fit.ALPHA_GRID)
     hidden: int = 64
     calibration: CalibrationKind = "platt"
     target_fpr: float = 0.05
@@ -79,104 +76,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sample_weights(rows: Sequence[LabelledRow], source_balance: float) -> np.ndarray:
-    """Class-balanced weights; within a class a source of n rows weighs n**source_balance in total.
-
-    source_balance = 1 keeps sources as they come, 0 gives every source the same say.
-    Each class sums to half the number of rows.
-    """
-    per_source = Counter((r.unsafe, r.source or "") for r in rows)
-    raw = np.array([per_source[(r.unsafe, r.source or "")] ** (source_balance - 1.0) for r in rows], dtype=np.float64)
-    y = np.array([r.unsafe for r in rows])
-    out = np.zeros(len(rows))
-    for cls in (True, False):
-        mask = y == cls
-        if mask.any():
-            out[mask] = raw[mask] / raw[mask].sum() * (len(rows) / 2)
-    return out
-
-
-def _fit_head(kind: HeadKind, x: np.ndarray, y: np.ndarray, w: np.ndarray, reg: float, seed: int,
-              hidden: int) -> Head:
-    if kind == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        clf = LogisticRegression(C=reg, max_iter=5000, tol=1e-6)
-        clf.fit(x, y, sample_weight=w)
-        return Head("logreg", {"W": clf.coef_[0].astype(np.float64), "b": clf.intercept_.astype(np.float64)})
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
-    clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=reg, max_iter=400, early_stopping=False,
-                        random_state=seed, tol=1e-5)
-    with warnings.catch_warnings():  # a fixed budget of epochs is the regulariser here, not a failure
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(x, y, sample_weight=w)
-    return Head("mlp", {"W1": clf.coefs_[0], "b1": clf.intercepts_[0],
-                        "W2": clf.coefs_[1][:, 0], "b2": clf.intercepts_[1]})
-
-
-def _weighted_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(-(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum())
-
-
-def platt(z: np.ndarray, y: np.ndarray, w: np.ndarray, iterations: int = 100) -> tuple[float, float]:
-    """Platt scaling: fit p = sigmoid(a*z + b) by Newton's method on weighted cross-entropy.
-
-    Targets are Platt's smoothed ones, (n+ + 1) / (n+ + 2) and 1 / (n- + 2), so a
-    perfectly separated validation set does not drive the slope to infinity.
-    """
-    n_pos, n_neg = float(y.sum()), float((~y).sum())
-    t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    a, b = 1.0, 0.0
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(a * z + b, -60, 60)))
-        g = w * (p - t)
-        h = w * p * (1 - p) + 1e-12
-        grad = np.array([(g * z).sum(), g.sum()])
-        hess = np.array([[(h * z * z).sum(), (h * z).sum()], [(h * z).sum(), h.sum()]]) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-10:
-            break
-    return float(a), float(b)
-
-
-def _calibrate(kind: CalibrationKind, z: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Fit on val logits with balanced classes, so P(unsafe) assumes equal priors."""
-    w = np.where(y, 0.5 / max(y.sum(), 1), 0.5 / max((~y).sum(), 1)) * len(y)
-    if kind == "platt":
-        a, b = platt(z, y, w)
-        return Calibrator("platt", {"a": np.array(a), "b": np.array(b)})
-    if kind == "isotonic":
-        from sklearn.isotonic import IsotonicRegression
-
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-        iso.fit(z, y.astype(float), sample_weight=w)
-        return Calibrator("isotonic", {"x": iso.X_thresholds_, "y": iso.y_thresholds_})
-    return Calibrator("none")
-
-
-def _fit_categories(x: np.ndarray, rows: Sequence[LabelledRow]) -> CategoryHead:
-    labels = [r.categories[0] if r.categories else DEFAULT_CATEGORY for r in rows if r.unsafe]
-    xs = x[[i for i, r in enumerate(rows) if r.unsafe]]
-    classes = sorted(set(labels)) or [DEFAULT_CATEGORY]
-    if len(classes) == 1:
-        return CategoryHead(classes)
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(C=4.0, max_iter=5000, class_weight="balanced")
-    clf.fit(xs, labels)
-    coef, intercept = clf.coef_, clf.intercept_
-    if len(classes) == 2:  # binary sklearn stores one row for classes[1]
-        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    return CategoryHead(list(clf.classes_), {"W": coef, "b": intercept})
 
 
 def evaluate_split(rows: Sequence[LabelledRow], scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -264,7 +163,6 @@ def train(opts: TrainOptions, embedder: Embedder | None = None, progress: Progre
     embedder = embedder or shared_embedder(max_length=opts.max_length, truncation=opts.truncation)
     x = embedder.embed([r.text for r in rows], batch_size=opts.batch_size,
                        on_batch=progress("embedding", len(rows)))
-    x64 = x.astype(np.float64)
     y = np.array([r.unsafe for r in rows])
 
     groups = near_duplicate_groups(rows, x, opts.near_dup)
@@ -275,30 +173,10 @@ def train(opts: TrainOptions, embedder: Embedder | None = None, progress: Progre
             raise ValueError(f"the {name} split lacks one class: add data or change the split fractions")
     log(f"{len(set(groups))} groups; train {len(idx['train'])}, val {len(idx['val'])}, dev {len(idx['dev'])}")
 
-    tr_rows = [rows[i] for i in idx["train"]]
-    va_rows = [rows[i] for i in idx["val"]]
-    w_tr = sample_weights(tr_rows, opts.source_balance)
-    w_va = sample_weights(va_rows, opts.source_balance)
-    grid = [opts.c] if opts.c is not None else list(C_GRID if opts.head == "logreg" else ALPHA_GRID)
-    tick = progress(f"fitting {opts.head} head", len(grid))
-    best: tuple[float, float, Head] | None = None
-    search = []
-    for reg in grid:
-        head = _fit_head(opts.head, x64[idx["train"]], y[idx["train"]], w_tr, reg, opts.seed, opts.hidden)
-        z = head.logits(x64[idx["val"]])
-        loss = _weighted_log_loss(y[idx["val"]], 1 / (1 + np.exp(-z)), w_va)
-        search.append({"reg": reg, "val_weighted_log_loss": loss})
-        if best is None or loss < best[0]:
-            best = (loss, reg, head)
-        tick(1)
-    assert best is not None
-    _, reg, head = best
-
-    calibrator = _calibrate(opts.calibration, head.logits(x64[idx["val"]]), y[idx["val"]])
-    categories = _fit_categories(x64[idx["train"]], tr_rows)
-    model = Model(head, calibrator, categories)
-    p_val = model.predict_proba(x64[idx["val"]])
-    threshold = metrics.threshold_for_fpr(y[idx["val"]].tolist(), p_val.tolist(), opts.target_fpr, w_va.tolist())
+    recipe = Recipe(head=opts.head, reg=opts.c, hidden=opts.hidden, calibration=opts.calibration,
+                    target_fpr=opts.target_fpr, source_balance=opts.source_balance, seed=opts.seed)
+    fitted = fit(x, rows, idx["train"], idx["val"], recipe, progress(f"fitting {opts.head} head", grid_size(recipe)))
+    model, threshold, reg, search = fitted.model, fitted.threshold, fitted.reg, fitted.search
 
     meta = {
         "name": opts.name,

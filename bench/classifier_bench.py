@@ -1,12 +1,14 @@
-"""Measure the classifier's CPU speed: latency at batch 1, throughput at batch 32, micro-batching under load.
+"""The CPU safety classifier's speed: latency at batch 1, throughput at batch 32, micro-batching under load.
 
-    python -m evaluators.classifier.speed [--path ARTIFACT] [--seconds 5] [--json OUT.json]
+    python -m bench.classifier_bench                    # table, bench/results/classifier.json, docs/classifier.md section
+    python -m bench.classifier_bench --seconds 2 --repeats 1 --no-write
+    python -m bench.classifier_bench --torch-threads 1  # on a shared / oversubscribed CPU
 
 Texts are short chat prompts (~20 tokens) and, separately, long ones (~250 tokens,
 the model's reading limit). Each cell is the best of `--repeats` runs of `--seconds`
 each, after a warm-up over every text: on a shared machine, neighbours only ever make
 a run slower, so the best run is the closest to the machine's own speed. Prints a
-markdown table (pasted into docs/classifier.md) with the load average.
+markdown table, written into docs/classifier.md between markers, with the load average.
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from evaluators.base import EvalItem
 from evaluators.evaluation.metrics import percentile
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "classifier.md"
+RESULT = ROOT / "bench" / "results" / "classifier.json"
+START, END = "<!-- bench:classifier:start -->", "<!-- bench:classifier:end -->"
 
 SHORT = [
     "What is a good way to learn the basics of statistics in a month?",
@@ -132,18 +140,38 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_doc(result: dict[str, Any]) -> None:
+    """Replace the benchmark section of docs/classifier.md (between the markers)."""
+    section = f"{START}\n{markdown(result)}\n{END}"
+    text = DOC.read_text() if DOC.exists() else ""
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+    else:
+        text += "\n" + section + "\n"
+    DOC.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", default=None, help="artifact directory (default: the shipped model)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per row (5)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per cell run (5)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the best is reported (3)")
-    parser.add_argument("--json", default=None, help="also write the raw numbers here")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave the JSON and the docs alone")
     args = parser.parse_args(argv)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     result = asyncio.run(measure(args.path, args.seconds, args.repeats))
+    result["benchmark"] = "classifier"
+    result["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    result["command"] = "python -m bench.classifier_bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print(markdown(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+    if not args.no_write:
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_doc(result)
     return 0
 
 
