@@ -62,6 +62,7 @@ def resolve_evaluator(spec: str, config: str | None) -> tuple[Any, str]:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    from pathlib import Path
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         if second_run is not None:
             curves.append((f"second alone ({second_evaluator.name})", y, rep.scores_of(second_run.verdicts),
                            rep.predictions(second_run.verdicts, on_error)))
-        rep.plot_pr(args.plot, curves, f"{args.evaluator} on {args.data}")
+        rep.plot_pr(args.plot, curves, f"{args.evaluator} on {Path(args.data).name}")
         console.print(f"plot: {args.plot}")
     return 0
 
