@@ -9,7 +9,8 @@ Options:
 Items scored in [low, high] go to the second evaluator, and its verdict is the
 cascade's. A first stage without scores (a rule) decides only when it finds
 something unsafe; everything it passes goes to the second. A first-stage error also
-sends the item on. The verdict names the cascade; its score and categories are
+sends the item on (an exception from the first stage sends the whole batch on; one from the
+second propagates to the proxy's `on_error`). The verdict names the cascade; its score and categories are
 those of the stage that decided.
 """
 
@@ -62,7 +63,10 @@ class CascadeEvaluator:
 
     async def evaluate_routed(self, items: Sequence[EvalItem]) -> Routed:
         start = time.perf_counter()
-        first = await self.first.evaluate(items)
+        try:
+            first = await self.first.evaluate(items)
+        except Exception as exc:  # noqa: BLE001 - the first stage failing must not take the second down with it
+            first = [Verdict.failure(self.first, f"{type(exc).__name__}: {exc}") for _ in items]
         routes = [self.route(v) for v in first]
         uncertain = [i for i, r in enumerate(routes) if r == "second"]
         second = await self.second.evaluate([items[i] for i in uncertain]) if uncertain else []

@@ -11,7 +11,7 @@ from evaluators import registry
 from evaluators.base import EvalItem
 from evaluators.cascade import CascadeEvaluator
 from proxy.cli import main
-from tests.eval_helpers import KeywordEvaluator, TableEvaluator
+from tests.eval_helpers import BrokenEvaluator, KeywordEvaluator, TableEvaluator
 
 SCORES = {"clearly fine": 0.02, "clearly bad bomb": 0.97, "unsure bomb": 0.5, "unsure fine": 0.4, "edge": 0.9}
 
@@ -56,6 +56,13 @@ async def test_unscored_first_stage_and_errors_go_to_second() -> None:
     second2 = KeywordEvaluator("second", ["zzz"])
     result = await CascadeEvaluator("casc", first, second2).evaluate_routed(_items("unknown text"))
     assert result.routes == ["second"] and result.verdicts[0].safe and result.verdicts[0].error is None
+
+
+async def test_a_failing_first_stage_sends_everything_on() -> None:
+    second = KeywordEvaluator("second", ["bomb"])
+    result = await CascadeEvaluator("casc", BrokenEvaluator(), second).evaluate_routed(_items("a bomb", "tea"))
+    assert result.routes == ["second", "second"] and [v.safe for v in result.verdicts] == [False, True]
+    assert all(v.error and "engine down" in v.error for v in result.first)
 
 
 def test_factory_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
