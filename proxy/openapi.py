@@ -31,7 +31,7 @@ def _generation(schema_name: str, summary: str) -> dict[str, Any]:
             "200": {"description": "The upstream's answer (JSON, or text/event-stream when stream is true)",
                     "content": {"application/json": {"schema": {"type": "object"}},
                                 "text/event-stream": {"schema": {"type": "string"}}}},
-            **_error_responses(400, 401, 413, 502, 504),
+            **_error_responses(400, 401, 408, 413, 502, 503, 504),
         },
     }}
 
@@ -53,7 +53,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/chat/completions": _generation("ChatCompletionRequest", "Guarded chat completion"),
             "/v1/completions": _generation("CompletionRequest", "Guarded legacy completion"),
             "/v1/models": {"get": {"responses": {"200": {"description": "The upstream's model list"},
-                                                 **_error_responses(401, 502, 504)}}},
+                                                 **_error_responses(401, 502, 503, 504)}}},
             "/healthz": simple,
             "/readyz": simple,
         },

@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.logging)
     describe_startup(settings, args.config)
     _install_uvloop()
-    asyncio.run(serve(settings, settings.server.host, settings.server.port))
+    try:
+        asyncio.run(serve(settings, settings.server.host, settings.server.port))
+    except ConfigError as exc:  # found at start-up, e.g. an unusable audit.spool_dir
+        print(f"guardstream: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
