@@ -107,7 +107,7 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
     """The proxy as an aiohttp app; its state starts and stops with the app."""
     app = web.Application(middlewares=[guardstream_middleware], client_max_size=settings.server.max_body_bytes)
     app[STATE] = state or ProxyState.build(settings)
-    app[CONNECTIONS] = Connections(settings.server.write_timeout_s)
+    app[CONNECTIONS] = Connections(settings.server.write_timeout_s, settings.server.stream_buffer_bytes)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_get("/v1/models", handlers.models)

@@ -121,6 +121,8 @@ class ServerConfig(Strict):
         "a streaming client that accepts no bytes for this long is disconnected"))
     max_header_bytes: int = Field(default=8190, ge=1024, description="longest request line / header field")
     read_bufsize: int = Field(default=64 * 1024, ge=1024, description="per-connection read buffer (back-pressure)")
+    stream_buffer_bytes: int = Field(default=64 * 1024, ge=0, description=(
+        "kernel send buffer per stream (SO_SNDBUF, doubled by Linux; 0: autotuned): bounds read-ahead"))
 
 
 class CacheConfig(Strict):
