@@ -66,9 +66,12 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
         if exc.status == 405:
             return method_not_allowed(request.method).response(headers)
         return ProxyError(exc.status, exc.reason).response(headers)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         status = 499  # client closed the connection
         raise
+    except ConnectionResetError:  # the client went away mid-answer: nothing to send (aiohttp drops this one)
+        status = 499
+        return ProxyError(499, "The client closed the connection.", code="client_closed_request").response(headers)
     except Exception:
         log.exception("unhandled_error", route=route)
         return internal_error().response(headers)

@@ -74,6 +74,17 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyHarness]:
 AUTH = {"Authorization": "Bearer fuzz-key"}
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No traceback in the proxy's logs either (aiohttp logs one for a handler that raises)."""
+    yield
+    import logging
+
+    texts = [logging.Formatter().formatException(r.exc_info) if r.exc_info else r.getMessage()
+             for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [t for t in texts if "/proxy/" in t] == []
+
+
 async def _post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
         async with s.post(url, data=data, headers=headers) as r:

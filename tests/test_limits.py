@@ -55,7 +55,9 @@ class FloodUpstream:
                 self.bytes_written += len(chunk)
             await response.write(b"data: [DONE]\n\n")
             self.finished += 1
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the proxy closed the upstream connection
+            self.disconnected += 1
+        except asyncio.CancelledError:
             self.disconnected += 1
             raise
         return response
@@ -235,3 +237,53 @@ def test_oversized_upstream_answer_is_502(tmp_path: Path, flood: FloodUpstream) 
         assert "larger than 100000 bytes" in body["error"]["message"]
     finally:
         h.stop()
+
+
+def test_client_leaving_mid_stream_is_no_error(harness: ProxyHarness, flood: FloodUpstream,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A client that hangs up mid-answer: the upstream is closed, and nothing is logged as an error (aiohttp
+    logs "Error handling request" with a traceback for a handler that raises ConnectionResetError)."""
+    for _ in range(5):
+        sock = open_stream(harness)
+        sock.recv(65536)
+        sock.close()
+    deadline = time.monotonic() + 5
+    while flood.disconnected < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert flood.disconnected == 5
+    errors = [r for r in caplog.records if r.levelno >= 40 and r.name.startswith("aiohttp")]
+    assert errors == [], [(r.getMessage(), r.exc_text or repr(r.exc_info)) for r in errors][:1]
+
+
+def test_connection_reset_in_a_handler_is_not_logged_as_an_error(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A write to a client that is closing raises ConnectionResetError in the handler (seen by the fuzz at
+    write_eof); the middleware answers it instead of letting aiohttp log a traceback."""
+    import aiohttp as aiohttp_client
+
+    from proxy.app import create_app, runner_options
+
+    async def scenario() -> tuple[int, dict]:
+        settings = keyword_settings(tmp_path)
+        app = create_app(settings)
+
+        async def closing(request: web.Request) -> web.Response:
+            raise aiohttp_client.ClientConnectionResetError("Cannot write to closing transport")
+
+        app.router.add_get("/v1/closing", closing)
+        runner = web.AppRunner(app, **runner_options(settings.server))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with aiohttp_client.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{port}/v1/closing") as r:
+                    return r.status, await r.json()
+        finally:
+            await runner.cleanup()
+
+    status, body = asyncio.run(scenario())
+    assert status == 499 and body["error"]["code"] == "client_closed_request"
+    assert [r for r in caplog.records if r.levelno >= 40] == []
