@@ -73,7 +73,7 @@ class FaultyUpstream(DemoUpstream):
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response()
-            return await self._stream(request, body, self.answer(body), 1, chat, "cut-stream")
+            return await self._stream(request, body, [self.answer(body)], chat, "cut-stream")
         return await super()._generate(request, chat)
 
 

@@ -32,7 +32,7 @@ class FuzzUpstream(DemoUpstream):
         text = self.answer(body)
         n = int(body.get("n") or 1)
         if body.get("stream"):
-            return await self._stream(request, body, text, n, chat, "demo-model")
+            return await self._stream(request, body, [text] * n, chat, "demo-model")
         return web.json_response(self._completion(text, n, chat, "demo-model"))
 
 
