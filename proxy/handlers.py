@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.errors import body_too_large, content_filtered, upstream_bad_response, bad_request
+from proxy.connections import CONNECTIONS
+from proxy.errors import bad_request, body_too_large, content_filtered, request_timeout, upstream_bad_response
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY
 from proxy.policy import Decision
 from proxy.protocol import check_limits, parse_request
@@ -20,16 +21,23 @@ from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, expected_choices
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The request body as JSON: 413 over the limit, 400 when it is not JSON."""
+async def read_json(request: web.Request, limit: int, timeout_s: float | None = None) -> Any:
+    """The request body, raw and decoded: 413 over the limit, 408 when it is not all there within `timeout_s`
+    (a slowloris body), 400 when it is not JSON."""
     if request.content_length is not None and request.content_length > limit:
         raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
     try:
-        raw = await request.content.read(limit + 1)
-    except asyncio.TimeoutError:
-        raise bad_request("Timed out reading the request body.") from None
-    if len(raw) > limit:
-        raise body_too_large(limit)
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise body_too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise request_timeout(timeout_s or 0) from None
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
         return raw, json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -49,7 +57,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     state: ProxyState = request.app[STATE]
     ctx: RequestContext = request[CTX]
     settings = state.settings
-    raw, body = await read_json(request, settings.server.max_body_bytes)
+    raw, body = await read_json(request, settings.server.max_body_bytes, settings.server.body_timeout_s)
     parsed = parse_request(route.request_model, body)
     check_limits(parsed.n, route.count_messages(body), settings.server.max_n, settings.server.max_messages)
     ctx.model = parsed.model
@@ -142,7 +150,7 @@ async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestCon
         relay = StreamRelay(route=route, guard=state.guard, recorder=state.recorder, ctx=ctx,
                             policy_name=policy_name, conversation=conversation, upstream=upstream, client=client,
                             choices=choices)
-        await relay.run()
+        await request.app[CONNECTIONS].relay(request, client, relay.run())
         await client.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         upstream.close()  # client went away: stop the generation upstream

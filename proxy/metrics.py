@@ -25,6 +25,9 @@ PROXY_OVERHEAD = Histogram("guardstream_proxy_overhead_seconds",
 UPSTREAM_ERRORS = Counter("guardstream_upstream_errors_total", "Upstream failures by kind", ["kind"],
                           registry=REGISTRY)
 INFLIGHT = Gauge("guardstream_inflight_requests", "Requests being served", registry=REGISTRY)
+SLOW_CLIENT_DISCONNECTS = Counter("guardstream_slow_client_disconnects_total",
+                                  "Streaming clients disconnected for accepting no bytes for write_timeout_s",
+                                  registry=REGISTRY)
 
 # -- evaluators ---------------------------------------------------------------
 EVALUATOR_LATENCY = Histogram("guardstream_evaluator_latency_seconds", "Evaluator latency (cache misses)",
