@@ -171,6 +171,8 @@ class BaseEvaluator:
     name: str = "base"
     version: str = "0"
     stages: frozenset[Stage] = frozenset(STAGES)
+    #: worth caching: True for models; cheap rules set False (a cache lookup costs more than they do)
+    cacheable: bool = True
 
     def cache_context(self, item: EvalItem) -> str:
         return item.text

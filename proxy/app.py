@@ -90,6 +90,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    from proxy.openapi import openapi_document
+
+    return web.json_response(openapi_document())
+
+
 def create_app(settings: Settings, state: ProxyState | None = None) -> web.Application:
     """The proxy as an aiohttp app; its state starts and stops with the app."""
     app = web.Application(middlewares=[guardstream_middleware], client_max_size=settings.server.max_body_bytes)
@@ -100,6 +106,7 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await app[STATE].start()

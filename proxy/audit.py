@@ -1,7 +1,8 @@
-"""Audit sink: where v1 events go. JSONL file by default (Kafka producer: see the Redis/Kafka issue).
+"""Audit sink: where v1 events go. Kafka when a bootstrap is configured (`proxy/audit_kafka.py`, spooled
+to disk during broker outages), else a JSONL file.
 
 `emit` never blocks the event loop and never raises: events are queued and a
-background task writes them.
+background task (or thread) writes them. `close` flushes everything.
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ class JsonlAuditSink:
         return f"jsonl:{self.path}"
 
     def emit(self, event: dict[str, Any]) -> None:
-        self._pending.append(event)
-        AUDIT_EVENTS.labels("emitted").inc()
-        self._wakeup.set()
+        try:
+            self._pending.append(event)
+            AUDIT_EVENTS.labels("emitted").inc()
+            self._wakeup.set()
+        except Exception:  # noqa: BLE001 - auditing must never break a request
+            pass
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,8 +69,14 @@ class JsonlAuditSink:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        lines = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in batch)
-        await asyncio.to_thread(self._append, lines)
+        try:
+            lines = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+                            for e in batch)
+            await asyncio.to_thread(self._append, lines)
+        except (OSError, TypeError, ValueError) as exc:
+            log.error("audit_jsonl_write_failed", path=str(self.path), error=str(exc), events=len(batch))
+            AUDIT_EVENTS.labels("dropped").inc(len(batch))
+            return
         AUDIT_EVENTS.labels("written").inc(len(batch))
 
     def _append(self, text: str) -> None:
@@ -85,5 +95,9 @@ class JsonlAuditSink:
 
 
 def build_audit(cfg: AuditConfig) -> AuditSink:
-    """The configured sink: a JSONL file when no Kafka bootstrap is set."""
+    """The configured sink: Kafka (with its spool) when a bootstrap is set, else a JSONL file."""
+    if cfg.kafka_bootstrap:
+        from proxy.audit_kafka import KafkaAuditSink
+
+        return KafkaAuditSink.from_config(cfg)
     return JsonlAuditSink(cfg.jsonl_path)

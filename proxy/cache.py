@@ -1,6 +1,8 @@
-"""Verdict cache: key derivation, the in-memory LRU, coalescing of identical evaluations in flight.
+"""Verdict cache: key derivation, coalescing of identical evaluations in flight, the in-memory LRU.
 
-(Redis backend: see the Redis/Kafka issue.)
+Backends share one coalescing mechanism (`CoalescingCache`): the first caller for a key becomes the
+leader and resolves it (lookup, else compute and store); callers arriving meanwhile wait on the leader's
+future and get a copy marked `cached=True`. The Redis backend lives in `proxy/cache_redis.py`.
 """
 
 from __future__ import annotations
@@ -39,14 +41,72 @@ class VerdictCache(Protocol):
     def state(self) -> dict[str, Any]: ...
 
 
-class MemoryVerdictCache:
+class CoalescingCache:
+    """Base: one leader per key resolves it, concurrent callers for the same key wait for its result.
+
+    Subclasses implement `_resolve` (lookup, else compute and store) and may offer a synchronous
+    `_fast_lookup` that answers hits without touching the in-flight table.
+    """
+
+    backend = "base"
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[Verdict]] = {}
+
+    def _fast_lookup(self, key: str) -> Verdict | None:
+        return None
+
+    async def _resolve(self, key: str, compute: Compute, ttl_s: int) -> Verdict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def get_or_compute(self, key: str, compute: Compute, ttl_s: int) -> Verdict:
+        while True:
+            hit = self._fast_lookup(key)
+            if hit is not None:
+                CACHE_LOOKUPS.labels(self.backend, "hit").inc()
+                return _as_cached(hit)
+            pending = self._inflight.get(key)
+            if pending is None:
+                return await self._lead(key, compute, ttl_s)
+            CACHE_LOOKUPS.labels(self.backend, "coalesced").inc()
+            try:
+                return _as_cached(await asyncio.shield(pending))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and not (task and task.cancelling()):
+                    continue  # the leader was cancelled (client went away), not us: try again
+                raise
+
+    async def _lead(self, key: str, compute: Compute, ttl_s: int) -> Verdict:
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            verdict = await self._resolve(key, compute, ttl_s)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it
+            raise
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+        future.set_result(verdict)
+        return verdict
+
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+
+class MemoryVerdictCache(CoalescingCache):
     """An in-process LRU with per-entry expiry, coalescing identical evaluations in flight."""
 
     backend = "memory"
 
     def __init__(self, max_entries: int = 100_000) -> None:
+        super().__init__()
         self._entries: OrderedDict[str, tuple[float, Verdict]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[Verdict]] = {}
         self._max = max_entries
 
     async def start(self) -> None:
@@ -56,9 +116,9 @@ class MemoryVerdictCache:
         self._entries.clear()
 
     def state(self) -> dict[str, Any]:
-        return {"backend": self.backend, "ok": True, "entries": len(self._entries)}
+        return {"backend": self.backend, "ok": True, "entries": len(self._entries), "inflight": self.inflight()}
 
-    def _lookup(self, key: str) -> Verdict | None:
+    def _fast_lookup(self, key: str) -> Verdict | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -77,27 +137,9 @@ class MemoryVerdictCache:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
-    async def get_or_compute(self, key: str, compute: Compute, ttl_s: int) -> Verdict:
-        hit = self._lookup(key)
-        if hit is not None:
-            CACHE_LOOKUPS.labels(self.backend, "hit").inc()
-            return _as_cached(hit)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            CACHE_LOOKUPS.labels(self.backend, "coalesced").inc()
-            return _as_cached(await asyncio.shield(pending))
+    async def _resolve(self, key: str, compute: Compute, ttl_s: int) -> Verdict:
         CACHE_LOOKUPS.labels(self.backend, "miss").inc()
-        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            verdict = await compute()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        future.set_result(verdict)
+        verdict = await compute()
         self._store(key, verdict, ttl_s)
         return verdict
 
@@ -109,5 +151,9 @@ def _as_cached(verdict: Verdict) -> Verdict:
 
 
 def build_cache(cfg: CacheConfig) -> VerdictCache:
-    """The configured cache: in-memory LRU when no Redis URL is set."""
+    """The configured cache: Redis when a URL is set, else the in-memory LRU."""
+    if cfg.redis_url:
+        from proxy.cache_redis import RedisVerdictCache
+
+        return RedisVerdictCache.from_config(cfg)
     return MemoryVerdictCache(cfg.max_entries)

@@ -36,6 +36,8 @@ class EvaluatorConfig(Strict):
     type: str
     on_error: OnError = "fail_open"
     timeout_ms: int = Field(default=1000, gt=0)
+    #: None: the engine decides (`cacheable`): cheap rules skip the cache, since a Redis hit costs more than them
+    cache: bool | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -117,6 +119,8 @@ class CacheConfig(Strict):
     op_timeout_ms: int = Field(default=50, gt=0)
     lock_ttl_ms: int = Field(default=5000, gt=0)
     ssl_ca_certs: str | None = None
+    #: prepended to every Redis key (several deployments, or tests, can share one Redis)
+    key_prefix: str = ""
 
 
 class AuditConfig(Strict):
@@ -129,6 +133,10 @@ class AuditConfig(Strict):
     content: ContentMode = "redacted"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: str | None = None
+    compression: Literal["gzip", "lz4", "snappy", "zstd", "none"] = "gzip"  # gzip needs no extra package
+    delivery_timeout_ms: int = Field(default=5000, ge=500, description="unacked this long: broker down, spool")
+    flush_timeout_s: float = Field(default=5.0, ge=0, description="shutdown: flush deadline, then spool the rest")
+    spool_max_mb: int = Field(default=1024, gt=0, description="beyond this the spool drops new events")
 
 
 class LoggingConfig(Strict):

@@ -25,6 +25,7 @@ class Guard:
         self.evaluators = dict(evaluators)
         self.cache = cache
         self._policy_hashes = {name: settings.policy_hash(name) for name in settings.policies}
+        self._cached = {name: _wants_cache(settings.evaluators[name].cache, ev) for name, ev in self.evaluators.items()}
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
         return list(getattr(self.settings.policies[policy], stage).evaluators)
@@ -46,6 +47,8 @@ class Guard:
 
     async def _verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
         evaluator = self.evaluators[name]
+        if not self._cached[name]:
+            return await self._evaluate(name, evaluator, item)
         key = cache_key(evaluator, self._policy_hashes[policy], item)
         ttl = self.settings.policies[policy].cache_ttl_s
         return await self.cache.get_or_compute(key, lambda: self._evaluate(name, evaluator, item), ttl)
@@ -70,6 +73,10 @@ class Guard:
         if kind:
             EVALUATOR_ERRORS.labels(name, kind, cfg.on_error).inc()
         return verdict
+
+
+def _wants_cache(configured: bool | None, evaluator: Evaluator) -> bool:
+    return configured if configured is not None else bool(getattr(evaluator, "cacheable", True))
 
 
 def _count(decision: Decision) -> None:

@@ -36,7 +36,8 @@ STREAM_WINDOWS = Counter("guardstream_stream_windows_evaluated_total", "Streamin
 STREAM_CUTS = Counter("guardstream_stream_cuts_total", "Streams cut for unsafe output", ["mode"], registry=REGISTRY)
 
 # -- cache --------------------------------------------------------------------
-CACHE_LOOKUPS = Counter("guardstream_cache_lookups_total", "Verdict cache lookups by result (hit, miss, coalesced)",
+CACHE_LOOKUPS = Counter("guardstream_cache_lookups_total", "Verdict cache lookups by result (hit, miss, coalesced, "
+                        "coalesced_remote: another instance computed it, bypass: backend down, evaluated uncached)",
                         ["backend", "result"], registry=REGISTRY)
 CACHE_ERRORS = Counter("guardstream_cache_errors_total", "Cache backend errors (request served without cache)",
                        ["backend", "kind"], registry=REGISTRY)

@@ -112,3 +112,29 @@ def test_env_overrides(tmp_path: Path) -> None:
     settings = load_settings(None, env={"GUARDSTREAM__POLICIES__DEFAULT__MODE": "shadow",
                                         "GUARDSTREAM__SERVER__PORT": "9999"})
     assert settings.policies["default"].mode == "shadow" and settings.server.port == 9999
+
+
+def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path, upstream_url) -> None:  # type: ignore[no-untyped-def]
+    url, upstream = upstream_url
+    upstream.answer = lambda body: "tick " * 40
+    upstream.chunk_delay_s = 0.03  # ~1.2 s of streaming
+    proc, port = start_serve(tmp_path, url)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="client", max_retries=0)
+        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}], stream=True)
+        it = iter(stream)
+        text = next(it).choices[0].delta.content or ""
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        with pytest.raises(openai.APIConnectionError):  # no new connections once shutting down
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="c", max_retries=0).models.list()
+        finishes = []
+        for chunk in it:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                if c.finish_reason:
+                    finishes.append(c.finish_reason)
+        assert text == "tick " * 40 and finishes == ["stop"]
+    finally:
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err[-2000:]

@@ -237,3 +237,10 @@ def test_concurrent_requests_share_one_pool(harness: ProxyHarness) -> None:
         return [len(r.choices) for r in results]
 
     assert asyncio.run(go()) == [1] * 40
+
+
+def test_openapi_document_is_served(harness: ProxyHarness) -> None:
+    doc = json.loads(harness.call(_get_text(harness.base_url + "/openapi.json")))
+    assert doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) >= {"/v1/chat/completions", "/v1/completions", "/v1/models"}
+    assert "messages" in doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]
