@@ -1,0 +1,145 @@
+"""What every rule engine shares: option checks, a sync `scan`, verdicts with latency.
+
+A rule engine is its patterns: it subclasses `RuleEvaluator`, sets `category`
+and `engine_version`, and implements `scan(text) -> list[Finding]` (or
+`analyse` when it also has a score). Rules are CPU work of a few microseconds,
+so `evaluate` runs them inline on the event loop; only large batches hop to a
+worker thread so one huge text cannot stall other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
+
+from evaluators.base import STAGES, BaseEvaluator, EvalItem, Finding, Stage, Verdict
+
+#: Batches with more characters than this are judged in a worker thread.
+INLINE_MAX_CHARS = 64 * 1024
+
+
+class RuleEvaluator(BaseEvaluator):
+    """Base for the cheap rule engines; subclasses implement `scan` (or `analyse`)."""
+
+    category: str = "blocklist"
+    engine_version: ClassVar[str] = "1"
+    #: option names this engine accepts (besides the common ones below)
+    option_names: ClassVar[frozenset[str]] = frozenset()
+    common_options: ClassVar[frozenset[str]] = frozenset({"stages", "inline_max_chars"})
+
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        self.options: dict[str, Any] = dict(options or {})
+        unknown = set(self.options) - self.option_names - self.common_options
+        if unknown:
+            raise ValueError(f"{type(self).__name__} {name!r}: unknown option(s) {sorted(unknown)}")
+        self.name = name
+        self.version = options_version(self.engine_version, self.options)
+        self.stages = parse_stages(self.options.get("stages"))
+        self.inline_max_chars = int(self.options.get("inline_max_chars", INLINE_MAX_CHARS))
+
+    # -- what an engine implements -------------------------------------------------
+    def scan(self, text: str) -> list[Finding]:
+        """Located matches in `text`, in text order."""
+        raise NotImplementedError
+
+    def analyse(self, text: str) -> tuple[list[Finding], float | None]:
+        """Findings and an optional score; the default has no score."""
+        return self.scan(text), None
+
+    # -- the Evaluator contract ----------------------------------------------------
+    def judge(self, text: str) -> Verdict:
+        """Judge one text synchronously (what `evaluate` does per item)."""
+        started = time.perf_counter()
+        findings, score = self.analyse(text)
+        return Verdict(
+            safe=not findings,
+            evaluator=self.name,
+            version=self.version,
+            categories=sorted({f.category for f in findings}),
+            score=score,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            findings=findings,
+        )
+
+    async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
+        texts = [item.text for item in items]
+        if sum(len(t) for t in texts) <= self.inline_max_chars:
+            return [self.judge(t) for t in texts]
+        return await asyncio.to_thread(lambda: [self.judge(t) for t in texts])
+
+    def cache_context(self, item: EvalItem) -> str:
+        return item.text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+def options_version(engine_version: str, options: Mapping[str, Any]) -> str:
+    """Engine version plus a short hash of the options: differently configured instances never share a cache entry."""
+    if not options:
+        return engine_version
+    blob = json.dumps(options, sort_keys=True, default=str, separators=(",", ":"))
+    return f"{engine_version}+{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def parse_stages(value: Any) -> frozenset[Stage]:
+    if value is None:
+        return frozenset(STAGES)
+    stages = frozenset([value] if isinstance(value, str) else value)
+    bad = stages - set(STAGES)
+    if bad or not stages:
+        raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {sorted(stages)}")
+    return stages  # type: ignore[return-value]
+
+
+def select_kinds(name: str, value: Any, known: Iterable[str], default: Iterable[str] | None = None) -> frozenset[str]:
+    """Validate a `kinds` option against the engine's known kinds (None means the default set, or all)."""
+    known = frozenset(known)
+    if value is None:
+        return frozenset(default) if default is not None else known
+    kinds = frozenset([value] if isinstance(value, str) else value)
+    unknown = kinds - known
+    if unknown:
+        raise ValueError(f"{name}: unknown kind(s) {sorted(unknown)} (known: {sorted(known)})")
+    return kinds
+
+
+def lower_same_length(text: str) -> str:
+    """`text.lower()` with offsets preserved (U+0130 is the one code point whose lower case is two)."""
+    low = text.lower()
+    if len(low) != len(text):
+        low = text.replace("\u0130", "i").lower()
+    return low
+
+
+def shannon_entropy(value: str) -> float:
+    """Shannon entropy in bits per character."""
+    if not value:
+        return 0.0
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+def drop_overlaps(findings: Iterable[Finding]) -> list[Finding]:
+    """Keep findings in the order given (priority order), dropping any that overlaps one kept earlier.
+
+    Returns the kept findings sorted by position. Kept spans never overlap, so
+    they stay sorted by both start and end and one bisect finds a neighbour.
+    """
+    starts: list[int] = []
+    kept: list[Finding] = []
+    for f in findings:
+        i = bisect.bisect_right(starts, f.start)
+        if i > 0 and kept[i - 1].end > f.start:
+            continue
+        if i < len(kept) and kept[i].start < f.end:
+            continue
+        starts.insert(i, f.start)
+        kept.insert(i, f)
+    return kept

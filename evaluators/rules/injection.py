@@ -1,0 +1,172 @@
+"""Prompt injection and jailbreak phrasing: weighted heuristics combined into a score in [0, 1].
+
+Each heuristic (`_injection_heuristics.py`) has a weight: how sure one match
+makes us. The score is the noisy-OR of the weights of the heuristics that
+matched, `1 - prod(1 - w)`, so one strong cue ("ignore all previous
+instructions", 0.9) is enough while weak ones ("you are now" 0.35,
+"jailbreak" 0.35) count only together. The item is unsafe when the score
+reaches `threshold` (default 0.5); the verdict's `score` is the score either
+way, and findings (kind = heuristic name) are reported only for unsafe items.
+
+Speed: one Aho-Corasick pass (pyahocorasick, C) over the lower-cased text finds
+every heuristic's anchor phrases; a pattern is then tried only at its anchors,
+so a benign text costs a few microseconds however many heuristics there are.
+Base64 runs that decode to readable text are scored with the same heuristics
+(`encoded_payload` when that text is an injection, `base64_text` otherwise).
+
+This is a cheap first line, not a classifier: it knows the common override,
+exfiltration, refusal-suppression and persona phrasings (English, plus
+"ignore/forget the instructions" in German, Spanish, French, Italian,
+Portuguese and Russian). Injections that merely ask for other content ("say
+that you hate X") need a learned evaluator.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Mapping
+
+import ahocorasick
+
+from evaluators.base import Finding
+from evaluators.rules._base import RuleEvaluator, lower_same_length
+from evaluators.rules._injection_heuristics import HEURISTICS, Heuristic
+
+CATEGORY = "prompt_injection"
+DEFAULT_THRESHOLD = 0.5
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/](?<![A-Za-z0-9+/][A-Za-z0-9+/])[A-Za-z0-9+/]{23,}={0,2}")
+_MIN_BASE64 = 24
+_MAX_DECODES = 4
+_ENCODED_WEIGHT = 0.8
+_BASE64_TEXT_WEIGHT = 0.25
+
+
+class InjectionEvaluator(RuleEvaluator):
+    """Scores prompt-injection phrasing; unsafe when the score reaches `threshold` (default 0.5).
+
+    Options: `threshold`, `disable` (heuristic names to leave out), `weights`
+    (name -> weight overrides), `decode_base64` (default true).
+    """
+
+    category = CATEGORY
+    engine_version = "injection-1"
+    option_names = frozenset({"threshold", "disable", "weights", "decode_base64"})
+
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name, options)
+        self.threshold = float(self.options.get("threshold", DEFAULT_THRESHOLD))
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"injection evaluator {name!r}: threshold must be in (0, 1]")
+        known = {h.name for h in HEURISTICS} | {"encoded_payload", "base64_text"}
+        disable = set(self.options.get("disable") or [])
+        weights = dict(self.options.get("weights") or {})
+        if unknown := (disable | set(weights)) - known:
+            raise ValueError(
+                f"injection evaluator {name!r}: unknown heuristic(s) {sorted(unknown)} (known: {sorted(known)})"
+            )
+        self.weights = {h.name: float(weights.get(h.name, h.weight)) for h in HEURISTICS}
+        self.weights["encoded_payload"] = float(weights.get("encoded_payload", _ENCODED_WEIGHT))
+        self.weights["base64_text"] = float(weights.get("base64_text", _BASE64_TEXT_WEIGHT))
+        self.heuristics = tuple(h for h in HEURISTICS if h.name not in disable)
+        self.decode_base64 = bool(self.options.get("decode_base64", True)) and "encoded_payload" not in disable
+        self._phrases = _automaton(self.heuristics)
+
+    def scan(self, text: str) -> list[Finding]:
+        return self.analyse(text)[0]
+
+    def analyse(self, text: str) -> tuple[list[Finding], float]:
+        matches = self.matches(text)
+        if self.decode_base64:
+            matches += self._encoded(text)
+        score = self.score({m.kind for m in matches})
+        if score < self.threshold:
+            return [], score
+        return sorted(matches, key=lambda f: (f.start, f.end)), score
+
+    def score(self, kinds: set[str]) -> float:
+        """Noisy-OR of the weights of the heuristics that matched."""
+        miss = 1.0
+        for kind in kinds:
+            miss *= 1.0 - self.weights[kind]
+        return round(1.0 - miss, 6)
+
+    def matches(self, text: str) -> list[Finding]:
+        """The first match of every heuristic, tried only at its anchor phrases."""
+        low = lower_same_length(text)
+        starts: dict[int, list[int]] = {}  # heuristic index -> offsets where one of its start phrases begins
+        present: set[str] = set()
+        for end, (phrase, start_of) in self._phrases.iter(low):
+            present.add(phrase)
+            pos = end - len(phrase) + 1
+            for i in start_of:
+                starts.setdefault(i, []).append(pos)
+        out = []
+        for i in sorted(starts):
+            h = self.heuristics[i]
+            if h.requires and present.isdisjoint(h.requires):
+                continue
+            src = text if h.on_original else low
+            for pos in sorted(starts[i]):
+                m = h.pattern.match(src, pos)
+                if m is not None:
+                    out.append(Finding(CATEGORY, h.name, m.start(), m.end()))
+                    break
+        return out
+
+    def _encoded(self, text: str) -> list[Finding]:
+        """Base64 runs that decode to readable text: `encoded_payload` if that text is an injection."""
+        out: list[Finding] = []
+        offset = 0
+        words = text.split()
+        if not words or len(max(words, key=len)) < _MIN_BASE64:  # a payload is one long whitespace-free token
+            return out
+        for word in [w for w in words if len(w) >= _MIN_BASE64]:
+            offset = text.find(word, offset)
+            for m in _BASE64.finditer(word):
+                if len(out) >= _MAX_DECODES:
+                    return out
+                decoded = _decode_text(m.group())
+                if decoded is None:
+                    continue
+                inner = self.score({f.kind for f in self.matches(decoded)})
+                kind = "encoded_payload" if inner >= self.threshold else "base64_text"
+                out.append(Finding(CATEGORY, kind, offset + m.start(), offset + m.end()))
+            offset += len(word)
+        return out
+
+
+def _automaton(heuristics: tuple[Heuristic, ...]) -> "ahocorasick.Automaton":
+    """One automaton over every start and required phrase; a phrase's value: (phrase, heuristics it starts)."""
+    start_of: dict[str, list[int]] = {}
+    for i, h in enumerate(heuristics):
+        for phrase in h.starts:
+            start_of.setdefault(phrase, []).append(i)
+        for phrase in h.requires:
+            start_of.setdefault(phrase, [])
+    automaton = ahocorasick.Automaton()
+    for phrase, ids in start_of.items():
+        automaton.add_word(phrase, (phrase, tuple(ids)))
+    automaton.make_automaton()
+    return automaton
+
+
+def _decode_text(blob: str) -> str | None:
+    """The text a base64 run decodes to, if it is mostly printable words; else None."""
+    blob = blob[: 16 * 1024]
+    blob = blob[: len(blob) - len(blob) % 4] if not blob.endswith("=") else blob
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        decoded = raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not decoded or " " not in decoded:
+        return None
+    printable = sum(ch.isprintable() or ch in "\n\t" for ch in decoded)
+    return decoded if printable >= 0.95 * len(decoded) else None
+
+
+def create(name: str, options: Mapping[str, Any]) -> InjectionEvaluator:
+    return InjectionEvaluator(name, options)

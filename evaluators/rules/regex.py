@@ -1,0 +1,97 @@
+"""Configurable blocklist: regular expressions and whole words.
+
+Options:
+- `patterns`: a list of regexes (kind "pattern") or a mapping name -> regex (kind = name).
+- `words`: words or phrases matched whole (not inside a longer word), case-insensitively.
+  They compile to one trie-shaped regex run over the lower-cased text, so a list of
+  thousands costs about as much as a list of ten.
+- `category` (default "blocklist"), `ignore_case` for `patterns` (default true).
+
+Patterns are the operator's: Python `re` has no timeout, so a pattern with nested
+quantifiers can backtrack badly. Prefer possessive quantifiers and atomic groups
+(`a++`, `(?>...)`) in patterns meant for long inputs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+from evaluators.base import Finding
+from evaluators.rules._base import RuleEvaluator, lower_same_length
+
+DEFAULT_CATEGORY = "blocklist"
+
+
+def trie_regex(words: Iterable[str]) -> str:
+    """One regex matching any of `words` (literally), shaped as a trie: shared prefixes are tried once."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # end of a word
+
+    def build(node: dict[str, Any]) -> str:
+        ends = "" in node
+        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if ends:  # a word ends here and longer ones continue: greedy, then the shorter word
+            body = (body if len(branches) == 1 and len(branches[0]) == 1 else "(?:" + body + ")") + "?"
+        return body
+
+    return build(trie)
+
+
+class RegexEvaluator(RuleEvaluator):
+    """Flags configured patterns and words under one category."""
+
+    engine_version = "regex-1"
+    option_names = frozenset({"patterns", "words", "category", "ignore_case"})
+
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name, options)
+        self.category = str(self.options.get("category") or DEFAULT_CATEGORY)
+        flags = re.IGNORECASE if self.options.get("ignore_case", True) else 0
+        self.patterns = _compile_patterns(name, self.options.get("patterns") or [], flags)
+        words = self.options.get("words") or []
+        if isinstance(words, str):
+            words = [words]
+        lowered = sorted({str(w).strip().lower() for w in words if str(w).strip()})
+        # words are matched on the lower-cased text: the case-sensitive engine is several times faster
+        self.words = re.compile(r"(?<!\w)" + trie_regex(lowered) + r"(?!\w)") if lowered else None
+        if not self.patterns and self.words is None:
+            raise ValueError(f"regex evaluator {name!r}: give at least one of `patterns` or `words`")
+
+    def scan(self, text: str) -> list[Finding]:
+        out: list[Finding] = []
+        for kind, pattern in self.patterns:
+            out += [
+                Finding(self.category, kind, m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()
+            ]
+        if self.words is not None:
+            out += [
+                Finding(self.category, "word", m.start(), m.end()) for m in self.words.finditer(lower_same_length(text))
+            ]
+        if len(self.patterns) + (self.words is not None) > 1:
+            out.sort(key=lambda f: (f.start, f.end))
+        return out
+
+
+def _compile_patterns(name: str, patterns: Any, flags: int) -> list[tuple[str, re.Pattern[str]]]:
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    items = list(patterns.items()) if isinstance(patterns, Mapping) else [("pattern", p) for p in patterns]
+    compiled = []
+    for kind, source in items:
+        try:
+            compiled.append((str(kind), re.compile(str(source), flags)))
+        except re.error as exc:
+            raise ValueError(f"regex evaluator {name!r}: bad pattern {source!r}: {exc}") from None
+    return compiled
+
+
+def create(name: str, options: Mapping[str, Any]) -> RegexEvaluator:
+    return RegexEvaluator(name, options)
