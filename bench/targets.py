@@ -265,6 +265,7 @@ STAND_IN_OPTIONS = {
 
 
 def guardstream_config(row: Row, env: Env, port: int) -> tuple[dict[str, Any], str | None]:
+    """The YAML config of a guardstream row: bench key, upstream, evaluators per `row.guard`, stream mode."""
     cfg: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port},
         "upstream": {"url": env.upstream_url},
@@ -272,28 +273,25 @@ def guardstream_config(row: Row, env: Env, port: int) -> tuple[dict[str, Any], s
         "audit": {"jsonl_path": str(env.workdir / f"{row.key}-audit.jsonl")},
         "logging": {"level": env.log_level},
     }
-    policy: dict[str, Any] = {"mode": "enforce", "cache_ttl_s": 3600 if row.guard.startswith("cache") else 0,
-                              "output": {"streaming": {"mode": row.stream_mode or "final"}}}
+    policy: dict[str, Any] = {"mode": "enforce", "output": {"streaming": {"mode": row.stream_mode or "final"}}}
     source = None
     if row.guard != "none":
         evaluators, inputs, outputs, actions, source = rule_evaluators()
+        cached = row.guard.startswith("cache")
+        for entry in evaluators.values():
+            entry["cache"] = cached  # rules: evaluated every time; cache rows: every verdict from the cache
         cfg["evaluators"] = evaluators
         policy["input"] = {"evaluators": inputs}
         policy["output"]["evaluators"] = outputs
         policy["actions"] = actions
     if row.guard == "cache-redis":
-        if not env.redis_url or not _redis_cache_built():
-            raise Skip("the Redis verdict cache is not built yet (proxy/cache.py has only the in-memory LRU)")
-        cfg["cache"] = {"redis_url": env.redis_url}
+        if importlib.util.find_spec("proxy.cache_redis") is None:
+            raise Skip("the Redis verdict cache is not built yet (proxy/cache_redis.py)")
+        if not env.redis_url:
+            raise Skip("no redis-server to start (apt-get install -y redis-server)")
+        cfg["cache"] = {"redis_url": env.redis_url, "key_prefix": f"bench:{os.getpid()}:{row.key}:"}
     cfg["policies"] = {"default": policy}
     return cfg, source
-
-
-def _redis_cache_built() -> bool:
-    from proxy.cache import build_cache
-    from proxy.config import CacheConfig
-
-    return getattr(build_cache(CacheConfig(redis_url="redis://127.0.0.1:1/0")), "backend", "memory") != "memory"
 
 
 def _guardstream(row: Row, env: Env) -> Running:
@@ -310,8 +308,12 @@ def _guardstream(row: Row, env: Env) -> Running:
         group.start(f"{row.key}-{i}", argv, env.workdir, cpus=_cpus(row, env), cwd=REPO)
     what = "1 process (`guardstream serve`)" if n == 1 else f"{n} processes (SO_REUSEPORT)"
     notes = [f"evaluators: {source}"] if source else []
-    notes.append(f"verdict cache: {'on, identical requests' if row.guard.startswith('cache') else 'off (ttl 0), distinct prompts'}"
-                 if row.guard != "none" else "no evaluators")
+    if row.guard == "none":
+        notes.append("no evaluators")
+    elif row.guard.startswith("cache"):
+        notes.append("every evaluator behind the verdict cache (`cache: true`), identical requests: all hits")
+    else:
+        notes.append("evaluators run on every request (`cache: false`), a distinct prompt per request")
     return Running(f"http://127.0.0.1:{port}/v1/chat/completions", BENCH_KEY, group, f"{what}, {_where(row, env)}",
                    [_cmd(group.procs[0])], notes)
 
