@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import structlog
 
 from evaluators.base import EvalItem, Evaluator, Stage, Verdict
 from proxy.cache import VerdictCache, cache_key
 from proxy.config import Settings
-from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK
+from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
 from proxy.policy import Decision, decide
 
 log = structlog.get_logger("guardstream.guard")
@@ -38,7 +38,6 @@ class Guard:
         self._sync: dict[str, SyncEvaluate] = {
             name: fn for name, ev in self.evaluators.items()
             if not self._cached[name] and callable(fn := getattr(ev, "evaluate_sync", None))}
-        self._latency: dict[tuple[str, str], Any] = {}
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
         return list(getattr(self.settings.policies[policy], stage).evaluators)
@@ -102,10 +101,7 @@ class Guard:
         elapsed = time.perf_counter() - started
         verdict.evaluator = name
         verdict.latency_ms = elapsed * 1000
-        metric = self._latency.get((name, stage))
-        if metric is None:  # labelled children, looked up once (labels() takes a lock and builds tuples)
-            metric = self._latency[(name, stage)] = EVALUATOR_LATENCY.labels(name, stage)
-        metric.observe(elapsed)
+        child(EVALUATOR_LATENCY, name, stage).observe(elapsed)
         if kind:
             EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
         return verdict
