@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test bench
+.PHONY: demo test install install-test system-test-deps bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,14 @@ install-test: $(BIN)/python
 demo: install
 	$(BIN)/guardstream demo
 
+## Debian's Chromium drives the review UI test (never a browser download); skipped where apt is not ours.
+system-test-deps:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
+	  echo "note: no /usr/bin/chromium; the browser test of the review UI will be skipped"
+
 ## Run the whole test suite (installs what the tests need; torch is pinned to the CPU build).
-test: install-test
+test: install-test system-test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Run the benchmark suite and write docs/benchmarks.md.

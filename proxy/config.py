@@ -47,6 +47,7 @@ class StreamingConfig(Strict):
     mode: StreamMode | None = None  # None: buffered when enforcing, final in shadow mode
     chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window")
     context_size: int = Field(default=32, ge=0, description="tokens of earlier text each window includes")
+    refusal: bool = Field(default=False, description="a cut stream's last chunk carries the policy's refusal_text")
 
 
 class StageConfig(Strict):

@@ -4,7 +4,10 @@ It answers `/v1/chat/completions`, `/v1/completions` and `/v1/models`, streaming
 or not, with a configurable answer, chunk count and inter-chunk delay. Special
 model names inject faults: `error-<status>` answers that HTTP status with an
 OpenAI error body, `cut-stream` drops the connection mid-stream, `garbage`
-returns a non-JSON body. It records the requests it saw and the streams whose
+returns a non-JSON body, `stream-error` sends an error event halfway through
+a stream (as vLLM does). A request with `tools` gets a tool call after the
+text; `keepalive_every` adds SSE comments; an answer function may return one
+text per choice. It records the requests it saw and the streams whose
 client went away, so tests can check what reached the upstream.
 """
 
@@ -21,7 +24,7 @@ from aiohttp import web
 
 from evaluators.base import content_text
 
-AnswerFn = Callable[[dict[str, Any]], str]
+AnswerFn = Callable[[dict[str, Any]], "str | list[str]"]
 
 DEMO_PRIVATE_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7demoKEYdemoKEYdemoKEYdemoKEYdemoKEY\n"
                     "-----END RSA PRIVATE KEY-----")
@@ -71,6 +74,8 @@ class DemoUpstream:
     disconnects: int = 0
     streams_finished: int = 0
     record: bool = True
+    keepalive_every: int = 0  # a `: keep-alive` comment after every this many content chunks (0: none)
+    tool_arguments: str = '{"city": "Paris"}'
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -115,11 +120,12 @@ class DemoUpstream:
             return web.Response(body=b"<html>not json</html>", content_type="text/html")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        text = self.answer(body)
+        answer = self.answer(body)
         n = int(body.get("n") or 1)
+        texts = [answer] * n if isinstance(answer, str) else [answer[i % len(answer)] for i in range(n)]
         if body.get("stream"):
-            return await self._stream(request, body, text, n, chat, model)
-        return web.json_response(self._completion(text, n, chat, model))
+            return await self._stream(request, body, texts, chat, model)
+        return web.json_response(self._completion(texts[0], n, chat, model))
 
     def _completion(self, text: str, n: int, chat: bool, model: str) -> dict[str, Any]:
         if chat:
@@ -132,7 +138,7 @@ class DemoUpstream:
                 "created": int(time.time()), "model": model, "choices": choices,
                 "usage": {"prompt_tokens": 5, "completion_tokens": tokens * n, "total_tokens": 5 + tokens * n}}
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], text: str, n: int, chat: bool,
+    async def _stream(self, request: web.Request, body: dict[str, Any], texts: list[str], chat: bool,
                       model: str) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -143,7 +149,10 @@ class DemoUpstream:
             payload = {"id": ident, "object": obj, "created": created, "model": model, "choices": choices, **extra}
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
-        pieces = split_chunks(text, self.chunks)
+        n = len(texts)
+        per_choice = [split_chunks(t, self.chunks) for t in texts]
+        pieces = max(per_choice, key=len)
+        tools = chat and bool(body.get("tools"))
         try:
             if chat:
                 for i in range(n):
@@ -153,14 +162,28 @@ class DemoUpstream:
                 if model == "cut-stream" and k == len(pieces) // 2:
                     request.transport.close()  # type: ignore[union-attr]
                     return response
+                if model == "stream-error" and k == len(pieces) // 2:
+                    await response.write(b"data: " + json.dumps({"error": {
+                        "message": "upstream failed mid-stream", "type": "server_error", "param": None,
+                        "code": 500}}).encode() + b"\n\ndata: [DONE]\n\n")
+                    await response.write_eof()
+                    return response
                 for i in range(n):
+                    if k >= len(per_choice[i]):
+                        continue
+                    piece = per_choice[i][k]
                     choice = ({"index": i, "delta": {"content": piece}, "finish_reason": None} if chat
                               else {"index": i, "text": piece, "finish_reason": None})
                     await response.write(event([choice]))
+                if self.keepalive_every and (k + 1) % self.keepalive_every == 0:
+                    await response.write(b": keep-alive\n\n")
                 if self.chunk_delay_s:
                     await asyncio.sleep(self.chunk_delay_s)
             for i in range(n):
-                final = ({"index": i, "delta": {}, "finish_reason": "stop"} if chat
+                if tools:
+                    for delta in self._tool_call_deltas(body):
+                        await response.write(event([{"index": i, "delta": delta, "finish_reason": None}]))
+                final = ({"index": i, "delta": {}, "finish_reason": "tool_calls" if tools else "stop"} if chat
                          else {"index": i, "text": "", "finish_reason": "stop"})
                 await response.write(event([final]))
             options = body.get("stream_options") or {}
@@ -175,3 +198,15 @@ class DemoUpstream:
             self.disconnects += 1
             raise
         return response
+
+    def _tool_call_deltas(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """A call of the first tool, OpenAI style: id, type and name first, then the arguments in pieces."""
+        tool = body["tools"][0] if isinstance(body["tools"][0], dict) else {}
+        name = str((tool.get("function") or {}).get("name", "tool"))
+        args = self.tool_arguments
+        third = max(1, len(args) // 3)
+        deltas: list[dict[str, Any]] = [{"tool_calls": [{"index": 0, "id": "call_demo", "type": "function",
+                                                         "function": {"name": name, "arguments": ""}}]}]
+        for j in range(0, len(args), third):
+            deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": args[j:j + third]}}]})
+        return deltas

@@ -17,7 +17,7 @@ from proxy.recording import CTX, RequestContext
 from proxy.redaction import redact_findings
 from proxy.routes import CHAT, COMPLETION, GenerationRoute
 from proxy.state import STATE, ProxyState
-from proxy.streaming import StreamRelay
+from proxy.streaming import StreamRelay, expected_choices
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -76,7 +76,8 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     upstream = await state.upstream.request("POST", route.path, raw, headers)
     child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
     if parsed.stream and upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", ""):
-        return await _relay_stream(request, state, ctx, route, policy_name, conversation, upstream)
+        return await _relay_stream(request, state, ctx, route, policy_name, conversation, upstream,
+                                   expected_choices(route, body, parsed.n))
     try:
         payload = await state.upstream.read_body(upstream)
     finally:
@@ -137,14 +138,16 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
 
 
 async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestContext, route: GenerationRoute,
-                        policy_name: str, conversation: list[dict[str, str]], upstream: Any) -> web.StreamResponse:
+                        policy_name: str, conversation: list[dict[str, str]], upstream: Any,
+                        choices: int = 1) -> web.StreamResponse:
     client = web.StreamResponse(status=200, headers={
         "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
         "x-accel-buffering": "no"})
     try:
         await client.prepare(request)
         relay = StreamRelay(route=route, guard=state.guard, recorder=state.recorder, ctx=ctx,
-                            policy_name=policy_name, conversation=conversation, upstream=upstream, client=client)
+                            policy_name=policy_name, conversation=conversation, upstream=upstream, client=client,
+                            choices=choices)
         await relay.run()
         await client.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):

@@ -100,4 +100,7 @@ def _verdict_json(verdict: Any) -> dict[str, Any]:
         "latency_ms": round(verdict.latency_ms, 3),
         "cached": verdict.cached,
         "error": verdict.error,
+        # located findings (rule, record and field for data quality; span offsets in the judged text)
+        "findings": [{"category": f.category, "kind": f.kind, "start": f.start, "end": f.end}
+                     for f in verdict.findings],
     }

@@ -8,6 +8,9 @@ import pytest
 
 from tests import services
 
+#: fixtures of the review/export/dashboard tests (store on SQLite and, with POSTGRES_URL, PostgreSQL)
+pytest_plugins = ["tests.review_support"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[services.ManagedServer | None]:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, overrides={"audit.jsonl_path": args.audit_file,
-                                                         "logging.level": "warning"})
+                                                         "logging.level": "error"})
     except ConfigError as exc:
         print(f"guardstream: {exc}")
         return 2
@@ -76,7 +76,8 @@ async def _run_demo(settings: Any) -> tuple[list[Outcome], str]:
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo-client-key", max_retries=0)
     outcomes = [await _send(client, f"demo-{i}", prompt, stream) for i, (prompt, stream) in enumerate(EXAMPLES, 1)]
     await client.close()
-    destination = app[STATE].audit.destination
+    state = app[STATE]
+    destination = f"{state.audit.destination}; verdict cache: {state.cache.state().get('backend')}"
     await runner.cleanup()
     await upstream_runner.cleanup()
     return outcomes, destination

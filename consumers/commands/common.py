@@ -1,0 +1,27 @@
+"""Arguments and helpers shared by the consumer commands (kept light: no heavy imports here)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from typing import Any
+
+DEFAULT_DB = "var/review.db"
+
+
+def add_db_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """`--db` (file path or SQLAlchemy URL) and `--db-schema`; `suppress` for sub-actions (keeps the parent's)."""
+    default: Any = argparse.SUPPRESS if suppress else os.environ.get("GUARDSTREAM_REVIEW_DB", DEFAULT_DB)
+    parser.add_argument("--db", default=default,
+                        help="review store: a SQLite file path or a URL such as postgresql://user@host/db "
+                             "(default: $GUARDSTREAM_REVIEW_DB or %s)" % DEFAULT_DB)
+    parser.add_argument("--db-schema", default=argparse.SUPPRESS if suppress else None,
+                        help="PostgreSQL schema to keep the tables in (default: the connection's search path)")
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set `stop` (main thread only)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())

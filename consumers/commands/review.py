@@ -1,0 +1,126 @@
+"""`guardstream review`: consume audit events into the review store and serve the review UI.
+
+    guardstream review --bootstrap kafka:9092 --topic guardstream.events --db var/review.db --port 8090
+    guardstream review --no-consume --db postgresql://review@db/review      # UI only
+    guardstream review --no-ui --bootstrap kafka:9092 --db ...               # consumer only
+    guardstream review add-reviewer alice --db ...                           # prints a new secret once
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from consumers.commands.common import add_db_arguments, stop_on_signals
+from consumers.kafka import add_kafka_arguments
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_db_arguments(parser)
+    add_kafka_arguments(parser, default_group="guardstream-review")
+    web = parser.add_argument_group("review UI")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8090)
+    web.add_argument("--secure-cookies", action="store_true", help="mark session cookies Secure (serve over TLS)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--no-consume", action="store_true", help="only serve the UI")
+    mode.add_argument("--no-ui", action="store_true", help="only consume")
+    sub = parser.add_subparsers(dest="review_action", metavar="ACTION")
+    add = sub.add_parser("add-reviewer", help="create a reviewer (or reset their secret); prints the secret once")
+    add.add_argument("name")
+    add.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin instead of generating")
+    add_db_arguments(add, suppress=True)
+    remove = sub.add_parser("remove-reviewer", help="deactivate a reviewer (their labels stay)")
+    remove.add_argument("name")
+    add_db_arguments(remove, suppress=True)
+    listing = sub.add_parser("list-reviewers", help="list reviewers")
+    add_db_arguments(listing, suppress=True)
+    migrate = sub.add_parser("migrate", help="create or upgrade the store's tables, then exit")
+    add_db_arguments(migrate, suppress=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from consumers.store import open_store
+
+    store = open_store(args.db, schema=args.db_schema)
+    try:
+        if args.review_action:
+            return _admin(store, args)
+        if not args.no_consume and not args.bootstrap:
+            print("guardstream review: --bootstrap is required (or --no-consume to only serve the UI)",
+                  file=sys.stderr)
+            return 2
+        return _serve(store, args)
+    finally:
+        store.dispose()
+
+
+def _admin(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from consumers.store import reviewers
+
+    if args.review_action == "migrate":
+        print(f"store is up to date: {store!r}")
+        return 0
+    if args.review_action == "add-reviewer":
+        secret = sys.stdin.readline().strip() if args.secret_stdin else None
+        try:
+            secret = store.add_reviewer(args.name, secret)
+        except ValueError as exc:
+            print(f"guardstream review add-reviewer: {exc}", file=sys.stderr)
+            return 2
+        if args.secret_stdin:
+            print(f"reviewer {args.name} saved")
+        else:
+            print(f"reviewer {args.name} saved; secret (shown once, only its scrypt hash is stored):\n{secret}")
+        return 0
+    with store.write() as conn:
+        if args.review_action == "remove-reviewer":
+            if not reviewers.deactivate_reviewer(conn, args.name):
+                print(f"no reviewer {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"reviewer {args.name} deactivated")
+            return 0
+        for name, active in reviewers.list_reviewers(conn):
+            print(f"{name}\t{'active' if active else 'inactive'}")
+    return 0
+
+
+def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from consumers.kafka import kafka_settings_from_args
+    from consumers.review import ReviewConsumer
+
+    stop = threading.Event()
+    consumer = None
+    thread = None
+    if not args.no_consume:
+        consumer = ReviewConsumer(store, kafka_settings_from_args(args, client_id="guardstream-review"))
+        thread = threading.Thread(target=consumer.run, args=(stop,), name="review-consumer", daemon=True)
+    if args.no_ui:
+        stop_on_signals(stop)
+        assert consumer is not None
+        consumer.run(stop)
+        return 0
+
+    from aiohttp import web
+
+    from consumers.review_ui import create_app
+
+    state = (lambda: {"consumer": consumer.state()}) if consumer else None
+    app = create_app(store, state=state, secure_cookies=args.secure_cookies)
+
+    async def start_consumer(_app: web.Application) -> None:
+        if thread:
+            thread.start()
+
+    async def stop_consumer(_app: web.Application) -> None:
+        stop.set()
+        if thread and thread.is_alive():
+            thread.join(timeout=15)
+
+    app.on_startup.append(start_consumer)
+    app.on_cleanup.append(stop_consumer)
+    print(f"guardstream review: UI on http://{args.host}:{args.port}/ "
+          f"({'consuming ' + args.topic if consumer else 'not consuming'})", flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    return 0

@@ -1,0 +1,54 @@
+"""Kafka message -> audit event, or the reason it cannot be one (dead letter).
+
+The definition is the proxy's own: `proxy/schemas/event.v1.json` through
+`proxy.events.validation_errors`, so proxy and consumers never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from proxy.events import SCHEMA_NAME, validation_errors
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A valid event (with its parsed timestamp), or `reason` says why the bytes are a dead letter."""
+
+    event: dict[str, Any] | None
+    ts: datetime | None = None
+    reason: str | None = None
+
+
+def parse_ts(value: str) -> datetime:
+    """RFC 3339 -> naive UTC datetime (the store keeps UTC without zone)."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no zone")
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def decode(raw: bytes | None) -> Decoded:
+    if raw is None:
+        return Decoded(None, reason="empty message (tombstone)")
+    try:
+        event = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return Decoded(None, reason=f"malformed JSON: {exc}")
+    if not isinstance(event, dict):
+        return Decoded(None, reason=f"not a JSON object: {type(event).__name__}")
+    name = event.get("schema")
+    if name != SCHEMA_NAME:
+        return Decoded(None, reason=f"unknown schema: {name!r} (expected {SCHEMA_NAME!r})")
+    errors = validation_errors(event)
+    if errors:
+        more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        return Decoded(None, reason="schema-invalid: " + "; ".join(errors[:5]) + more)
+    try:
+        ts = parse_ts(event["ts"])
+    except ValueError as exc:
+        return Decoded(None, reason=f"schema-invalid: ts: not an RFC 3339 timestamp ({exc})")
+    return Decoded(event, ts=ts)

@@ -1,0 +1,197 @@
+"""Metrics consumer: audit events -> per-minute aggregates (stage, action, tenant, category, evaluator).
+
+Exactly once without relying on idempotent rows: the aggregates and the
+consumer's Kafka positions are written in ONE transaction (`gs_consumer_offsets`);
+on (re)assignment the consumer seeks to the stored positions, and records below
+them are skipped. The Kafka offset commit afterwards only serves lag monitoring.
+Minutes are event time (the event's `ts`), UTC.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping
+
+import structlog
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from consumers.decode import decode
+from consumers.kafka import KafkaSettings
+from consumers.store import Store
+from consumers.store import tables as t
+
+log = structlog.get_logger("guardstream.metrics")
+
+
+@dataclass(slots=True)
+class Aggregates:
+    """Counts for one batch, keyed like the tables' primary keys."""
+
+    events: dict[tuple[datetime, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    categories: dict[tuple[datetime, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    evaluators: dict[tuple[datetime, str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0.0]))  # calls, unsafe, errors, cached, ms
+
+    def add(self, event: Mapping[str, Any], ts: datetime) -> None:
+        minute = ts.replace(second=0, microsecond=0)
+        stage, action = event["stage"], event["action"]
+        self.events[(minute, stage, action, event["tenant"])] += 1
+        for category in sorted(set(event["categories"])):
+            self.categories[(minute, stage, action, category)] += 1
+        for verdict in event["verdicts"]:
+            row = self.evaluators[(minute, verdict["evaluator"], stage)]
+            row[0] += 1
+            row[1] += 0 if verdict["safe"] or verdict.get("error") else 1
+            row[2] += 1 if verdict.get("error") else 0
+            row[3] += 1 if verdict.get("cached") else 0
+            row[4] += float(verdict.get("latency_ms") or 0.0)
+
+
+def _upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]], *,
+            add: Iterable[str] = (), replace: Iterable[str] = ()) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE: `add` columns are incremented, `replace` ones overwritten."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    set_ = {c: table.c[c] + stmt.excluded[c] for c in add} | {c: stmt.excluded[c] for c in replace}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=set_), rows)
+
+
+def write_aggregates(conn: Connection, agg: Aggregates) -> None:
+    _upsert(conn, t.metric_events, ["minute", "stage", "action", "tenant"],
+            [dict(minute=m, stage=s, action=a, tenant=te, count=n) for (m, s, a, te), n in agg.events.items()],
+            add=["count"])
+    _upsert(conn, t.metric_categories, ["minute", "stage", "action", "category"],
+            [dict(minute=m, stage=s, action=a, category=c, count=n) for (m, s, a, c), n in agg.categories.items()],
+            add=["count"])
+    _upsert(conn, t.metric_evaluators, ["minute", "evaluator", "stage"],
+            [dict(minute=m, evaluator=e, stage=s, calls=int(v[0]), unsafe=int(v[1]), errors=int(v[2]),
+                  cached=int(v[3]), latency_ms_sum=v[4]) for (m, e, s), v in agg.evaluators.items()],
+            add=["calls", "unsafe", "errors", "cached", "latency_ms_sum"])
+
+
+def stored_positions(conn: Connection, group: str, topic: str) -> dict[int, int]:
+    O = t.consumer_offsets
+    return dict(conn.execute(select(O.c.partition, O.c.next_offset)
+                             .where(O.c.group_id == group, O.c.topic == topic)).all())
+
+
+def save_positions(conn: Connection, group: str, topic: str, positions: Mapping[int, int]) -> None:
+    _upsert(conn, t.consumer_offsets, ["group_id", "topic", "partition"],
+            [dict(group_id=group, topic=topic, partition=p, next_offset=o) for p, o in positions.items()],
+            replace=["next_offset"])
+
+
+class MetricsConsumer:
+    """Consumes the audit topic into the per-minute tables; `after_write` runs after the DB commit."""
+
+    def __init__(self, store: Store, settings: KafkaSettings, *,
+                 after_write: Callable[[int], None] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.after_write = after_write
+        self.counted = 0
+        self.skipped_replayed = 0
+        self.invalid = 0
+        self._positions: dict[int, int] = {}
+        self._consumer: Any = None
+
+    def start(self) -> None:
+        from kafka import KafkaConsumer
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        outer = self
+
+        class SeekToStored(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                with outer.store.read() as conn:
+                    stored = stored_positions(conn, outer.settings.group_id, outer.settings.topic)
+                for tp in assigned:
+                    if tp.partition in stored:
+                        outer._consumer.seek(tp, stored[tp.partition])
+                outer._positions.update(stored)
+
+        self._consumer = KafkaConsumer(**self.settings.consumer_config())
+        self._consumer.subscribe([self.settings.topic], listener=SeekToStored())
+
+    def poll_once(self) -> int | None:
+        """One poll -> one transaction (aggregates + positions). Returns the events counted, None if idle."""
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
+                                    max_records=self.settings.max_poll_records)
+        if not batch:
+            return None
+        agg = Aggregates()
+        counted = 0
+        positions: dict[int, int] = {}
+        for tp, records in batch.items():
+            floor = self._positions.get(tp.partition, -1)
+            for rec in records:
+                if rec.offset < floor:
+                    self.skipped_replayed += 1
+                    continue
+                decoded = decode(rec.value)
+                if decoded.event is None or decoded.ts is None:
+                    self.invalid += 1
+                    continue
+                agg.add(decoded.event, decoded.ts)
+                counted += 1
+            positions[tp.partition] = records[-1].offset + 1
+        with self.store.write() as conn:
+            write_aggregates(conn, agg)
+            save_positions(conn, self.settings.group_id, self.settings.topic, positions)
+        self._positions.update(positions)
+        self.counted += counted
+        if self.after_write:
+            self.after_write(counted)
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(positions[tp.partition], "", -1) for tp in batch})
+        except KafkaError as exc:  # harmless: the DB positions are the truth
+            log.warning("offset commit failed (lag display only)", error=type(exc).__name__)
+        return counted
+
+    def run(self, stop: threading.Event) -> None:
+        if self._consumer is None:
+            self.start()
+        try:
+            while not stop.is_set():
+                try:
+                    self.poll_once()
+                except Exception as exc:  # keep consuming; the batch is re-read after a seek to stored positions
+                    log.error("metrics batch failed", error=type(exc).__name__)
+                    self._rewind()
+                    stop.wait(1.0)
+        finally:
+            self.close()
+
+    def _rewind(self) -> None:
+        with self.store.read() as conn:
+            stored = stored_positions(conn, self.settings.group_id, self.settings.topic)
+        for tp in self._consumer.assignment():
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition])
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+
+    def state(self) -> dict[str, Any]:
+        return {"counted": self.counted, "invalid": self.invalid, "skipped_replayed": self.skipped_replayed}
+
+
+def aggregate(events: Iterable[tuple[Mapping[str, Any], datetime]]) -> Aggregates:
+    agg = Aggregates()
+    for event, ts in events:
+        agg.add(event, ts)
+    return agg

@@ -1,0 +1,94 @@
+"""The review store: SQLite file by default, PostgreSQL by URL; versioned migrations (migrations.py)."""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from sqlalchemy import Connection, Engine, select
+
+from consumers.store import queries, reviewers
+from consumers.store import tables as t
+from consumers.store.db import create_store_engine, safe_url
+from consumers.store.labels import add_label
+from consumers.store.migrations import migrate
+from consumers.store.models import (DeadLetter, IncomingEvent, Label, Position, QueueFilter, QueueRow, StoredEvent,
+                                    WriteResult)
+from consumers.store.writes import write_batch
+
+__all__ = ["Store", "open_store", "DeadLetter", "IncomingEvent", "Label", "Position", "QueueFilter", "QueueRow",
+           "StoredEvent", "WriteResult"]
+
+
+class Store:
+    """A migrated database: `write()` for write transactions, `read()` for read-only ones."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self._reader = engine.execution_options(gs_write=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._reader.begin() as conn:
+            yield conn
+
+    # -- the review consumer ------------------------------------------------------------------------
+    def write_batch(self, items: Sequence[IncomingEvent], dead: Sequence[DeadLetter] = ()) -> WriteResult:
+        """One transaction; when this returns, the batch is durable."""
+        with self.write() as conn:
+            return write_batch(conn, items, dead)
+
+    # -- reviewers and labels -----------------------------------------------------------------------
+    def add_reviewer(self, name: str, secret: str | None = None) -> str:
+        with self.write() as conn:
+            return reviewers.add_reviewer(conn, name, secret)
+
+    def authenticate(self, name: str, secret: str) -> bool:
+        with self.read() as conn:
+            return reviewers.authenticate(conn, name, secret)
+
+    def add_label(self, event_id: str, reviewer: str, label: str, categories: list[str] | None = None,
+                  note: str = "") -> Label | None:
+        with self.write() as conn:
+            pk = conn.execute(select(t.events.c.id).where(t.events.c.event_id == event_id)).scalar()
+            if pk is None:
+                return None
+            return add_label(conn, pk, reviewer, label, categories, note)
+
+    def get_event(self, event_id: str) -> StoredEvent | None:
+        with self.read() as conn:
+            return queries.get_event(conn, event_id)
+
+    def secret_setting(self, key: str) -> str:
+        """A stored random secret (the UI's session key), created once on first use."""
+        with self.read() as conn:
+            value = conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).scalar()
+        if value is not None:
+            return value
+        with self.write() as conn:
+            value = conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).scalar()
+            if value is None:
+                value = secrets.token_hex(32)
+                conn.execute(t.settings.insert().values(key=key, value=value))
+            return value
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({safe_url(self.url)!r})"
+
+
+def open_store(db: str, schema: str | None = None, *, run_migrations: bool = True) -> Store:
+    """Connect to `db` (a file path or a SQLAlchemy URL) and bring its schema up to date."""
+    engine = create_store_engine(db, schema=schema)
+    if run_migrations:
+        migrate(engine)
+    return Store(engine, db)

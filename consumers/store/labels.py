@@ -1,0 +1,32 @@
+"""Reviewer labels: appended, never overwritten (the history is the audit trail)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from consumers.store import tables as t
+from consumers.store.models import LABELS, Label
+from consumers.store.writes import utcnow
+
+CATEGORY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_NOTE = 4000
+
+
+def add_label(conn: Connection, event_pk: int, reviewer: str, label: str, categories: list[str] | None = None,
+              note: str = "", at: datetime | None = None) -> Label:
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {', '.join(LABELS)}")
+    cats = sorted({c.strip() for c in (categories or []) if c.strip()}) if label == "unsafe" else []
+    bad = [c for c in cats if not CATEGORY_RE.match(c)]
+    if bad:
+        raise ValueError(f"invalid category names: {bad}")
+    note = (note or "").strip()[:MAX_NOTE]
+    created = at or utcnow()
+    pk = conn.execute(t.labels.insert().values(event_pk=event_pk, reviewer=reviewer, label=label,
+                                               categories=json.dumps(cats), note=note, created_at=created)
+                      ).inserted_primary_key[0]
+    return Label(reviewer=reviewer, label=label, categories=cats, note=note, created_at=created, id=pk)

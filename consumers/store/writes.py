@@ -1,0 +1,95 @@
+"""Writing a consumed batch: events insert-or-ignore on event_id, dead letters on their Kafka position."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from consumers.store import tables as t
+from consumers.store.models import DeadLetter, IncomingEvent, WriteResult
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def insert_ignore(conn: Connection, table: Table, conflict: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (conflict) DO NOTHING for the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def _event_row(item: IncomingEvent, received_at: datetime) -> dict[str, Any]:
+    e = item.event
+    content = e["content"]
+    pos = item.position
+    return {
+        "event_id": e["event_id"], "ts": item.ts, "request_id": e["request_id"], "tenant": e["tenant"],
+        "policy": e["policy"], "stage": e["stage"], "action": e["action"], "mode": e["mode"],
+        "model": e.get("model"), "upstream": e["upstream"], "route": e.get("route"),
+        "stream_mode": e.get("stream_mode"), "choice_index": e.get("choice_index"),
+        "categories": json.dumps(list(e["categories"])), "content_mode": content["mode"],
+        "content_sha256": content["sha256"], "latency_ms": float(e["latency_ms"]),
+        "payload": json.dumps(e, ensure_ascii=False, separators=(",", ":")),
+        "kafka_topic": pos.topic if pos else None, "kafka_partition": pos.partition if pos else None,
+        "kafka_offset": pos.offset if pos else None, "received_at": received_at,
+    }
+
+
+def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence[DeadLetter]) -> WriteResult:
+    """Store a batch inside the caller's transaction. Safe to replay: nothing is stored twice."""
+    result = WriteResult()
+    now = utcnow()
+    unique: dict[str, IncomingEvent] = {}
+    for item in items:
+        if item.event["event_id"] in unique:
+            result.duplicates += 1
+        else:
+            unique[item.event["event_id"]] = item
+    if unique:
+        existing = set(conn.execute(select(t.events.c.event_id)
+                                    .where(t.events.c.event_id.in_(list(unique)))).scalars())
+        result.duplicates += len(existing)
+        fresh = [item for event_id, item in unique.items() if event_id not in existing]
+        ids: dict[str, int] = {}
+        if fresh:
+            # one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy "insertmanyvalues")
+            stmt = insert_ignore(conn, t.events, ["event_id"]).returning(t.events.c.id, t.events.c.event_id)
+            ids = {event_id: pk for pk, event_id in conn.execute(stmt, [_event_row(i, now) for i in fresh])}
+        result.duplicates += len(fresh) - len(ids)  # lost a race with another consumer
+        result.inserted += len(ids)
+        verdict_rows: list[dict[str, Any]] = []
+        category_rows: list[dict[str, Any]] = []
+        for item in fresh:
+            pk = ids.get(item.event["event_id"])
+            if pk is None:
+                continue
+            category_rows += [{"event_pk": pk, "category": c} for c in sorted(set(item.event["categories"]))]
+            for i, v in enumerate(item.event["verdicts"]):
+                verdict_rows.append({
+                    "event_pk": pk, "position": i, "evaluator": v["evaluator"], "version": v["version"],
+                    "safe": bool(v["safe"]), "categories": json.dumps(list(v["categories"])),
+                    "score": v.get("score"), "latency_ms": v.get("latency_ms"), "cached": v.get("cached"),
+                    "error": v.get("error"),
+                })
+        if verdict_rows:
+            conn.execute(t.verdicts.insert(), verdict_rows)
+        if category_rows:
+            conn.execute(t.event_categories.insert(), category_rows)
+    if dead:
+        stmt = insert_ignore(conn, t.dead_letters, ["topic", "partition", "offset"]).returning(t.dead_letters.c.id)
+        for letter in dead:
+            pk = conn.execute(stmt, {
+                "topic": letter.position.topic, "partition": letter.position.partition,
+                "offset": letter.position.offset, "key": letter.key, "raw": letter.raw,
+                "reason": letter.reason[:4000], "received_at": now,
+            }).scalar()
+            if pk is None:
+                result.dead_letter_duplicates += 1
+            else:
+                result.dead_letters += 1
+    return result

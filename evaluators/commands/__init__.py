@@ -1,0 +1,1 @@
+"""`guardstream` subcommands that belong to the evaluators room (eval, train, check-data)."""

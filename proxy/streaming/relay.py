@@ -1,0 +1,314 @@
+"""StreamRelay: upstream SSE to the client, each choice moderated per the policy's streaming mode.
+
+Three kinds of task cooperate on one event loop:
+- the reader pulls upstream bytes, splits them into events and hands each to its
+  choice (synchronously: state changes and what is emitted happen in one step);
+- one judge task per choice at a time judges that choice's windows in order
+  (one window in flight, one queued, later windows merge into the queued one);
+  it releases held events as windows pass and cuts the choice when one fails;
+- `run()` waits for the reader, then for the judges, and ends the stream.
+Everything for the client goes through `_emit` (ordered) and `_flush` (one
+writer at a time), so the reader keeps reading while a window is judged, and a
+slow client slows the reader down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from proxy.guard import Guard
+from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
+from proxy.policy import EVALUATOR_ERROR, Decision
+from proxy.recording import Recorder, RequestContext
+from proxy.routes import GenerationRoute
+from proxy.sse import DONE, SSEEvent, SSEParser
+from proxy.streaming.choice import ChoiceStream
+from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
+from proxy.streaming.modes import ModePlan
+from proxy.streaming.windows import Window
+
+log = structlog.get_logger("guardstream.streaming")
+
+_UPSTREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError, ValueError)
+
+
+class StreamRelay:
+    """Relays one streamed generation, judging each choice's answer per the policy's streaming mode."""
+
+    def __init__(self, *, route: GenerationRoute, guard: Guard, recorder: Recorder, ctx: RequestContext,
+                 policy_name: str, conversation: list[dict[str, str]], upstream: aiohttp.ClientResponse,
+                 client: web.StreamResponse, choices: int = 1) -> None:
+        self.route = route
+        self.guard = guard
+        self.recorder = recorder
+        self.ctx = ctx
+        self.policy_name = policy_name
+        self.policy = guard.settings.policies[policy_name]
+        self.plan = ModePlan.of(self.policy)
+        self.mode = self.plan.mode
+        self.conversation = conversation
+        self.upstream = upstream
+        self.client = client
+        self.expected_choices = max(1, choices)
+        self.choices: dict[int, ChoiceStream] = {}
+        self.meta: dict[str, Any] = {}
+        self._tail: list[bytes] = []  # choiceless events (usage, errors) waiting for held choice events
+        self._out: list[bytes] = []
+        self._write_lock = asyncio.Lock()
+        self._reader: asyncio.Task[str] | None = None
+        self._stopped = False  # we cut every choice and closed the upstream
+        self._aborted = False  # the upstream reported an error mid-stream
+        self._client_error: BaseException | None = None
+
+    # -- the request's life ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._reader = asyncio.create_task(self._read(), name=f"stream-reader-{self.ctx.request_id}")
+        ending = "eof"
+        try:
+            try:
+                ending = await self._reader
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if (task is not None and task.cancelling()) or not (self._stopped or self._client_error):
+                    raise
+                ending = "cut"
+            if self._client_error is not None:
+                raise self._client_error
+            if ending != "done":
+                self.upstream.close()
+            await self._finish(ending)
+            if ending == "done":
+                await self._reuse_upstream()
+        finally:
+            await self._cancel_tasks()
+            self.upstream.close()  # stops generation upstream if we left early (no-op after release)
+
+    async def _read(self) -> str:
+        """Pump upstream events into the choices; returns how the upstream stream ended."""
+        parser = SSEParser()
+        content = self.upstream.content
+        while True:
+            try:
+                data = await content.readany()
+                events = parser.feed(data) if data else parser.flush()
+            except _UPSTREAM_ERRORS as exc:
+                if self._stopped:
+                    return "cut"
+                UPSTREAM_ERRORS.labels("stream_interrupted").inc()
+                log.warning("upstream_stream_interrupted", error=type(exc).__name__)
+                return "interrupted"
+            for event in events:
+                if event.is_done:
+                    return "done"
+                self._on_event(event)
+            await self._flush()
+            if not data:
+                return "eof"
+
+    async def _reuse_upstream(self) -> None:
+        """After [DONE], read the upstream body to its end so the pooled connection is kept for the next request."""
+        try:
+            async with asyncio.timeout(0.25):
+                while await self.upstream.content.readany():
+                    pass
+        except (asyncio.TimeoutError, *_UPSTREAM_ERRORS):
+            self.upstream.close()
+            return
+        self.upstream.release()
+
+    async def _finish(self, ending: str) -> None:
+        """Judge what is left, release what passed, and end the client's stream."""
+        if ending == "interrupted":
+            self._abort()
+        if not self._aborted:
+            for choice in self.choices.values():
+                if not choice.cut and not choice.finished:
+                    self._submit(choice, choice.end_of_stream())
+        while workers := [c.worker for c in self.choices.values() if c.worker and not c.worker.done()]:
+            await asyncio.gather(*workers, return_exceptions=True)
+        if self._client_error is not None:
+            raise self._client_error
+        for choice in self.choices.values():
+            self._release(choice)
+            if choice.entries:  # never released unjudged, whatever happened
+                log.error("stream_choice_unjudged", choice_index=choice.index, dropped=choice.drop())
+        self._emit_tail()
+        if ending == "interrupted":
+            self._emit(INTERRUPTED)
+        elif ending in ("done", "cut"):
+            self._emit(DONE)
+        await self._flush()
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [t for t in [self._reader, *(c.worker for c in self.choices.values())] if t and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- upstream events ---------------------------------------------------------------------------
+
+    def _on_event(self, event: SSEEvent) -> None:
+        if event.data is None or not self.plan.judges:  # keep-alive comment, or nothing to judge
+            self._emit(event.raw)
+            return
+        try:
+            payload = json.loads(event.data)
+        except ValueError:
+            payload = None
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not isinstance(choices, list) or not choices:
+            self._on_choiceless(event.raw, payload)
+            return
+        if not self.meta:
+            self.meta = {k: payload[k] for k in ("id", "created", "model") if k in payload}
+        if self._aborted:
+            return
+        if len(choices) == 1:
+            self._on_choice(choices[0], event.raw)
+        else:
+            for choice, raw in split_choices(payload, choices):
+                self._on_choice(choice, raw)
+
+    def _on_choiceless(self, raw: bytes, payload: Any) -> None:
+        """Usage, errors and anything else without choices: in order, after held choice events."""
+        if is_error(payload, raw) and self.plan.windowed and not self._aborted:
+            self._abort()  # held text that was not approved is never released
+        self._tail.append(raw)
+        self._emit_tail()
+
+    def _on_choice(self, obj: Any, raw: bytes) -> None:
+        if not isinstance(obj, dict):
+            self._emit(raw)
+            return
+        index = obj.get("index", 0)
+        index = index if isinstance(index, int) else 0
+        choice = self.choices.get(index)
+        if choice is None:
+            choice = self.choices[index] = self.plan.new_choice(index)
+        if choice.cut:
+            return
+        window = choice.add(raw, self.route.delta_text(obj), bool(obj.get("finish_reason")))
+        self._submit(choice, window)
+        self._release(choice)
+
+    # -- judging -----------------------------------------------------------------------------------
+
+    def _submit(self, choice: ChoiceStream, window: Window | None) -> None:
+        if window is None:
+            return
+        choice.pending.push(window)
+        if choice.worker is None or choice.worker.done():
+            choice.worker = asyncio.create_task(self._judge_windows(choice),
+                                                name=f"stream-judge-{self.ctx.request_id}-{choice.index}")
+
+    async def _judge_windows(self, choice: ChoiceStream) -> None:
+        try:
+            while not choice.cut and (window := choice.pending.take()) is not None:
+                decision = await self._judge(choice, window)
+                choice.pending.inflight = None
+                if decision.blocks:
+                    self._cut(choice, decision)
+                else:
+                    choice.windows.approve(window)
+                    self._release(choice)
+                await self._flush()
+        except ConnectionResetError as exc:  # the client went away while we wrote
+            self._client_error = exc
+            if self._reader is not None:
+                self._reader.cancel()
+        finally:
+            choice.worker = None
+
+    async def _judge(self, choice: ChoiceStream, window: Window) -> Decision:
+        text = window.text if not self.plan.windowed else choice.windows.context() + window.text
+        started = time.perf_counter()
+        try:
+            decision = await self.guard.check(self.policy_name, self.route.output_item(self.conversation, text))
+        except Exception:  # a guard bug must not let text through: fail closed
+            log.exception("stream_window_judge_failed", choice_index=choice.index)
+            decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],
+                                enforced=self.policy.mode == "enforce")
+        STREAM_WINDOWS.labels(self.mode).inc()
+        self.recorder.record(self.ctx, decision, self.conversation, choice.windows.answer_through(window),
+                             choice_index=choice.index, stream_mode=self.mode,
+                             latency_ms=(time.perf_counter() - started) * 1000)
+        return decision
+
+    def _cut(self, choice: ChoiceStream, decision: Decision) -> None:
+        choice.cut = True
+        choice.drop()
+        refusal = self.policy.refusal_text if self.policy.output.streaming.refusal else None
+        self._emit(cut_chunk(self.route, self.meta, f"guardstream-{self.ctx.request_id}", self.ctx.model or "",
+                             choice.index, decision.categories, decision.evaluators, refusal))
+        STREAM_CUTS.labels(self.mode).inc()
+        log.info("stream_cut", choice_index=choice.index, mode=self.mode, categories=decision.categories)
+        self._emit_tail()
+        if self._should_stop():
+            self._stop_upstream()
+
+    def _should_stop(self) -> bool:
+        """Every choice is over for the client and one is still being generated for nothing."""
+        if self._stopped or len(self.choices) < self.expected_choices:
+            return False
+        states = self.choices.values()
+        return all(c.cut or c.finished for c in states) and any(c.cut and not c.finished for c in states)
+
+    def _stop_upstream(self) -> None:
+        self._stopped = True
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+        self.upstream.close()  # generation stops: the upstream sees its client go away
+
+    def _abort(self) -> None:
+        """The upstream failed mid-stream: windowed modes drop every unjudged event and stop judging.
+
+        (Final mode forwarded the text already: it still judges the partial answers, for the audit.)
+        """
+        if not self.plan.windowed:
+            return
+        self._aborted = True
+        for choice in self.choices.values():
+            choice.drop()
+            if choice.worker is not None:
+                choice.worker.cancel()
+
+    # -- the client --------------------------------------------------------------------------------
+
+    def _release(self, choice: ChoiceStream) -> None:
+        for raw in choice.release():
+            self._emit(raw)
+        if self._tail:
+            self._emit_tail()
+
+    def _emit_tail(self) -> None:
+        if self._tail and not any(c.entries for c in self.choices.values()):
+            self._out.extend(self._tail)
+            self._tail.clear()
+
+    def _emit(self, raw: bytes) -> None:
+        self._out.append(raw)
+
+    async def _flush(self) -> None:
+        async with self._write_lock:
+            while self._out:
+                data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+                self._out.clear()
+                await self.client.write(data)
+
+
+def expected_choices(route: GenerationRoute, body: dict[str, Any], n: int | None) -> int:
+    """How many choices a streamed answer will have: n, times the prompts of a batched completion."""
+    prompts = 1
+    prompt = body.get("prompt") if route.name == "completion" else None
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        prompts = len(prompt)
+    return (n or 1) * prompts

@@ -1,0 +1,27 @@
+"""`guardstream demo` on embedded defaults: the README's first command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    result = subprocess.run([sys.executable, "-m", "proxy.cli", "demo", "--audit-file", str(audit)],
+                            capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).parents[1], env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    for outcome in ("allowed", "blocked prompt", "blocked answer", "flagged"):
+        assert outcome in out
+    assert "input:prompt_injection" in out and "output:pii" in out
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert f"{len(events)} written to jsonl:{audit}" in out
+    assert {e["action"] for e in events} == {"block", "flag"}
+    # redacted by default: the demo's AWS key and card number never reach the audit file
+    text = audit.read_text()
+    assert "AKIAIOSFODNN7EXAMPLE" not in text and "4111 1111 1111 1111" not in text
+    assert "[SECRET:aws_access_key]" in text

@@ -1,0 +1,126 @@
+"""The pure parts of stream moderation: token counting, windows, the judge queue and release order."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.config import PolicyConfig
+from proxy.streaming import ModePlan, count_tokens, effective_mode
+from proxy.streaming.choice import ChoiceStream
+from proxy.streaming.windows import TokenWindows, Window, WindowQueue
+
+
+def test_count_tokens_is_words_or_one_per_delta() -> None:
+    assert count_tokens("") == 0
+    assert count_tokens(" hello") == 1
+    assert count_tokens("\n\n") == 1  # whitespace-only deltas are tokens too
+    assert count_tokens("three small words") == 3
+    assert count_tokens("日本語") == 1
+
+
+def test_windows_seal_every_chunk_size_tokens_and_keep_context() -> None:
+    w = TokenWindows(chunk_size=3, context_size=2)
+    assert [w.add(t) for t in ("a ", "b ")] == [None, None]
+    first = w.add("c ")
+    assert first is not None and (first.start, first.end, first.text) == (0, 3, "a b c ")
+    w.approve(first)
+    assert w.context() == "b c "  # the last 2 tokens of approved text
+    w.add("d ")
+    last = w.seal(final=True)
+    assert last is not None and (last.start, last.end, last.text, last.final) == (3, 4, "d ", True)
+    assert w.answer_through(last) == "a b c d "
+    assert w.seal() is None  # nothing open
+
+
+def test_final_mode_windows_only_seal_at_the_end() -> None:
+    w = TokenWindows(chunk_size=None)
+    for _ in range(500):
+        assert w.add("x ") is None
+    whole = w.seal(final=True)
+    assert whole is not None and whole.end == 500
+
+
+def test_queue_holds_one_in_flight_and_merges_the_rest() -> None:
+    q = WindowQueue()
+    q.push(Window(0, 2, [("a b ", 2)]))
+    assert q.take() is not None and q.queued is None
+    q.push(Window(2, 4, [("c d ", 2)]))
+    q.push(Window(4, 5, [("e", 1)], final=True))
+    assert q.queued is not None and (q.queued.start, q.queued.end, q.queued.text, q.queued.final) == \
+        (2, 5, "c d e", True)
+    assert q.pushed == 3
+
+
+def test_effective_mode_defaults() -> None:
+    enforce = PolicyConfig.model_validate({"output": {"evaluators": ["x"]}})
+    shadow = PolicyConfig.model_validate({"mode": "shadow", "output": {"evaluators": ["x"]}})
+    nothing = PolicyConfig.model_validate({"output": {"streaming": {"mode": "buffered"}}})
+    assert (effective_mode(enforce), effective_mode(shadow), effective_mode(nothing)) == ("buffered", "final", "off")
+    optimistic = PolicyConfig.model_validate({"output": {"evaluators": ["x"], "streaming": {
+        "mode": "optimistic", "chunk_size": 8}}})
+    assert ModePlan.of(optimistic).lead == 8 and ModePlan.of(enforce).lead == 0
+    assert ModePlan.of(shadow).lead == math.inf and ModePlan.of(shadow).chunk_size is None
+
+
+# -- release order and the leak bound, under any arrival / verdict interleaving ------------------------
+
+deltas = st.lists(st.tuples(st.sampled_from(["", "w ", "two words ", "\n", "three more words "]),
+                            st.sampled_from(["text", "tool", "judge", "judge"])), min_size=1, max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(script=deltas, chunk=st.integers(1, 6), optimistic=st.booleans(), unsafe_at=st.integers(0, 60))
+def test_choice_never_releases_unjudged_text_beyond_its_lead(script: list[tuple[str, str]], chunk: int,
+                                                             optimistic: bool, unsafe_at: int) -> None:
+    lead = chunk if optimistic else 0
+    choice = ChoiceStream(0, TokenWindows(chunk, 2), lead)
+    events: list[tuple[int, str]] = []  # (token position after the event, text)
+    released: list[bytes] = []
+    judged: list[tuple[int, int]] = []
+    seq = 0
+
+    def judge_one() -> None:
+        window = choice.pending.take()
+        if window is None:
+            return
+        judged.append((window.start, window.end))
+        choice.pending.inflight = None
+        if window.start <= unsafe_at < window.end:  # this window holds the unsafe token: cut
+            choice.cut = True
+            choice.drop()
+        else:
+            choice.windows.approve(window)
+
+    for text, action in script + [("", "finish")]:
+        if choice.cut:
+            break
+        if action == "judge":
+            judge_one()
+        else:
+            raw = f"{seq}".encode()
+            seq += 1
+            window = choice.add(raw, text if action != "tool" else "", finish=action == "finish")
+            events.append((choice.windows.tokens, text))
+            if window is not None:
+                choice.pending.push(window)
+                assert choice.pending.inflight is None or choice.pending.queued is not None
+        released += choice.release()
+        # the bound: nothing beyond approved + lead ever reached the client
+        for raw in released:
+            assert events[int(raw)][0] <= choice.windows.approved + lead or choice.windows.approved == \
+                choice.windows.tokens
+    while not choice.cut and not choice.pending.idle:
+        judge_one()
+        released += choice.release()
+    # released events are a prefix of the upstream events, in order
+    assert [int(r) for r in released] == list(range(len(released)))
+    # windows are contiguous and never judged twice; no more calls than windows
+    assert all(a[1] == b[0] for a, b in zip(judged, judged[1:]))
+    assert len(judged) <= choice.pending.pushed
+    if choice.cut:
+        assert all(events[int(r)][0] <= unsafe_at + lead for r in released)
+    else:
+        assert len(released) == len(events) and (not judged or judged[-1][1] == choice.windows.tokens)
