@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-row", default="guardstream-rules", help="the guardstream row to profile")
     p.add_argument("--answer-bytes", type=int, default=1024)
     p.add_argument("--chunks", type=int, default=32)
-    p.add_argument("--chunk-delay-ms", type=float, default=5.0)
+    p.add_argument("--chunk-delay-ms", type=float, default=2.0)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md", help="report path (JSON next to it)")
     p.add_argument("--img-dir", type=Path, default=None, help="figures folder (default: img/ next to the report)")
     p.add_argument("--list", action="store_true", help="print the rows and exit")

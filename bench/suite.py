@@ -35,7 +35,7 @@ class Options:
     answer_bytes: int = 1024
     prompt_bytes: int = 256
     chunks: int = 32
-    chunk_delay_ms: float = 5.0
+    chunk_delay_ms: float = 2.0
     driver: str = "auto"  # auto (wrk when installed) | wrk | asyncio
     log_level: str = "warning"
     profile: bool = True
@@ -180,6 +180,8 @@ def measure(row: Row, running: Running, concurrency: int, opts: Options, env: En
     if row.system == "direct":
         proxy_cpu = upstream_cpu  # no proxy: report what the upstream itself costs
     done = point["requests"] or 1
+    if not point["requests"]:  # nothing completed in the window: no latency to speak of
+        point["latency_ms"] = {k: None for k in point["latency_ms"]}
     client_cpus = len(env.placement.client.split(",")) if env.placement.client else 1
     point.update(
         row=row.key, concurrency=concurrency, stream=row.stream, stream_mode=row.stream_mode,

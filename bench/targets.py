@@ -92,9 +92,12 @@ def rows(stream_modes: tuple[str, ...]) -> list[Row]:
 
 
 def available_stream_modes() -> tuple[str, ...]:
-    """off and final always; buffered and optimistic once proxy/streaming.py implements them."""
+    """off and final always; buffered and optimistic once proxy/streaming implements them."""
     spec = importlib.util.find_spec("proxy.streaming")
-    source = Path(spec.origin).read_text() if spec and spec.origin else ""
+    origin = Path(spec.origin) if spec and spec.origin else None
+    files = [origin] if origin and origin.name != "__init__.py" else (sorted(origin.parent.glob("*.py")) if origin
+                                                                       else [])
+    source = "".join(f.read_text() for f in files)
     extra = tuple(m for m in ("buffered", "optimistic") if f'"{m}"' in source or f"'{m}'" in source)
     return STREAM_MODES_ALWAYS + extra
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--answer-bytes", type=int, default=1024, help="size of the fixed answer")
     parser.add_argument("--chunks", type=int, default=32, help="content chunks per streamed answer")
-    parser.add_argument("--chunk-delay-ms", type=float, default=5.0, help="delay between streamed chunks")
+    parser.add_argument("--chunk-delay-ms", type=float, default=2.0, help="delay between streamed chunks")
     args = parser.parse_args(argv)
     install_uvloop()
     asyncio.run(serve(args.port, args.answer_bytes, args.chunks, args.chunk_delay_ms, args.host))
