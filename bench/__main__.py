@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md", help="report path (JSON next to it)")
     p.add_argument("--img-dir", type=Path, default=None, help="figures folder (default: img/ next to the report)")
     p.add_argument("--list", action="store_true", help="print the rows and exit")
+    p.add_argument("--from-json", type=Path, default=None, metavar="FILE",
+                   help="no measuring: re-render the report from a run's JSON (e.g. after editing the notes)")
     return p
 
 
@@ -71,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"{row.key:<28} {row.label}")
         return 0
     started = time.monotonic()
-    result = run_suite(opts, console)
+    if args.from_json:
+        import json
+
+        from bench.suite import SuiteResult
+
+        result = SuiteResult(**json.loads(args.from_json.read_text()))
+    else:
+        result = run_suite(opts, console)
     out = args.out.resolve()
     img_dir = (args.img_dir or out.parent / "img").resolve()
     write_report(result, out, img_dir)

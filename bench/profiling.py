@@ -83,8 +83,8 @@ def profile_guardstream(env: Env, opts: Any, row: Row, concurrency: int = 32) ->
     running = launch(row, env)
     try:
         spec = LoadSpec(url=running.url, concurrency=concurrency, duration_s=opts.profile_s + 2, unique=row.unique,
-                        api_key=running.api_key, prompt_bytes=opts.prompt_bytes)
-        driver = opts.plain_driver()
+                        api_key=running.api_key, prompt_bytes=opts.prompt_bytes, stream=row.stream)
+        driver = "asyncio" if row.stream else opts.plain_driver()
         drivers.warm_up(spec, driver, env.placement.client, env.workdir, min(2.0, opts.warmup_s))
         out = env.workdir / "py-spy.txt"
         argv = [binary, "record", "--pid", str(running.group.procs[0].pid), "--duration", str(int(opts.profile_s)),
@@ -99,7 +99,8 @@ def profile_guardstream(env: Env, opts: Any, row: Row, concurrency: int = 32) ->
             return {"skipped": f"py-spy failed: {spy.stderr[-400:]}"}
         summary = summarise(parse_collapsed(out.read_text()))
         summary.update(row=row.key, concurrency=concurrency, rps=load.get("rps"),
-                       command=" ".join(["py-spy", "record", "--pid", "<guardstream pid>", *argv[4:-2], "--output", "FILE"]))
+                       command=" ".join(["py-spy", "record", "--pid", "<guardstream pid>", *argv[4:-2],
+                                         "--output", "FILE"]))
         return summary
     finally:
         running.group.stop()

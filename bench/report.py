@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -10,6 +11,9 @@ from typing import Any, Callable
 
 from bench.plots import make_plots
 from bench.suite import SuiteResult
+from bench.targets import BENCH_KEY
+
+BENCH_KEY_SHA = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
 
 PROFILE_NOTES = Path(__file__).with_name("PROFILE_NOTES.md")
 Points = dict[tuple[str, int], dict[str, Any]]
@@ -278,7 +282,7 @@ class Report:
                  f"Upstream: `{' '.join(self.r.upstream.get('argv', []))}`", ""]
         for key, info in self.r.rows.items():
             for cmd in info.get("commands", []):
-                lines.append(f"- `{key}`: `{cmd}`" if not cmd.startswith("(") else f"  {cmd}")
+                lines.append(f"- `{key}`: `{cmd}`")
         seen = set()
         lines += ["", "Load commands (one recorded point per row kind; `$BENCH_KEY` is the bench client key):", ""]
         for p in self.r.points:
@@ -288,6 +292,22 @@ class Report:
                 lines.append(f"- {p['driver']}{' (streamed)' if p['stream'] else ''}: `{' '.join(p['argv'])}`")
         return lines + [""]
 
+    def configs_section(self) -> list[str]:
+        """One generated config per kind of row (ports and temp paths differ from run to run)."""
+        lines = ["## Generated configs", "", "The suite writes these into a temporary folder per run; one of each kind:",
+                 ""]
+        seen: set[tuple[str, str]] = set()
+        for key, info in self.r.rows.items():
+            kind = (info["system"], info["guard"] if info["system"] == "guardstream" else "")
+            if not info.get("config") or kind in seen:
+                continue
+            seen.add(kind)
+            lang = "nginx" if info["system"] == "nginx" else "yaml"
+            lines += [f"<details><summary><code>{key}</code></summary>", "", f"```{lang}",
+                      info["config"].replace(BENCH_KEY_SHA, "<sha256 of $BENCH_KEY>").rstrip()
+                      .replace(BENCH_KEY, "$BENCH_KEY"), "```", "", "</details>", ""]
+        return lines
+
     def rel(self, path: Path) -> str:
         return os.path.relpath(path, self.out.parent)
 
@@ -296,7 +316,7 @@ class Report:
                              self.sconc, self.points)
         parts = (self.header() + self.targets_section() + self.machine_section() + self.method_section()
                  + self.rows_section() + self.plain_section(figures) + self.stream_section(figures)
-                 + self.profile_section() + self.commands_section())
+                 + self.profile_section() + self.commands_section() + self.configs_section())
         return "\n".join(parts).rstrip() + "\n"
 
 

@@ -144,7 +144,8 @@ def run_suite(opts: Options, console: Console | None = None) -> SuiteResult:
                     console.print(f"[red]{row.key} did not start:[/red] {str(exc)[:500]}")
                     progress.advance(task, len(points))
                     continue
-                info.update(processes=running.processes, commands=running.commands, notes=running.notes)
+                info.update(processes=running.processes, commands=running.commands, notes=running.notes,
+                            config=running.config)
                 try:
                     for concurrency in points:
                         progress.update(task, description=f"{row.key} @ {concurrency}")

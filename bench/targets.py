@@ -124,6 +124,7 @@ class Running:
     processes: str
     commands: list[str]
     notes: list[str] = field(default_factory=list)
+    config: str | None = None  # the generated config file, for the report's appendix
 
 
 class Skip(Exception):
@@ -223,15 +224,15 @@ def _nginx(row: Row, env: Env) -> Running:
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "nginx.conf"
     workers = "auto" if row.workers == "auto" else str(row.workers)
-    conf.write_text(NGINX_CONF.format(workers=workers, dir=folder, port=port,
-                                      upstream=env.upstream_url.removeprefix("http://")))
+    text = NGINX_CONF.format(workers=workers, dir=folder, port=port, upstream=env.upstream_url.removeprefix("http://"))
+    conf.write_text(text)
     group = ProcGroup()
     proc = group.start(row.key, [binary, "-c", str(conf), "-p", str(folder), "-e", str(folder / "nginx-error.log")],
                        env.workdir, cpus=_cpus(row, env))
     n = resolve_workers(row.workers, env.placement) if row.workers == "auto" else int(row.workers)
     return Running(f"http://127.0.0.1:{port}/v1/chat/completions", None, group,
                    f"1 master + {n} worker{'s' if n > 1 else ''} (worker_processes {workers}), {_where(row, env)}",
-                   [_cmd(proc), f"(config: proxy_buffering off, keepalive 256 upstream, access_log off)"])
+                   [_cmd(proc)], config=text)
 
 
 def rule_evaluators() -> tuple[dict[str, Any], list[str], list[str], dict[str, str], str]:
@@ -301,7 +302,8 @@ def _guardstream(row: Row, env: Env) -> Running:
     port, group = free_port(), ProcGroup()
     cfg, source = guardstream_config(row, env, port)
     path = env.workdir / f"{row.key}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    path.write_text(text)
     n = resolve_workers(row.workers, env.placement)
     if n == 1:
         argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path)]
@@ -318,7 +320,7 @@ def _guardstream(row: Row, env: Env) -> Running:
     else:
         notes.append("evaluators run on every request (`cache: false`), a distinct prompt per request")
     return Running(f"http://127.0.0.1:{port}/v1/chat/completions", BENCH_KEY, group, f"{what}, {_where(row, env)}",
-                   [_cmd(group.procs[0])], notes)
+                   [_cmd(group.procs[0])], notes, config=text)
 
 
 def _litellm(row: Row, env: Env) -> Running:
@@ -335,7 +337,8 @@ def _litellm(row: Row, env: Env) -> Running:
         "litellm_settings": {"set_verbose": False, "json_logs": True, "request_timeout": 600},
     }
     path = env.workdir / f"{row.key}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    path.write_text(text)
     group = ProcGroup()
     argv = [str(binary), "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", str(n)]
     folder = env.workdir / row.key
@@ -344,6 +347,4 @@ def _litellm(row: Row, env: Env) -> Running:
                        env={"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     what = f"uvicorn, {n} worker{'s' if n > 1 else ''}" + (" (+ the supervising parent)" if n > 1 else "")
     return Running(f"http://127.0.0.1:{port}/v1/chat/completions", BENCH_KEY, group, f"{what}, {_where(row, env)}",
-                   ["LITELLM_LOG=ERROR LITELLM_LOCAL_MODEL_COST_MAP=True " + _cmd(proc),
-                    "(config: one model openai/demo-model -> the bench upstream, master_key, set_verbose false, "
-                    "json_logs true)"])
+                   ["LITELLM_LOG=ERROR LITELLM_LOCAL_MODEL_COST_MAP=True " + _cmd(proc)], config=text)
