@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         stream_concurrency=args.stream_concurrency or ((1,) if quick else (1, 32)),
         answer_bytes=args.answer_bytes, chunks=args.chunks, chunk_delay_ms=args.chunk_delay_ms,
         driver=args.driver, log_level=args.log_level,
-        profile=args.profile if args.profile is not None else not quick, profile_s=args.profile_seconds, profile_row=args.profile_row,
+        profile=args.profile if args.profile is not None else not quick, profile_s=args.profile_seconds,
+        profile_row=args.profile_row,
         command="python -m bench" + ("" if argv is None and len(sys.argv) == 1 else
                                      " " + shlex.join(sys.argv[1:] if argv is None else argv)),
     )

@@ -167,10 +167,15 @@ class Report:
             f"- **Load**: separate processes, closed loop at fixed concurrency (connections). Non-streamed points: "
             f"{tool}. Streamed points: the asyncio load generator `bench/load.py` (aiohttp client, uvloop), which "
             "reads every SSE line to time the first content token and the whole stream.",
-            f"- **Points**: concurrency {', '.join(map(str, self.conc))} (streamed: {', '.join(map(str, self.sconc))}); "
+            f"- **Points**: concurrency {', '.join(map(str, self.conc))} "
+            f"(streamed: {', '.join(map(str, self.sconc))}); "
             f"each point: {o['warmup_s']:g} s warm-up (discarded), then {o['duration_s']:g} s recorded.",
             f"- **Requests**: `POST /v1/chat/completions`, model `demo-model`, one user message of {o['prompt_bytes']} "
             "bytes; every row answers 200 with the same body (errors are counted and shown).",
+            "- **Noise**: other jobs on the machine are not pinned and take CPU time from every core, the proxy's "
+            "included; requests/s and latencies carry that, while **CPU s / 1k req** (CPU the proxy itself used per "
+            "request) hardly does, so the targets table also gives the throughput ratio implied by CPU per request "
+            "(capacity at equal CPU).",
             "- **Latency** is send-to-last-byte per request; **added latency** is the row's percentile minus the "
             "`direct` row's at the same concurrency. **CPU s / 1k req** is utime+stime of the row's processes "
             "(all workers; for `direct`, the upstream's) from /proc/PID/stat around the recorded window, per 1,000 "
@@ -231,24 +236,29 @@ class Report:
         lines = ["## Streamed requests", "",
                  f"Each stream: a role chunk, {o['chunks']} content chunks {o['chunk_delay_ms']:g} ms apart, the "
                  "finish chunk, `[DONE]`. guardstream rows run the rule evaluators on the prompt and, per the "
-                 "stream mode, on the answer; the mode is the only difference between them.", ""]
+                 "stream mode, on the answer; the mode is the only difference between them. Total stream times "
+                 "are set by the upstream's paced chunks and by how promptly the event loops get a CPU: on this "
+                 "shared machine they move by tens of ms between repeated runs, so compare time to first token "
+                 "and CPU per stream. `buffered` holds the first window (`chunk_size` 64 tokens) until it is "
+                 "judged, which its TTFT shows by design.", ""]
         for c in self.sconc:
             lines += [f"### Concurrency {c}", "",
                       "| Row | mode | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms | added TTFT p99 ms | "
-                      "total p50 ms | added total p50 ms | streams/s | CPU s / 1k streams | errors |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "total p50 ms | added total p50 ms | streams/s | CPU s / 1k streams | errors | "
+                      "client core busy |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for row in rows:
                 p = self.points.get((row, c))
                 if p is None:
                     continue
                 t, lat = p["ttft_ms"] or {}, p["latency_ms"]
-                lines.append("| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                lines.append("| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0f} % |".format(
                     row, p.get("stream_mode") or "-", _n(t.get("p50"), 3), _n(t.get("p99"), 3),
                     _signed(_sub(t.get("p50"), _get(self.points, "stream-direct", c, "ttft_ms", "p50"))),
                     _signed(_sub(t.get("p99"), _get(self.points, "stream-direct", c, "ttft_ms", "p99"))),
                     _n(lat["p50"], 2), _signed(_sub(lat["p50"], _get(self.points, "stream-direct", c, "latency_ms",
                                                                      "p50"))),
-                    _n(p["rps"]), _n(p["cpu_per_1k"], 3), p["errors"]))
+                    _n(p["rps"]), _n(p["cpu_per_1k"], 3), p["errors"], 100 * p["client_busy"]))
             lines.append("")
         if "ttft" in figures:
             lines += [f"![Time to first token]({self.rel(figures['ttft'])})", ""]
@@ -294,8 +304,8 @@ class Report:
 
     def configs_section(self) -> list[str]:
         """One generated config per kind of row (ports and temp paths differ from run to run)."""
-        lines = ["## Generated configs", "", "The suite writes these into a temporary folder per run; one of each kind:",
-                 ""]
+        lines = ["## Generated configs", "",
+                 "The suite writes these into a temporary folder per run; one of each kind:", ""]
         seen: set[tuple[str, str]] = set()
         for key, info in self.r.rows.items():
             kind = (info["system"], info["guard"] if info["system"] == "guardstream" else "")

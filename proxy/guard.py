@@ -54,7 +54,8 @@ class Guard:
             found = await asyncio.gather(*(self._verdict(policy, names[i], item) for i in waiting))
             for i, verdict in zip(waiting, found):
                 verdicts[i] = verdict
-        decision = decide(item.stage, verdicts, self.settings.policies[policy], self.settings.evaluators)  # type: ignore[arg-type]
+        decision = decide(item.stage, verdicts,  # type: ignore[arg-type]  # every slot is filled by now
+                          self.settings.policies[policy], self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         _count(decision)
         return decision
