@@ -25,16 +25,29 @@ async def read_json(request: web.Request, limit: int) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise body_too_large(limit)
     try:
-        raw = await request.content.read(limit + 1)
+        raw = await _read_body(request.content, limit)
     except asyncio.TimeoutError:
         raise bad_request("Timed out reading the request body.") from None
-    if len(raw) > limit:
-        raise body_too_large(limit)
     try:
         return raw, json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise bad_request("We could not parse the JSON body of your request. The body must be valid JSON.",
                           code="invalid_json") from None
+
+
+async def _read_body(content: Any, limit: int) -> bytes:
+    """The whole body, however many reads it arrives in (`read(n)` returns what is there, not n bytes)."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = await content.read(limit + 1 - size)
+        if not part:  # end of the body
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise body_too_large(limit)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
