@@ -21,10 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "smoke run, not numbers to compare")
     p.add_argument("--only", default=None, metavar="ROWS",
                    help="comma-separated row keys or shell patterns, e.g. 'direct,passthrough,guardstream-*'")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="recorded seconds per point "
-                   "(default 10, quick 1)")
-    p.add_argument("--warmup", type=float, default=None, metavar="S", help="warm-up seconds per point "
-                   "(default 2, quick 1)")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="recorded seconds per window "
+                   "(default 5, quick 1)")
+    p.add_argument("--warmup", type=float, default=None, metavar="S", help="warm-up seconds before each window "
+                   "(default 1)")
+    p.add_argument("--rounds", type=int, default=None, help="windows per point, taken in separate passes over "
+                   "the rows; the one with the higher throughput is reported (default 2, quick 1)")
     p.add_argument("--concurrency", type=_ints, default=None, help="non-streamed concurrencies (default 1,32,128)")
     p.add_argument("--stream-concurrency", type=_ints, default=None, help="streamed concurrencies (default 1,32)")
     p.add_argument("--driver", choices=["auto", "wrk", "asyncio"], default="auto",
@@ -57,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(
         quick=quick,
         only=[s.strip() for s in args.only.split(",") if s.strip()] if args.only else None,
-        duration_s=args.duration if args.duration is not None else (1.0 if quick else 10.0),
-        warmup_s=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
+        duration_s=args.duration if args.duration is not None else (1.0 if quick else 5.0),
+        warmup_s=args.warmup if args.warmup is not None else 1.0,
+        rounds=args.rounds if args.rounds is not None else (1 if quick else 2),
         concurrency=args.concurrency or ((1, 32) if quick else (1, 32, 128)),
         stream_concurrency=args.stream_concurrency or ((1,) if quick else (1, 32)),
         answer_bytes=args.answer_bytes, chunks=args.chunks, chunk_delay_ms=args.chunk_delay_ms,

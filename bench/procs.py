@@ -89,10 +89,19 @@ class Proc:
         except OSError:
             return ""
 
+    def signal(self, sig: int) -> None:
+        """Signal the program and everything it started (its own process group)."""
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
     def stop(self, grace_s: float = 5.0) -> None:
         if self.popen.poll() is not None:
             return
         try:
+            os.killpg(self.popen.pid, signal.SIGCONT)  # a paused program handles SIGTERM only once continued
             os.killpg(self.popen.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
@@ -125,6 +134,15 @@ class ProcGroup:
 
     def cpu_seconds(self) -> float:
         return sum(p.cpu_seconds() for p in self.procs)
+
+    def pause(self) -> None:
+        """SIGSTOP: an idle system waiting its turn cannot take CPU from the one being measured."""
+        for proc in self.procs:
+            proc.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for proc in self.procs:
+            proc.signal(signal.SIGCONT)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

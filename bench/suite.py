@@ -28,8 +28,9 @@ class Options:
 
     quick: bool = False
     only: list[str] | None = None
-    duration_s: float = 10.0
-    warmup_s: float = 2.0
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    rounds: int = 2  # windows per point, far apart in time; the one with the higher throughput is kept
     concurrency: tuple[int, ...] = (1, 32, 128)
     stream_concurrency: tuple[int, ...] = (1, 32)
     answer_bytes: int = 1024
@@ -122,37 +123,23 @@ def run_suite(opts: Options, console: Console | None = None) -> SuiteResult:
     redis_url = _start_redis(placement, workdir, services) if needs_redis else None
     env = Env(workdir=workdir, upstream_url=upstream_url, placement=placement, log_level=opts.log_level,
               redis_url=redis_url)
-    total = sum(len(opts.stream_concurrency if r.stream else opts.concurrency) for r in selected)
+    rounds = max(1, opts.rounds)
+    phases = [([r for r in selected if not r.stream], opts.concurrency),
+              ([r for r in selected if r.stream], opts.stream_concurrency)]
+    total = sum(len(group) * len(concs) for group, concs in phases) * rounds
     try:
-        with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        with Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             task = progress.add_task("starting", total=total)
-            for row in selected:
-                points = opts.stream_concurrency if row.stream else opts.concurrency
-                progress.update(task, description=f"{row.key}: starting")
-                info: dict[str, Any] = {"label": row.label, "system": row.system, "stream": row.stream,
-                                        "stream_mode": row.stream_mode, "guard": row.guard}
-                result.rows[row.key] = info
+            for group, concs in phases:
+                running = _start_rows(group, env, result, progress, task, console)
                 try:
-                    running = launch(row, env)
-                except Skip as exc:
-                    info["skipped"] = str(exc)
-                    progress.advance(task, len(points))
-                    continue
-                except NotReady as exc:
-                    info["error"] = str(exc)[-2000:]
-                    console.print(f"[red]{row.key} did not start:[/red] {str(exc)[:500]}")
-                    progress.advance(task, len(points))
-                    continue
-                info.update(processes=running.processes, commands=running.commands, notes=running.notes,
-                            config=running.config)
-                try:
-                    for concurrency in points:
-                        progress.update(task, description=f"{row.key} @ {concurrency}")
-                        result.points.append(measure(row, running, concurrency, opts, env, upstream_group))
-                        progress.advance(task)
+                    for concurrency in concs:
+                        result.points.extend(_measure_rounds(group, running, concurrency, rounds, opts, env,
+                                                             upstream_group, progress, task))
                 finally:
-                    running.group.stop()
+                    for started in running.values():
+                        started.group.stop()
             if opts.profile:
                 progress.update(task, description=f"profiling {opts.profile_row}")
                 from bench.profiling import profile_guardstream
@@ -166,6 +153,56 @@ def run_suite(opts: Options, console: Console | None = None) -> SuiteResult:
     result.finished = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result.options["workdir"] = str(workdir)
     return result
+
+
+def _start_rows(group: list[Row], env: Env, result: SuiteResult, progress: Progress, task: Any,
+                console: Console) -> dict[str, Running]:
+    """Start every row of a phase, each paused (SIGSTOP) once ready; skips and failures go in the report."""
+    running: dict[str, Running] = {}
+    for row in group:
+        progress.update(task, description=f"{row.key}: starting")
+        info: dict[str, Any] = {"label": row.label, "system": row.system, "stream": row.stream,
+                                "stream_mode": row.stream_mode, "guard": row.guard}
+        result.rows[row.key] = info
+        try:
+            started = launch(row, env)
+        except Skip as exc:
+            info["skipped"] = str(exc)
+            continue
+        except NotReady as exc:
+            info["error"] = str(exc)[-2000:]
+            console.print(f"[red]{row.key} did not start:[/red] {str(exc)[:500]}")
+            continue
+        info.update(processes=started.processes, commands=started.commands, notes=started.notes,
+                    config=started.config)
+        started.group.pause()
+        running[row.key] = started
+    return running
+
+
+def _measure_rounds(group: list[Row], running: dict[str, Running], concurrency: int, rounds: int, opts: Options,
+                    env: Env, upstream: ProcGroup, progress: Progress, task: Any) -> list[dict[str, Any]]:
+    """`rounds` passes over the rows at one concurrency; per row, the window with the higher throughput."""
+    windows: dict[str, list[dict[str, Any]]] = {}
+    for n in range(rounds):
+        for row in group:
+            started = running.get(row.key)
+            if started is not None:
+                progress.update(task, description=f"{row.key} @ {concurrency} (window {n + 1}/{rounds})")
+                started.group.resume()
+                try:
+                    windows.setdefault(row.key, []).append(measure(row, started, concurrency, opts, env, upstream))
+                finally:
+                    started.group.pause()
+            progress.advance(task)
+    points = []
+    for key, measured in windows.items():
+        best = dict(max(measured, key=lambda p: p["rps"]))
+        best["windows"] = [{"rps": p["rps"], "latency_ms": p["latency_ms"], "ttft_ms": p["ttft_ms"],
+                            "cpu_per_1k": p["cpu_per_1k"], "errors": p["errors"]} for p in measured]
+        best["errors"] = sum(p["errors"] for p in measured)
+        points.append(best)
+    return points
 
 
 def measure(row: Row, running: Running, concurrency: int, opts: Options, env: Env,
