@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
-import uuid
 from typing import Awaitable, Callable
 
 import structlog
@@ -17,7 +17,7 @@ from proxy import handlers
 from proxy.config import ServerConfig, Settings
 from proxy.connections import CONNECTIONS, Connections
 from proxy.errors import ProxyError, internal_error, invalid_api_key, method_not_allowed, not_found, shutting_down
-from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS
+from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext
 from proxy.state import STATE, ProxyState
 
@@ -33,7 +33,7 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
     """Request id on every log line and response, client auth, OpenAI-shaped errors, request metrics."""
     started = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()  # uuid4().hex, cheaper
     structlog.contextvars.bind_contextvars(request_id=request_id)
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     headers = {"x-request-id": request_id}
@@ -78,7 +78,7 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
     finally:
         INFLIGHT.dec()
         connections.inflight -= 1
-        REQUESTS.labels(route, str(status)).inc()
+        child(REQUESTS, route, str(status)).inc()
         log.info("request", method=request.method, route=route, status=status,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))
         structlog.contextvars.unbind_contextvars("request_id")

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.connections import CONNECTIONS
 from proxy.errors import bad_request, body_too_large, content_filtered, request_timeout, upstream_bad_response
-from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY
+from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
 from proxy.policy import Decision
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
@@ -66,7 +66,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     conversation = route.conversation(body)
 
     items = route.input_items(body)
-    decisions = await asyncio.gather(*(state.guard.check(policy_name, item) for item in items)) if items else []
+    decisions = await _check_all(state, policy_name, items)
     for decision in decisions:
         state.recorder.record(ctx, decision, conversation, None, latency_ms=decision.latency_ms)
     blocked = next((d for d in decisions if d.blocks), None)
@@ -82,7 +82,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     headers = state.upstream.headers(request.headers, ctx.request_id)
     started = time.perf_counter()
     upstream = await state.upstream.request("POST", route.path, raw, headers)
-    UPSTREAM_LATENCY.labels(route.name).observe(time.perf_counter() - started)
+    child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
     if parsed.stream and upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", ""):
         return await _relay_stream(request, state, ctx, route, policy_name, conversation, upstream,
                                    expected_choices(route, body, parsed.n))
@@ -94,8 +94,15 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     if upstream.status != 200:
         return _relay_verbatim(upstream, payload)
     answer = await _guard_answer(state, ctx, route, policy_name, conversation, payload)
-    PROXY_OVERHEAD.labels(route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
+    child(PROXY_OVERHEAD, route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
     return answer
+
+
+async def _check_all(state: ProxyState, policy_name: str, items: list[Any]) -> list[Decision]:
+    """Judge items concurrently; a single item (the usual case) is awaited directly, without a task."""
+    if len(items) == 1:
+        return [await state.guard.check(policy_name, items[0])]
+    return list(await asyncio.gather(*(state.guard.check(policy_name, item) for item in items)))
 
 
 def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
@@ -117,8 +124,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
     policy = state.settings.policies[policy_name]
     texts = [route.choice_text(c) if isinstance(c, dict) else "" for c in choices]
-    decisions: list[Decision] = await asyncio.gather(
-        *(state.guard.check(policy_name, route.output_item(conversation, text)) for text in texts))
+    decisions = await _check_all(state, policy_name, [route.output_item(conversation, text) for text in texts])
     changed = False
     for choice, text, decision in zip(choices, texts, decisions):
         index = choice.get("index") if isinstance(choice, dict) else None
