@@ -1,0 +1,1 @@
+"""Measuring evaluators on labelled data: loading, metrics, running, reporting."""
