@@ -287,3 +287,28 @@ def test_connection_reset_in_a_handler_is_not_logged_as_an_error(tmp_path: Path,
     status, body = asyncio.run(scenario())
     assert status == 499 and body["error"]["code"] == "client_closed_request"
     assert [r for r in caplog.records if r.levelno >= 40] == []
+
+
+def test_a_body_arriving_in_pieces_is_read_whole(tmp_path: Path) -> None:
+    """The body is read to its end (the old `content.read(limit + 1)` returned the first piece only: a valid
+    50 kB prompt sent in 4 kB pieces got 400 invalid_json)."""
+    import aiohttp as aiohttp_client
+
+    h = start(tmp_path, max_body_bytes=100_000)
+    big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 50_000}]}).encode()
+
+    async def post() -> int:
+        async def pieces():  # type: ignore[no-untyped-def]
+            for i in range(0, len(big), 4096):
+                yield big[i:i + 4096]
+                await asyncio.sleep(0.005)
+
+        async with aiohttp_client.ClientSession() as s:
+            async with s.post(h.base_url + "/v1/chat/completions", data=pieces()) as r:
+                return r.status
+
+    try:
+        assert h.call(post()) == 200
+        assert h.upstream.requests[-1]["body"]["messages"][0]["content"] == "x" * 50_000
+    finally:
+        h.stop()
