@@ -179,8 +179,8 @@ class Report:
             "bytes; every row answers 200 with the same body (errors are counted and shown).",
             "- **Noise**: other jobs on the machine are not pinned and take CPU time from every core, the proxy's "
             "included; requests/s and latencies carry that, while **CPU s / 1k req** (CPU the proxy itself used per "
-            "request) hardly does, so the targets table also gives the throughput ratio implied by CPU per request "
-            "(capacity at equal CPU).",
+            "request) carries much less of it, so the targets table also gives the throughput ratio implied by CPU "
+            "per request (capacity at equal CPU).",
             "- **Latency** is send-to-last-byte per request; **added latency** is the row's percentile minus the "
             "`direct` row's at the same concurrency. **CPU s / 1k req** is utime+stime of the row's processes "
             "(all workers; for `direct`, the upstream's) from /proc/PID/stat around the recorded window, per 1,000 "
