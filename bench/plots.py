@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _bars(path: Path, title: str, ylabel: str, labels: list[str], series: dict[str, list[float | None]],
-          log: bool = False) -> Path:
+          log: bool = False, lines: tuple[float, ...] = ()) -> Path:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.2), dpi=110)
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
@@ -30,6 +30,8 @@ def _bars(path: Path, title: str, ylabel: str, labels: list[str], series: dict[s
     ax.set_title(title, fontsize=10)
     if log:
         ax.set_yscale("log")
+    for y in lines:
+        ax.axhline(y, color="grey", linestyle="--", linewidth=0.8)
     ax.margins(y=0.18)
     if len(series) > 1:
         ax.legend(fontsize=8)
@@ -63,11 +65,21 @@ def make_plots(img_dir: Path, plain_rows: list[str], stream_rows: list[str], con
                                "ms", plain_rows,
                                {f"c={c}": [_value(points, r, c, "latency_ms", "p50") for r in plain_rows]
                                 for c in concurrency}, log=True)
+        if any((r, c) in points for r in ("passthrough",) for c in concurrency):
+            def ratio(row: str, c: int) -> float | None:
+                a, b = _value(points, row, c, "rps"), _value(points, "passthrough", c, "rps")
+                return a / b if a is not None and b else None
+
+            out["ratio"] = _bars(img_dir / "bench_ratio.png", "Requests/s relative to the minimal aiohttp "
+                                 "pass-through, same run (dashed: 1.0 and 0.8)", "× pass-through", plain_rows,
+                                 {f"c={c}": [ratio(r, c) for r in plain_rows] for c in concurrency},
+                                 lines=(1.0, 0.8))
         out["cpu"] = _bars(img_dir / "bench_cpu.png", "Proxy CPU seconds per 1,000 requests (non-streamed)",
                            "CPU s / 1k requests", plain_rows,
                            {f"c={c}": [_value(points, r, c, "cpu_per_1k") for r in plain_rows] for c in concurrency})
     if stream_rows:
-        out["ttft"] = _bars(img_dir / "bench_ttft.png", "Time to first content token, p50 (streamed)", "ms",
-                            stream_rows, {f"c={c}": [_value(points, r, c, "ttft_ms", "p50") for r in stream_rows]
-                                          for c in stream_concurrency})
+        out["ttft"] = _bars(img_dir / "bench_ttft.png", "Time to first content token, p50 (streamed, log scale)",
+                            "ms", stream_rows,
+                            {f"c={c}": [_value(points, r, c, "ttft_ms", "p50") for r in stream_rows]
+                             for c in stream_concurrency}, log=True)
     return out

@@ -179,8 +179,8 @@ class Report:
             "bytes; every row answers 200 with the same body (errors are counted and shown).",
             "- **Noise**: other jobs on the machine are not pinned and take CPU time from every core, the proxy's "
             "included; requests/s and latencies carry that, while **CPU s / 1k req** (CPU the proxy itself used per "
-            "request) hardly does, so the targets table also gives the throughput ratio implied by CPU per request "
-            "(capacity at equal CPU).",
+            "request) carries much less of it, so the targets table also gives the throughput ratio implied by CPU "
+            "per request (capacity at equal CPU).",
             "- **Latency** is send-to-last-byte per request; **added latency** is the row's percentile minus the "
             "`direct` row's at the same concurrency. **CPU s / 1k req** is utime+stime of the row's processes "
             "(all workers; for `direct`, the upstream's) from /proc/PID/stat around the recorded window, per 1,000 "
@@ -228,7 +228,8 @@ class Report:
                                                                               "cpu_per_1k"))),
                     p["errors"], 100 * p["client_busy"]))
             lines.append("")
-        for name, title in (("rps", "Requests/s"), ("latency", "Latency p50"), ("cpu", "CPU per 1,000 requests")):
+        for name, title in (("rps", "Requests/s"), ("ratio", "Requests/s relative to the pass-through"),
+                            ("latency", "Latency p50"), ("cpu", "CPU per 1,000 requests")):
             if name in figures:
                 lines += [f"![{title}]({self.rel(figures[name])})", ""]
         return lines
@@ -346,5 +347,6 @@ def write_report(result: SuiteResult, out: Path, img_dir: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(Report(result, out, img_dir).render())
     raw = asdict(result)
-    out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    text = json.dumps(raw, indent=1, default=str).replace(BENCH_KEY, "$BENCH_KEY")
+    out.with_suffix(".json").write_text(text + "\n")
     return out

@@ -181,8 +181,14 @@ def _passthrough(row: Row, env: Env) -> Running:
         group.start(f"{row.key}-{i}", argv, env.workdir, cpus=_cpus(row, env), cwd=REPO)
     what = "1 process" if n == 1 else f"{n} processes (SO_REUSEPORT)"
     return Running(f"http://127.0.0.1:{port}/v1/chat/completions", None, group, f"{what}, {_where(row, env)}",
-                   [_cmd(group.procs[0])])
+                   [_cmd(group.procs[0])], [PASSTHROUGH_NOTE])
 
+
+PASSTHROUGH_NOTE = "bench/passthrough.py: ~40 lines of aiohttp, one pooled ClientSession, no checks"
+NGINX_NOTE = "proxy_buffering off, proxy_request_buffering off, keepalive 256 to the upstream, access_log off"
+LITELLM_NOTE = ("settings per docs.litellm.ai/docs/proxy/prod: master_key, set_verbose false, json_logs, "
+                "LITELLM_LOG=ERROR, uvicorn workers = CPU count for the multi-worker row; no database (so no "
+                "spend logs); the cost map read locally (no network here)")
 
 NGINX_CONF = """\
 worker_processes {workers};
@@ -232,7 +238,7 @@ def _nginx(row: Row, env: Env) -> Running:
     n = resolve_workers(row.workers, env.placement) if row.workers == "auto" else int(row.workers)
     return Running(f"http://127.0.0.1:{port}/v1/chat/completions", None, group,
                    f"1 master + {n} worker{'s' if n > 1 else ''} (worker_processes {workers}), {_where(row, env)}",
-                   [_cmd(proc)], config=text)
+                   [_cmd(proc)], [NGINX_NOTE], config=text)
 
 
 def rule_evaluators() -> tuple[dict[str, Any], list[str], list[str], dict[str, str], str]:
@@ -347,4 +353,4 @@ def _litellm(row: Row, env: Env) -> Running:
                        env={"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     what = f"uvicorn, {n} worker{'s' if n > 1 else ''}" + (" (+ the supervising parent)" if n > 1 else "")
     return Running(f"http://127.0.0.1:{port}/v1/chat/completions", BENCH_KEY, group, f"{what}, {_where(row, env)}",
-                   ["LITELLM_LOG=ERROR LITELLM_LOCAL_MODEL_COST_MAP=True " + _cmd(proc)], config=text)
+                   ["LITELLM_LOG=ERROR LITELLM_LOCAL_MODEL_COST_MAP=True " + _cmd(proc)], [LITELLM_NOTE], config=text)
