@@ -17,6 +17,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_label_conventions() -> None:
     assert parse_label("unsafe", kto=True) is True and parse_label("Safe", kto=False) is False
+    assert parse_label("harmful", kto=True) is True and parse_label("benign", kto=True) is False
     # moderation rows: true / 1 = unsafe (flagged)
     assert parse_label(True, kto=False) is True and parse_label(1, kto=False) is True and parse_label("0", kto=False) is False
     # KTO rows: true = desirable = safe

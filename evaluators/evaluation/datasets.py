@@ -5,7 +5,8 @@ Format (one of two shapes per row):
 * moderation rows: `text` (the content to judge) and `label`;
 * conversation rows: `prompt` and optionally `completion` (the answer to judge) and `label`.
 
-`label` is `"safe"` / `"unsafe"` (any case), or a boolean / 0 / 1. The meaning of a
+`label` is `"safe"` / `"unsafe"` (any case; also benign, harmless, clean, ok / harmful,
+toxic, flagged, malicious, jailbreak, injection), or a boolean / 0 / 1. The meaning of a
 boolean follows the row's shape, so both native formats read correctly:
 
 * a row with a `completion` field is a KTO row (as TRL reads it): `true` means the
@@ -33,6 +34,9 @@ LabelTrue = Literal["safe", "unsafe"]
 
 _TRUE = {"true", "yes", "t", "y"}
 _FALSE = {"false", "no", "f", "n"}
+#: label words that say what they mean, whatever the row's shape
+UNSAFE_WORDS = {"unsafe", "harmful", "toxic", "flagged", "malicious", "jailbreak", "injection"}
+SAFE_WORDS = {"safe", "benign", "harmless", "clean", "ok"}
 
 
 class DataError(ValueError):
@@ -75,8 +79,8 @@ def parse_label(value: Any, *, kto: bool, label_true: LabelTrue | None = None) -
     """Return True when the label says *unsafe*. See the module docstring for the conventions."""
     if isinstance(value, str):
         word = value.strip().lower()
-        if word in ("unsafe", "safe"):
-            return word == "unsafe"
+        if word in UNSAFE_WORDS or word in SAFE_WORDS:
+            return word in UNSAFE_WORDS
         if word in _TRUE or word == "1":
             flag = True
         elif word in _FALSE or word == "0":
