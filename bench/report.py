@@ -332,8 +332,14 @@ class Report:
                              self.sconc, self.points)
         parts = (self.header() + self.targets_section() + self.machine_section() + self.method_section()
                  + self.rows_section() + self.plain_section(figures) + self.stream_section(figures)
-                 + self.profile_section() + self.commands_section() + self.configs_section())
+                 + self.profile_section() + self.commands_section() + self.configs_section()
+                 + self.components_section())
         return "\n".join(parts).rstrip() + "\n"
+
+    def components_section(self) -> list[str]:
+        """The component benchmarks (cache, audit, streaming, evaluators): kept by hand beside this report."""
+        path = self.out.parent / "benchmarks_components.md"
+        return ["", path.read_text().rstrip(), ""] if path.exists() else []
 
 
 def _verdict(value: float | None, ok: Callable[[float], bool]) -> str:
