@@ -20,7 +20,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
