@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test system-test-deps bench
+.PHONY: demo test install install-test system-test-deps bench bench-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,17 @@ system-test-deps:
 test: install-test system-test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-## Run the benchmark suite and write docs/benchmarks.md.
-bench: install-test
-	$(BIN)/python -m bench
+## What the benchmark compares with, best effort: nginx and wrk from apt, LiteLLM in its own venv (rows whose
+## tool is missing are reported as not run; without wrk the asyncio load generator drives every point).
+LITELLM_VENV ?= /work/bench-venvs/litellm
+bench-deps:
+	@{ command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx wrk; } || echo "note: no nginx or wrk"
+	@test -x $(LITELLM_VENV)/bin/litellm || { $(PY) -m venv $(LITELLM_VENV) && \
+	  $(LITELLM_VENV)/bin/pip install -q 'litellm[proxy]'; } || echo "note: no LiteLLM; its rows are skipped"
+
+## Run the benchmark suite and write docs/benchmarks.md (about 12 minutes; `--quick` for a smoke run).
+bench: install-test bench-deps
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	BENCH_LITELLM_VENV=$(LITELLM_VENV) $(BIN)/python -m bench

@@ -152,6 +152,10 @@ class Evaluator(Protocol):
     turns exceptions and timeouts into error verdicts per `on_error`.
     `cache_context` returns the text the engine reads for an item: the cache key
     is built over it, so two items the engine cannot tell apart share a verdict.
+    Optional: cheap CPU-only engines may also offer `evaluate_sync(items) ->
+    list[Verdict] | None`, the same verdicts computed inline, or None when a
+    batch should take the async path; the proxy then calls them without a task
+    or a timer (see proxy/guard.py).
     """
 
     name: str

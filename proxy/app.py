@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
-import uuid
 from typing import Awaitable, Callable
 
 import structlog
@@ -14,9 +14,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy import handlers
-from proxy.config import Settings
-from proxy.errors import ProxyError, internal_error, invalid_api_key, method_not_allowed, not_found
-from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS
+from proxy.config import ServerConfig, Settings
+from proxy.connections import CONNECTIONS, Connections
+from proxy.errors import ProxyError, internal_error, invalid_api_key, method_not_allowed, not_found, shutting_down
+from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext
 from proxy.state import STATE, ProxyState
 
@@ -32,14 +33,19 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
     """Request id on every log line and response, client auth, OpenAI-shaped errors, request metrics."""
     started = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()  # uuid4().hex, cheaper
     structlog.contextvars.bind_contextvars(request_id=request_id)
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     headers = {"x-request-id": request_id}
     status = 500
     INFLIGHT.inc()
+    connections = request.app[CONNECTIONS]
+    connections.inflight += 1
     try:
         state: ProxyState = request.app[STATE]
+        if connections.draining:
+            headers["connection"] = "close"
+            raise shutting_down()
         if request.path not in _PUBLIC:
             principal = state.keyring.authenticate(request.headers.get("authorization"))
             if principal is None:
@@ -60,15 +66,19 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
         if exc.status == 405:
             return method_not_allowed(request.method).response(headers)
         return ProxyError(exc.status, exc.reason).response(headers)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         status = 499  # client closed the connection
         raise
+    except ConnectionResetError:  # the client went away mid-answer: nothing to send (aiohttp drops this one)
+        status = 499
+        return ProxyError(499, "The client closed the connection.", code="client_closed_request").response(headers)
     except Exception:
         log.exception("unhandled_error", route=route)
         return internal_error().response(headers)
     finally:
         INFLIGHT.dec()
-        REQUESTS.labels(route, str(status)).inc()
+        connections.inflight -= 1
+        child(REQUESTS, route, str(status)).inc()
         log.info("request", method=request.method, route=route, status=status,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))
         structlog.contextvars.unbind_contextvars("request_id")
@@ -100,6 +110,7 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
     """The proxy as an aiohttp app; its state starts and stops with the app."""
     app = web.Application(middlewares=[guardstream_middleware], client_max_size=settings.server.max_body_bytes)
     app[STATE] = state or ProxyState.build(settings)
+    app[CONNECTIONS] = Connections(settings.server.write_timeout_s, settings.server.stream_buffer_bytes)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_get("/v1/models", handlers.models)
@@ -110,20 +121,29 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await app[STATE].start()
+        await app[CONNECTIONS].start()
         yield
+        await app[CONNECTIONS].close()
         await app[STATE].close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
 
 
+def runner_options(server: ServerConfig) -> dict[str, object]:
+    """aiohttp server settings from config: timeouts and per-connection buffer caps (see docs/reliability.md)."""
+    return {"handler_cancellation": True, "access_log": None, "keepalive_timeout": server.keepalive_timeout_s,
+            "max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
+            "read_bufsize": server.read_bufsize}
+
+
 async def serve(settings: Settings, host: str, port: int, started: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT: then stop accepting, let in-flight requests finish, flush the audit sink."""
+    """Run until SIGTERM/SIGINT: then stop accepting, let in-flight requests finish until
+    `shutdown_grace_s`, end the streams still running cleanly, flush the audit sink."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=settings.server.shutdown_grace_s)
+    runner = web.AppRunner(app, shutdown_timeout=_AFTER_DEADLINE_S, **runner_options(settings.server))
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,5 +158,13 @@ async def serve(settings: Settings, host: str, port: int, started: asyncio.Event
     try:
         await stop.wait()
     finally:
-        log.info("shutting_down", grace_s=settings.server.shutdown_grace_s)
-        await runner.cleanup()
+        connections = app[CONNECTIONS]
+        log.info("shutting_down", grace_s=settings.server.shutdown_grace_s, inflight=connections.inflight,
+                 streams=connections.streams)
+        await site.stop()  # no new connections
+        await connections.drain(settings.server.shutdown_grace_s)
+        await runner.cleanup()  # closes idle connections, flushes the audit sink
+
+
+#: after the drain deadline, what is left (non-streaming requests) gets this long before being cancelled
+_AFTER_DEADLINE_S = 1.0

@@ -1,18 +1,15 @@
-"""Kafka audit sink: events to a topic (key = request id), spooled to disk while the broker is away.
+"""Kafka audit sink: events to a topic (key = request id), through an on-disk write-ahead log.
 
-kafka-python is synchronous, so everything Kafka happens on one dedicated sender thread; `emit` only
-appends to an in-memory queue and never blocks the event loop. The sender thread has two modes:
+`emit` appends the event to the log (`proxy/spool.py`) before it returns, on the caller's thread: a proxy
+killed at any moment afterwards, with the broker up or down, loses nothing. kafka-python is synchronous, so
+everything Kafka happens on one dedicated sender thread, which reads the log from the acknowledged position,
+sends a chunk (acks=all, idempotent, compressed), waits for the acks and commits the position. Records not
+acknowledged within `delivery_timeout_ms` mean the broker is away: the producer is dropped, events keep
+accumulating in the log, a background connect attempt runs with backoff, and once connected the sender goes
+on from the acknowledged position. A log left by an earlier process is sent first after a restart.
 
-- direct: take a batch from the queue, send it (acks=all, idempotent, compressed), wait for the acks.
-  Records not acknowledged within `delivery_timeout_ms` go to the spool, the producer is dropped, and
-  the sink switches to spooling.
-- spooling (broker unreachable, or anything left in the spool): new events are appended to the spool
-  behind older ones; a background connect attempt runs with backoff; once connected, the spool is
-  replayed in order, its offset committed after each acknowledged chunk, the file truncated when
-  empty, and the sink is back to direct. An existing spool is replayed first after a restart.
-
-Order is kept per partition (i.e. per request id), as Kafka defines it. Delivery is at least once:
-a chunk whose acknowledgement was lost is sent again, and consumers dedupe on `event_id`.
+Order is kept per partition (i.e. per request id), as Kafka defines it. Delivery is at least once: a chunk
+whose acknowledgement was lost is sent again, and consumers dedupe on `event_id`.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import json
 import socket
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +26,7 @@ from typing import Any
 import structlog
 from kafka.errors import MessageSizeTooLargeError
 
-from proxy.config import AuditConfig
+from proxy.config import AuditConfig, ConfigError
 from proxy.metrics import AUDIT_BROKER_UP, AUDIT_EVENTS, AUDIT_SPOOL_DEPTH
 from proxy.spool import FsyncPolicy, Spool
 
@@ -50,17 +46,23 @@ def _key_of(line: bytes) -> bytes:
 
 
 class KafkaAuditSink:
-    """Audit events to Kafka with a local spool for broker outages. See the module docstring."""
+    """Audit events to Kafka through a write-ahead log. See the module docstring.
+
+    `counts`: emitted (in the log), sent (acknowledged), replayed (acknowledged while catching up after an
+    outage or a restart), spooled (emitted while the broker was unreachable), dropped (log full or closed,
+    or an event the broker can never take).
+    """
 
     def __init__(self, bootstrap: str, topic: str, *, spool_dir: str | Path = "var/spool",
                  spool_fsync: FsyncPolicy = "batch", spool_max_mb: int = 1024, compression: str = "gzip",
                  delivery_timeout_ms: int = 5000, flush_timeout_s: float = 5.0,
                  security_protocol: str = "PLAINTEXT", ssl_cafile: str | None = None,
                  max_pending: int = 100_000, batch_size: int = 1000, linger_ms: int = 5,
-                 reconnect_max_s: float = 5.0) -> None:
+                 reconnect_max_s: float = 5.0, segment_mb: int = 64) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self._spool = Spool(spool_dir, topic, fsync=spool_fsync, max_bytes=spool_max_mb << 20)
+        self._spool = Spool(spool_dir, topic, fsync=spool_fsync, max_bytes=spool_max_mb << 20,
+                            segment_bytes=segment_mb << 20)
         self._compression = None if compression == "none" else compression
         self._delivery_timeout_ms = delivery_timeout_ms
         self._flush_timeout_s = flush_timeout_s
@@ -70,13 +72,13 @@ class KafkaAuditSink:
         self._linger_ms = linger_ms
         self._reconnect_max_s = reconnect_max_s
 
-        self._queue: deque[dict[str, Any]] = deque()
+        self._early: list[bytes] = []  # emitted before start() opened the log
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._close_deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._spool_ok = False
+        self._catching_up = False  # acks count as "replayed" until the log is drained
 
         self._producer: Any = None
         self._connector = ThreadPoolExecutor(1, thread_name_prefix="audit-kafka-connect")
@@ -85,6 +87,7 @@ class KafkaAuditSink:
         self._backoff = 0.25
         self._last_error: str | None = None
         self.counts = {"emitted": 0, "sent": 0, "spooled": 0, "replayed": 0, "dropped": 0}
+        self._metric = {outcome: AUDIT_EVENTS.labels(outcome) for outcome in self.counts}
 
     @classmethod
     def from_config(cls, cfg: AuditConfig) -> "KafkaAuditSink":
@@ -97,30 +100,62 @@ class KafkaAuditSink:
     # -- the event loop side -----------------------------------------------------------------------------
     @property
     def destination(self) -> str:
-        return f"kafka:{self.bootstrap}/{self.topic} (spool: {self._spool.path})"
+        return f"kafka:{self.bootstrap}/{self.topic} (write-ahead log: {self._spool.dir})"
 
     def emit(self, event: dict[str, Any]) -> None:
-        """Queue an event (the sink owns the dict from now on). Never blocks, never raises."""
+        """Append the event to the log, then wake the sender. Never raises; blocks only for a write(2)."""
         try:
-            if self._closed or len(self._queue) >= self._max_pending:
+            if self._closed:
                 self._count("dropped")
                 return
-            self._queue.append(event)
+            line = encode_event(event)[1] + b"\n"
+            if not self._spool.is_open:
+                if len(self._early) >= self._max_pending:
+                    self._count("dropped")
+                    return
+                self._early.append(line)
+            elif not self._spool.append([line]):
+                log.error("spool_full_dropping", limit_bytes=self._spool.max_bytes)
+                self._count("dropped")
+                return
             self._count("emitted")
-            self._wake.set()
-        except Exception:  # noqa: BLE001 - auditing must never break a request
-            pass
+            if self._producer is None:
+                self._count("spooled")
+            if not self._wake.is_set():
+                self._wake.set()
+        except Exception as exc:  # noqa: BLE001 - auditing must never break a request
+            log.error("audit_emit_failed", error=f"{type(exc).__name__}: {exc}")
+            self._count("dropped")
 
     async def start(self) -> None:
-        self._start_thread()
+        """Open the log (a config error when the directory is unusable) and start the sender."""
+        if self._thread is not None:
+            return
+        try:
+            await asyncio.to_thread(self._open_spool)
+        except OSError as exc:
+            raise ConfigError(f"audit.spool_dir: cannot use {self._spool.dir} for the audit log: {exc}") from None
+        self._thread = threading.Thread(target=self._run, name="audit-kafka-sender", daemon=True)
+        self._thread.start()
+
+    def _open_spool(self) -> None:
+        self._spool.open()
+        early, self._early = self._early, []
+        self._spool.append(early)
+        self._catching_up = self._spool.depth > 0
+        AUDIT_SPOOL_DEPTH.set(self._spool.depth)
 
     async def close(self) -> None:
-        """Send what is queued (bounded by `flush_timeout_s`), spool the rest, stop the thread."""
+        """Send what is in the log (bounded by `flush_timeout_s`); the rest waits there for the next start."""
         if self._closed:
             return
         self._closed = True
         self._close_deadline = time.monotonic() + self._flush_timeout_s
-        self._start_thread()
+        if self._thread is None:
+            try:
+                await self.start()
+            except ConfigError:
+                return
         self._stop.set()
         self._wake.set()
         assert self._thread is not None
@@ -129,38 +164,26 @@ class KafkaAuditSink:
     def state(self) -> dict[str, Any]:
         up = self._producer is not None
         return {"backend": "kafka", "ok": up, "broker_up": up, "topic": self.topic, "bootstrap": self.bootstrap,
-                "mode": "direct" if up and not self._spool.depth else "spooling",
+                "mode": "direct" if up else "spooling",
                 "spool_depth": self._spool.depth, "spool_bytes": self._spool.size_bytes,
-                "spool_path": str(self._spool.path), "pending": len(self._queue), "last_error": self._last_error,
-                **self.counts}
-
-    def _start_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="audit-kafka-sender", daemon=True)
-            self._thread.start()
+                "spool_path": str(self._spool.path), "pending": self._spool.depth + len(self._early),
+                "last_error": self._last_error, **self.counts}
 
     def _count(self, outcome: str, n: int = 1) -> None:
         if n:
             self.counts[outcome] += n
-            AUDIT_EVENTS.labels(outcome).inc(n)
+            self._metric[outcome].inc(n)
 
     # -- the sender thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            self._spool.open()
-            self._spool_ok = True
-        except OSError as exc:
-            log.error("spool_unusable", path=str(self._spool.path), error=str(exc))
-        AUDIT_SPOOL_DEPTH.set(self._spool.depth)
         AUDIT_BROKER_UP.set(0)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:
                     self._poll_connect()
-                    busy = self._step()
-                    if self._spool_ok:
-                        self._spool.tick()
+                    busy = self._producer is not None and self._spool.depth > 0 and self._send_chunk()
+                    self._spool.maintain()
                 except Exception:  # pragma: no cover - a bug must not stop auditing: reset and go on
                     log.exception("audit_sender_error")
                     self._drop_producer()
@@ -169,73 +192,20 @@ class KafkaAuditSink:
                 if not busy:
                     self._wake.wait(0.1 if self._producer is None else 0.5)
             self._shutdown()
-        except Exception:  # pragma: no cover - last resort at shutdown: keep what is queued
+        except Exception:  # pragma: no cover - last resort at shutdown: the log keeps everything
             log.exception("audit_shutdown_error")
-            self._spool_pending()
         finally:
-            if self._spool_ok:
-                self._spool.close()
+            self._spool.close()
             AUDIT_SPOOL_DEPTH.set(self._spool.depth)
 
-    def _step(self) -> bool:
-        """One unit of work; False when there was nothing to do."""
-        if self._producer is not None and not self._spool.depth:
-            batch = self._take(self._batch_size)
-            if not batch:
-                return False
-            self._send_direct(batch)
-            return True
-        spooled = self._spool_pending()
-        if self._producer is not None and self._spool.depth:
-            self._replay_chunk()
-            return True
-        return spooled > 0
-
-    def _take(self, n: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while self._queue and len(out) < n:
-            out.append(self._queue.popleft())
-        return out
-
-    def _spool_pending(self) -> int:
-        """Move the whole queue into the spool (behind what is there)."""
-        total = 0
-        while batch := self._take(self._batch_size):
-            total += self._spool_items([encode_event(e) for e in batch])
-        return total
-
-    def _spool_items(self, items: list[_Item]) -> int:
-        if not self._spool_ok:
-            self._count("dropped", len(items))
-            return 0
-        try:
-            written = self._spool.append([value + b"\n" for _, value in items])
-        except OSError as exc:
-            log.error("spool_write_failed", error=str(exc), events=len(items))
-            written = 0
-        self._count("spooled", written)
-        if written < len(items):
-            log.error("spool_full_dropping", dropped=len(items) - written, limit_bytes=self._spool.max_bytes)
-            self._count("dropped", len(items) - written)
-        return written
-
-    def _send_direct(self, batch: list[dict[str, Any]]) -> None:
-        items = [encode_event(e) for e in batch]
-        try:
-            status = self._send_and_wait(items)
-        except Exception:  # pragma: no cover - a bug: keep the batch, not the producer
-            log.exception("audit_send_error")
-            self._drop_producer()
-            status = [_RETRY] * len(items)
-        self._count("sent", status.count(_OK))
-        self._count("dropped", status.count(_DROP))
-        self._spool_items([item for item, st in zip(items, status) if st == _RETRY])
-
-    def _replay_chunk(self) -> None:
+    def _send_chunk(self) -> bool:
+        """Send the next chunk of the log and commit what was acknowledged; False when nothing was."""
+        if self._spool.fsync == "always":
+            self._spool.maintain()  # fsync before anything leaves the machine
         lines, ends = self._spool.read(self._batch_size)
-        if not lines:  # depth and file disagree (should not happen): trust the file
-            self._spool.commit(self._spool.size_bytes, self._spool.depth)
-            return
+        if not lines:
+            self._spool.maintain()
+            return False
         items: list[_Item | None] = []
         for line in lines:
             try:
@@ -248,10 +218,12 @@ class KafkaAuditSink:
         acked = status.index(_RETRY) if _RETRY in status else len(status)  # stop at the first unacknowledged
         if acked:
             self._spool.commit(ends[acked - 1], acked)
-            self._count("replayed", status[:acked].count(_OK))
+            self._count("replayed" if self._catching_up else "sent", status[:acked].count(_OK))
             self._count("dropped", status[:acked].count(_DROP))
-        if not self._spool.depth:
+        if self._catching_up and not self._spool.depth:
+            self._catching_up = False
             log.info("spool_drained", replayed=self.counts["replayed"])
+        return acked > 0
 
     def _send_and_wait(self, items: list[_Item]) -> list[str]:
         """Send in order, wait for the acks (delivery timeout, or the close deadline): per item ok/retry/drop.
@@ -307,7 +279,7 @@ class KafkaAuditSink:
             reconnect_backoff_max_ms=1000, client_id="guardstream-audit", batch_size=256 * 1024, **self._security)
 
     def _poll_connect(self) -> None:
-        if self._producer is not None or self._stop.is_set():
+        if self._producer is not None:
             return
         now = time.monotonic()
         if self._connecting is None:
@@ -334,27 +306,28 @@ class KafkaAuditSink:
         if producer is None:
             return
         AUDIT_BROKER_UP.set(0)
+        self._catching_up = True
         self._next_connect = time.monotonic() + self._backoff
         log.warning("kafka_unavailable_spooling", bootstrap=self.bootstrap, error=self._last_error)
         _hard_close(producer)
 
     def _shutdown(self) -> None:
-        """Closing: send what we can until the deadline, spool the rest."""
-        while self._queue and self._producer is not None and time.monotonic() < self._close_deadline:
-            if self._spool.depth:
-                self._spool_pending()
-                self._replay_chunk()
-            else:
-                self._send_direct(self._take(self._batch_size))
-        while self._producer is not None and self._spool.depth and time.monotonic() < self._close_deadline:
-            self._replay_chunk()
-        self._spool_pending()
+        """Closing: send what we can until the deadline; the log keeps the rest for the next start."""
+        while self._spool.depth and time.monotonic() < self._close_deadline:
+            if self._producer is not None:
+                self._send_chunk()
+                continue
+            if self._connecting is None and self._next_connect >= self._close_deadline:
+                break
+            self._poll_connect()
+            time.sleep(0.02)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             _hard_close(producer, max(0.0, self._close_deadline - time.monotonic()))
         if self._connecting is not None:  # a connect attempt still running: close what it makes
             self._connecting.add_done_callback(lambda f: f.exception() is None and _hard_close(f.result()))
         self._connector.shutdown(wait=False, cancel_futures=True)
+        self._spool.sync()
         AUDIT_BROKER_UP.set(0)
         log.info("audit_closed", **self.counts, spool_depth=self._spool.depth)
 

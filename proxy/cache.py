@@ -8,6 +8,7 @@ future and get a copy marked `cached=True`. The Redis backend lives in `proxy/ca
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
@@ -15,7 +16,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from evaluators.base import EvalItem, Evaluator, Verdict
 from proxy.config import CacheConfig
-from proxy.metrics import CACHE_LOOKUPS
+from proxy.metrics import CACHE_LOOKUPS, child
 
 Compute = Callable[[], Awaitable[Verdict]]
 
@@ -63,12 +64,12 @@ class CoalescingCache:
         while True:
             hit = self._fast_lookup(key)
             if hit is not None:
-                CACHE_LOOKUPS.labels(self.backend, "hit").inc()
+                child(CACHE_LOOKUPS, self.backend, "hit").inc()
                 return _as_cached(hit)
             pending = self._inflight.get(key)
             if pending is None:
                 return await self._lead(key, compute, ttl_s)
-            CACHE_LOOKUPS.labels(self.backend, "coalesced").inc()
+            child(CACHE_LOOKUPS, self.backend, "coalesced").inc()
             try:
                 return _as_cached(await asyncio.shield(pending))
             except asyncio.CancelledError:
@@ -138,16 +139,16 @@ class MemoryVerdictCache(CoalescingCache):
             self._entries.popitem(last=False)
 
     async def _resolve(self, key: str, compute: Compute, ttl_s: int) -> Verdict:
-        CACHE_LOOKUPS.labels(self.backend, "miss").inc()
+        child(CACHE_LOOKUPS, self.backend, "miss").inc()
         verdict = await compute()
         self._store(key, verdict, ttl_s)
         return verdict
 
 
 def _as_cached(verdict: Verdict) -> Verdict:
-    copy = Verdict.from_dict(verdict.to_dict())
-    copy.cached = True
-    return copy
+    """A copy marked cached: its lists are copied, its findings (frozen) shared."""
+    return dataclasses.replace(verdict, cached=True, categories=list(verdict.categories),
+                               findings=list(verdict.findings))
 
 
 def build_cache(cfg: CacheConfig) -> VerdictCache:

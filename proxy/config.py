@@ -98,6 +98,7 @@ class UpstreamConfig(Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=120.0, gt=0, description="max wait for the next byte")
     pool_size: int = Field(default=256, gt=0)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="larger non-streamed answers: 502")
 
     def resolved_api_key(self) -> str | None:
         if self.api_key_env:
@@ -106,12 +107,23 @@ class UpstreamConfig(Strict):
 
 
 class ServerConfig(Strict):
+    """The listening side: limits on what a client may send, and how long it may take."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_messages: int = Field(default=2048, gt=0)
     max_n: int = Field(default=8, gt=0)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM: in-flight streams get this long")
+    keepalive_timeout_s: float = Field(default=75.0, gt=0, description=(
+        "idle connection closed after this; also bounds a request's headers (slowloris)"))
+    body_timeout_s: float = Field(default=30.0, gt=0, description="the whole request body within this, else 408")
+    write_timeout_s: float = Field(default=60.0, gt=0, description=(
+        "a streaming client that accepts no bytes for this long is disconnected"))
+    max_header_bytes: int = Field(default=8190, ge=1024, description="longest request line / header field")
+    read_bufsize: int = Field(default=64 * 1024, ge=1024, description="per-connection read buffer (back-pressure)")
+    stream_buffer_bytes: int = Field(default=64 * 1024, ge=0, description=(
+        "kernel send buffer per stream (SO_SNDBUF, doubled by Linux; 0: autotuned): bounds read-ahead"))
 
 
 class CacheConfig(Strict):

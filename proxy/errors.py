@@ -43,6 +43,16 @@ def body_too_large(limit: int) -> ProxyError:
     return ProxyError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
 
 
+def request_timeout(seconds: float) -> ProxyError:
+    return ProxyError(408, f"Timed out reading the request body: it must arrive within {seconds:g} s.",
+                      code="request_timeout")
+
+
+def shutting_down() -> ProxyError:
+    return ProxyError(503, "The proxy is shutting down; retry on another instance.", type="api_error",
+                      code="server_shutting_down")
+
+
 def upstream_unreachable() -> ProxyError:
     return ProxyError(502, "The upstream model server could not be reached.", type="api_error",
                       code="upstream_unreachable")

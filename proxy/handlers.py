@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.errors import body_too_large, content_filtered, upstream_bad_response, bad_request
-from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY
+from proxy.connections import CONNECTIONS
+from proxy.errors import bad_request, body_too_large, content_filtered, request_timeout, upstream_bad_response
+from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
 from proxy.policy import Decision
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
@@ -20,16 +21,23 @@ from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, expected_choices
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The request body as JSON: 413 over the limit, 400 when it is not JSON."""
+async def read_json(request: web.Request, limit: int, timeout_s: float | None = None) -> Any:
+    """The request body, raw and decoded: 413 over the limit, 408 when it is not all there within `timeout_s`
+    (a slowloris body), 400 when it is not JSON."""
     if request.content_length is not None and request.content_length > limit:
         raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
     try:
-        raw = await request.content.read(limit + 1)
-    except asyncio.TimeoutError:
-        raise bad_request("Timed out reading the request body.") from None
-    if len(raw) > limit:
-        raise body_too_large(limit)
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise body_too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise request_timeout(timeout_s or 0) from None
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
         return raw, json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -49,7 +57,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     state: ProxyState = request.app[STATE]
     ctx: RequestContext = request[CTX]
     settings = state.settings
-    raw, body = await read_json(request, settings.server.max_body_bytes)
+    raw, body = await read_json(request, settings.server.max_body_bytes, settings.server.body_timeout_s)
     parsed = parse_request(route.request_model, body)
     check_limits(parsed.n, route.count_messages(body), settings.server.max_n, settings.server.max_messages)
     ctx.model = parsed.model
@@ -58,7 +66,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     conversation = route.conversation(body)
 
     items = route.input_items(body)
-    decisions = await asyncio.gather(*(state.guard.check(policy_name, item) for item in items)) if items else []
+    decisions = await _check_all(state, policy_name, items)
     for decision in decisions:
         state.recorder.record(ctx, decision, conversation, None, latency_ms=decision.latency_ms)
     blocked = next((d for d in decisions if d.blocks), None)
@@ -74,7 +82,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     headers = state.upstream.headers(request.headers, ctx.request_id)
     started = time.perf_counter()
     upstream = await state.upstream.request("POST", route.path, raw, headers)
-    UPSTREAM_LATENCY.labels(route.name).observe(time.perf_counter() - started)
+    child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
     if parsed.stream and upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", ""):
         return await _relay_stream(request, state, ctx, route, policy_name, conversation, upstream,
                                    expected_choices(route, body, parsed.n))
@@ -86,8 +94,15 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     if upstream.status != 200:
         return _relay_verbatim(upstream, payload)
     answer = await _guard_answer(state, ctx, route, policy_name, conversation, payload)
-    PROXY_OVERHEAD.labels(route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
+    child(PROXY_OVERHEAD, route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
     return answer
+
+
+async def _check_all(state: ProxyState, policy_name: str, items: list[Any]) -> list[Decision]:
+    """Judge items concurrently; a single item (the usual case) is awaited directly, without a task."""
+    if len(items) == 1:
+        return [await state.guard.check(policy_name, items[0])]
+    return list(await asyncio.gather(*(state.guard.check(policy_name, item) for item in items)))
 
 
 def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
@@ -109,8 +124,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
     policy = state.settings.policies[policy_name]
     texts = [route.choice_text(c) if isinstance(c, dict) else "" for c in choices]
-    decisions: list[Decision] = await asyncio.gather(
-        *(state.guard.check(policy_name, route.output_item(conversation, text)) for text in texts))
+    decisions = await _check_all(state, policy_name, [route.output_item(conversation, text) for text in texts])
     changed = False
     for choice, text, decision in zip(choices, texts, decisions):
         index = choice.get("index") if isinstance(choice, dict) else None
@@ -142,7 +156,7 @@ async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestCon
         relay = StreamRelay(route=route, guard=state.guard, recorder=state.recorder, ctx=ctx,
                             policy_name=policy_name, conversation=conversation, upstream=upstream, client=client,
                             choices=choices)
-        await relay.run()
+        await request.app[CONNECTIONS].relay(request, client, relay.run())
         await client.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         upstream.close()  # client went away: stop the generation upstream

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -25,6 +28,9 @@ PROXY_OVERHEAD = Histogram("guardstream_proxy_overhead_seconds",
 UPSTREAM_ERRORS = Counter("guardstream_upstream_errors_total", "Upstream failures by kind", ["kind"],
                           registry=REGISTRY)
 INFLIGHT = Gauge("guardstream_inflight_requests", "Requests being served", registry=REGISTRY)
+SLOW_CLIENT_DISCONNECTS = Counter("guardstream_slow_client_disconnects_total",
+                                  "Streaming clients disconnected for accepting no bytes for write_timeout_s",
+                                  registry=REGISTRY)
 
 # -- evaluators ---------------------------------------------------------------
 EVALUATOR_LATENCY = Histogram("guardstream_evaluator_latency_seconds", "Evaluator latency (cache misses)",
@@ -49,3 +55,12 @@ AUDIT_EVENTS = Counter("guardstream_audit_events_total", "Audit events by outcom
                        "written, dropped)", ["outcome"], registry=REGISTRY)
 AUDIT_SPOOL_DEPTH = Gauge("guardstream_audit_spool_depth", "Events waiting in the local spool", registry=REGISTRY)
 AUDIT_BROKER_UP = Gauge("guardstream_audit_broker_up", "1 when the Kafka broker is reachable", registry=REGISTRY)
+
+
+@lru_cache(maxsize=4096)
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, remembered: labels() takes a lock and builds tuples on every call.
+
+    For the per-request hot path; label values there are few (routes, statuses, evaluators, stages).
+    """
+    return metric.labels(*labels)

@@ -16,6 +16,15 @@ _ERROR = {
 }
 
 
+#: one server-sent event of a streamed answer (Open API 3.1: a text/event-stream `schema` describes each event)
+_STREAM_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "a chunk object as JSON, an error object, or [DONE]"},
+                   "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}},
+}
+
+
 def _error_responses(*statuses: int) -> dict[str, Any]:
     return {str(s): {"description": "OpenAI-shaped error",
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -30,8 +39,8 @@ def _generation(schema_name: str, summary: str) -> dict[str, Any]:
         "responses": {
             "200": {"description": "The upstream's answer (JSON, or text/event-stream when stream is true)",
                     "content": {"application/json": {"schema": {"type": "object"}},
-                                "text/event-stream": {"schema": {"type": "string"}}}},
-            **_error_responses(400, 401, 413, 502, 504),
+                                "text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}}}},
+            **_error_responses(400, 401, 408, 413, 502, 503, 504),
         },
     }}
 
@@ -40,7 +49,7 @@ def _generation(schema_name: str, summary: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     chat = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     completion = CompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas: dict[str, Any] = {"Error": _ERROR}
+    schemas: dict[str, Any] = {"Error": _ERROR, "StreamEvent": _STREAM_EVENT}
     for schema in (chat, completion):
         schemas.update(schema.pop("$defs", {}))
     schemas["ChatCompletionRequest"] = chat
@@ -53,7 +62,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/chat/completions": _generation("ChatCompletionRequest", "Guarded chat completion"),
             "/v1/completions": _generation("CompletionRequest", "Guarded legacy completion"),
             "/v1/models": {"get": {"responses": {"200": {"description": "The upstream's model list"},
-                                                 **_error_responses(401, 502, 504)}}},
+                                                 **_error_responses(401, 502, 503, 504)}}},
             "/healthz": simple,
             "/readyz": simple,
         },

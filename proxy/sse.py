@@ -23,16 +23,20 @@ class SSEEvent:
 
 
 class SSEParser:
-    """Splits a byte stream into events at blank lines; tolerant of \\r\\n and of events split across reads."""
+    """Splits a byte stream into events at blank lines; tolerant of \\r\\n, \\r and of events split across reads
+    (a \\r at the end of a read waits for the next one: it may be half of a \\r\\n).
+
+    `feed` raises ValueError, and nothing else, when an event grows past `max_event_bytes`."""
 
     def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
         self._buffer = bytearray()
         self._max = max_event_bytes
+        self._cr = False  # the buffer ends with a \\r not yet normalised
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         self._buffer += chunk
-        if b"\r" in chunk:
-            self._buffer[:] = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._cr or b"\r" in chunk:
+            self._normalise(final=False)
         events: list[SSEEvent] = []
         while True:
             end = self._buffer.find(b"\n\n")
@@ -45,14 +49,26 @@ class SSEParser:
             raise ValueError(f"SSE event larger than {self._max} bytes")
         return events
 
+    def _normalise(self, final: bool) -> None:
+        keep = not final and self._buffer.endswith(b"\r")
+        body = bytes(self._buffer[:-1] if keep else self._buffer)
+        self._buffer[:] = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if keep else b"")
+        self._cr = keep
+
     def flush(self) -> list[SSEEvent]:
         """Whatever is left when the stream ends (an event without its final blank line)."""
-        if not self._buffer.strip():
-            self._buffer.clear()
-            return []
-        raw = bytes(self._buffer) + b"\n\n"
+        if self._cr:
+            self._normalise(final=True)
+        events: list[SSEEvent] = []
+        while (end := self._buffer.find(b"\n\n")) >= 0:  # a trailing \\r completed a blank line
+            raw = bytes(self._buffer[: end + 2])
+            del self._buffer[: end + 2]
+            events.append(SSEEvent(raw, _data_of(raw)))
+        if self._buffer.strip():
+            raw = bytes(self._buffer).rstrip(b"\n") + b"\n\n"
+            events.append(SSEEvent(raw, _data_of(raw)))
         self._buffer.clear()
-        return [SSEEvent(raw, _data_of(raw))]
+        return events
 
 
 def _data_of(raw: bytes) -> str | None:

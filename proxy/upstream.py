@@ -10,7 +10,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig
-from proxy.errors import ProxyError, upstream_timeout, upstream_unreachable
+from proxy.errors import ProxyError, upstream_bad_response, upstream_timeout, upstream_unreachable
 from proxy.metrics import UPSTREAM_ERRORS
 
 #: client request headers forwarded upstream; everything else (cookies, auth, hop-by-hop, Host) is dropped
@@ -34,6 +34,7 @@ class Upstream:
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         self._api_key = cfg.resolved_api_key()
+        self._key_bytes = self._api_key.encode() if self._api_key and len(self._api_key) >= 8 else None
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -85,14 +86,35 @@ class Upstream:
             raise upstream_unreachable() from None
 
     async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole (non-streamed) answer: at most `max_response_bytes`, the upstream key scrubbed out."""
+        limit = self.cfg.max_response_bytes
         try:
-            return await response.read()
+            if response.content_length is not None:
+                if response.content_length > limit:
+                    raise _too_large(limit)
+                body = await response.read()
+            else:
+                chunks, size = [], 0
+                while chunk := await response.content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+                body = b"".join(chunks)
         except asyncio.TimeoutError:
             UPSTREAM_ERRORS.labels("timeout").inc()
             raise upstream_timeout() from None
         except aiohttp.ClientError:
             UPSTREAM_ERRORS.labels("disconnected").inc()
             raise upstream_unreachable() from None
+        if self._key_bytes is not None and self._key_bytes in body:  # an upstream echoing our key back
+            body = body.replace(self._key_bytes, b"[upstream key redacted]")
+        return body
+
+
+def _too_large(limit: int) -> ProxyError:
+    UPSTREAM_ERRORS.labels("too_large").inc()
+    return upstream_bad_response(f"the answer is larger than {limit} bytes")
 
 
 def relayed_headers(response: aiohttp.ClientResponse) -> dict[str, str]:

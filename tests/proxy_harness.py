@@ -13,7 +13,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 
 from aiohttp import web
 
-from proxy.app import create_app
+from proxy.app import create_app, runner_options
 from proxy.config import Settings
 from proxy.demo_upstream import DemoUpstream
 from proxy.state import STATE, ProxyState
@@ -50,7 +50,7 @@ class ProxyHarness:
         self.settings.upstream.url = self.upstream_url
         app = create_app(self.settings)
         self.state = app[STATE]
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
+        runner = web.AppRunner(app, shutdown_timeout=2, **runner_options(self.settings.server))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

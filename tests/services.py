@@ -106,10 +106,12 @@ def start_redis() -> ManagedServer:
     return server
 
 
-def start_kafka() -> ManagedServer:
+def start_kafka(advertised_port: int | None = None) -> ManagedServer:
+    """A tansu broker; `advertised_port`: clients are told to connect there (a relay in front, tests/netfault.py)."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    advertised = f"tcp://127.0.0.1:{advertised_port}" if advertised_port else url
+    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
             "--storage-engine", f"memory://tansu-{uuid.uuid4().hex[:8]}/"]
     server = ManagedServer(argv, port)
     server.start()

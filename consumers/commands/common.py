@@ -25,3 +25,19 @@ def stop_on_signals(stop: threading.Event) -> None:
     """SIGINT/SIGTERM set `stop` (main thread only)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+
+
+def run_consumer_beside(app: Any, thread: threading.Thread | None, stop: threading.Event) -> None:
+    """Start the consumer thread with the web app and stop it (bounded wait) when the app shuts down."""
+
+    async def start_consumer(_app: Any) -> None:
+        if thread:
+            thread.start()
+
+    async def stop_consumer(_app: Any) -> None:
+        stop.set()
+        if thread and thread.is_alive():
+            thread.join(timeout=15)
+
+    app.on_startup.append(start_consumer)
+    app.on_cleanup.append(stop_consumer)

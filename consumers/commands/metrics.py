@@ -11,7 +11,7 @@ import argparse
 import sys
 import threading
 
-from consumers.commands.common import add_db_arguments, stop_on_signals
+from consumers.commands.common import add_db_arguments, run_consumer_beside, stop_on_signals
 from consumers.kafka import add_kafka_arguments
 
 
@@ -51,17 +51,7 @@ def run(args: argparse.Namespace) -> int:
         thread = threading.Thread(target=consumer.run, args=(stop,), name="metrics-consumer",
                                   daemon=True) if consumer else None
 
-        async def start(_app: web.Application) -> None:
-            if thread:
-                thread.start()
-
-        async def stop_consumer(_app: web.Application) -> None:
-            stop.set()
-            if thread and thread.is_alive():
-                thread.join(timeout=15)
-
-        app.on_startup.append(start)
-        app.on_cleanup.append(stop_consumer)
+        run_consumer_beside(app, thread, stop)
         print(f"guardstream metrics: dashboard on http://{args.host}:{args.port}/", flush=True)
         web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
         return 0

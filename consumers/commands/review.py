@@ -12,7 +12,7 @@ import argparse
 import sys
 import threading
 
-from consumers.commands.common import add_db_arguments, stop_on_signals
+from consumers.commands.common import add_db_arguments, run_consumer_beside, stop_on_signals
 from consumers.kafka import add_kafka_arguments
 
 
@@ -109,17 +109,7 @@ def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
     state = (lambda: {"consumer": consumer.state()}) if consumer else None
     app = create_app(store, state=state, secure_cookies=args.secure_cookies)
 
-    async def start_consumer(_app: web.Application) -> None:
-        if thread:
-            thread.start()
-
-    async def stop_consumer(_app: web.Application) -> None:
-        stop.set()
-        if thread and thread.is_alive():
-            thread.join(timeout=15)
-
-    app.on_startup.append(start_consumer)
-    app.on_cleanup.append(stop_consumer)
+    run_consumer_beside(app, thread, stop)
     print(f"guardstream review: UI on http://{args.host}:{args.port}/ "
           f"({'consuming ' + args.topic if consumer else 'not consuming'})", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)

@@ -67,6 +67,8 @@ def dashboard() -> dict[str, Any]:
               "s", 12, 18),
         panel("Upstream errors", [(f"sum by (kind) (rate(guardstream_upstream_errors_total[{RATE}]))", "{{kind}}")],
               "ops", 0, 26),
+        panel("Slow clients disconnected", [(f"rate(guardstream_slow_client_disconnects_total[{RATE}])", "stalled")],
+              "ops", 12, 26, description="Streaming clients that accepted no bytes for server.write_timeout_s"),
         row("Evaluators", 34),
         panel("Evaluator latency p95 (cache misses)",
               [(f"histogram_quantile(0.95, sum by (le, evaluator, stage) "

@@ -69,11 +69,18 @@ class RuleEvaluator(BaseEvaluator):
             findings=findings,
         )
 
-    async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
+    def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
+        """Judge inline (the proxy then needs no task or timer); None for batches too big for the loop."""
         texts = [item.text for item in items]
-        if sum(len(t) for t in texts) <= self.inline_max_chars:
-            return [self.judge(t) for t in texts]
-        return await asyncio.to_thread(lambda: [self.judge(t) for t in texts])
+        if sum(len(t) for t in texts) > self.inline_max_chars:
+            return None
+        return [self.judge(t) for t in texts]
+
+    async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
+        verdicts = self.evaluate_sync(items)
+        if verdicts is not None:
+            return verdicts
+        return await asyncio.to_thread(lambda: [self.judge(item.text) for item in items])
 
     def cache_context(self, item: EvalItem) -> str:
         return item.text

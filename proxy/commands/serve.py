@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.logging)
     describe_startup(settings, args.config)
     _install_uvloop()
-    asyncio.run(serve(settings, settings.server.host, settings.server.port))
+    try:
+        asyncio.run(serve(settings, settings.server.host, settings.server.port))
+    except ConfigError as exc:  # found at start-up, e.g. an unusable audit.spool_dir
+        print(f"guardstream: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -56,7 +60,7 @@ def describe_startup(settings: object, config_path: str | None) -> None:
     assert isinstance(settings, Settings)
     lines = [
         f"guardstream: policy from {config_path or 'the built-in default policy'}",
-        f"guardstream: upstream {settings.upstream.url}",
+        f"guardstream: upstream {_safe_url(settings.upstream.url)}",
         "guardstream: verdict cache " + (f"Redis at {_safe_url(settings.cache.redis_url)}" if settings.cache.redis_url
                                          else "in memory (no Redis configured)"),
         "guardstream: audit events " + (f"to Kafka {settings.audit.kafka_bootstrap}, topic {settings.audit.topic}"

@@ -1,0 +1,135 @@
+"""CPU microseconds per request of the proxy path, in one process: steadier than the suite on a busy machine.
+
+    python -m bench.hotpath [--requests 4000] [--concurrency 16] [--repeat 3]
+
+Upstream (`DemoUpstream`), proxy and an aiohttp client share one uvloop event
+loop; the process's CPU time per request is measured for the minimal
+pass-through and for guardstream rows (no evaluators, rules, rules behind
+cache hits). Client and upstream cost the same in every variant, so the
+differences are the proxies' own costs. Best of `--repeat` runs. This is the
+tool behind the before/after numbers of the hot-path fixes (docs/benchmarks.md,
+"Profile").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from bench import passthrough
+from bench._loop import install_uvloop
+from bench.load import BodyMaker, LoadSpec
+from bench.targets import BENCH_KEY, Env, Placement, Row, guardstream_config
+from bench.upstream import fixed_answer
+
+VARIANTS = {
+    "guardstream-none": Row("guardstream-none", "guardstream", "", guard="none"),
+    "guardstream-rules": Row("guardstream-rules", "guardstream", "", guard="rules"),
+    "guardstream-cache": Row("guardstream-cache", "guardstream", "", guard="cache"),
+}
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+async def _drive(url: str, key: str | None, unique: bool, requests: int, concurrency: int) -> float:
+    """CPU seconds per request for `requests` requests at `concurrency`."""
+    spec = LoadSpec(url=url, concurrency=concurrency, duration_s=0, unique=unique)
+    bodies = BodyMaker(spec)
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    left = requests
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with session.post(url, data=bodies.next(), headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+
+        left = concurrency * 20  # warm-up
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        left = requests
+        started = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return (time.process_time() - started) / requests
+
+
+async def measure(variants: list[str], requests: int, concurrency: int, repeat: int) -> dict[str, float]:
+    from proxy.app import create_app
+    from proxy.config import Settings
+    from proxy.demo_upstream import DemoUpstream
+    from proxy.logs import configure_logging
+
+    text = fixed_answer(1024)
+    upstream = DemoUpstream(answer=lambda body: text, record=False)
+    up_runner, up_url = await upstream.start()
+    workdir = Path(tempfile.mkdtemp(prefix="guardstream-hotpath-"))
+    env = Env(workdir=workdir, upstream_url=up_url, placement=Placement(None, None, None))
+    targets: dict[str, tuple[str, str | None, bool]] = {"direct": (up_url, None, True)}
+    runners = [up_runner]
+    try:
+        runner, url = await _serve(passthrough.create_app(up_url))
+        runners.append(runner)
+        targets["passthrough"] = (url, None, True)
+        for name in variants:
+            row = VARIANTS[name]
+            cfg, _ = guardstream_config(row, env, 0)
+            settings = Settings.model_validate(cfg)
+            configure_logging(settings.logging)
+            runner, url = await _serve(create_app(settings))
+            runners.append(runner)
+            targets[name] = (url, BENCH_KEY, row.unique)
+        # rounds over all targets, best per target: drift on a busy machine hits every target alike
+        best = {name: float("inf") for name in targets}
+        for _ in range(repeat):
+            for name, (url, key, unique) in targets.items():
+                cost = await _drive(url + "/v1/chat/completions", key, unique, requests, concurrency)
+                best[name] = min(best[name], cost)
+        out = best
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    install_uvloop()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    result = asyncio.run(measure(args.variants.split(","), args.requests, args.concurrency, args.repeat))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    floor = result["direct"]
+    print(f"{'variant':<22}{'CPU us/req':>12}{'proxy us/req':>14}{'x pass-through':>16}")
+    base = result["passthrough"] - floor
+    for name, value in result.items():
+        own = value - floor
+        ratio = f"{own / base:.2f}" if name != "direct" else ""
+        print(f"{name:<22}{value * 1e6:>12.1f}{own * 1e6:>14.1f}{ratio:>16}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The guard's inline path: engines with `evaluate_sync` are judged without a task or a timer, same outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Sequence
+
+from evaluators.base import BaseEvaluator, EvalItem, Turn, Verdict
+from evaluators.rules.secrets import SecretsEvaluator
+from proxy.cache import MemoryVerdictCache
+from proxy.config import Settings
+from proxy.demo_upstream import DEMO_PRIVATE_KEY
+from proxy.guard import Guard
+
+
+class SyncWord(BaseEvaluator):
+    """Unsafe on a word; judges inline unless the text is long (then the async path is wanted)."""
+
+    version = "1"
+
+    def __init__(self, name: str, word: str = "bad", fail: bool = False) -> None:
+        self.name, self.word, self.fail = name, word, fail
+        self.sync_calls = self.async_calls = 0
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    def _judge(self, item: EvalItem) -> Verdict:
+        if self.fail:
+            raise RuntimeError("engine broke")
+        hit = self.word in item.text
+        return Verdict(safe=not hit, evaluator=self.name, version=self.version, categories=["blocklist"] if hit else [])
+
+    def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
+        self.sync_calls += 1
+        if any(len(i.text) > 100 for i in items):
+            return None
+        self.tasks.append(asyncio.current_task())
+        return [self._judge(i) for i in items]
+
+    async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
+        self.async_calls += 1
+        self.tasks.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        return [self._judge(i) for i in items]
+
+
+def guard_for(evaluators: dict[str, Any], cache: bool = False, on_error: str = "fail_open") -> Guard:
+    settings = Settings.model_validate({
+        "evaluators": {n: {"type": "x", "on_error": on_error, "cache": cache} for n in evaluators},
+        "policies": {"default": {"input": {"evaluators": list(evaluators)}, "actions": {"default": "block"}}},
+    })
+    return Guard(settings, evaluators, MemoryVerdictCache())
+
+
+def item(text: str) -> EvalItem:
+    return EvalItem((Turn("user", text),), "input")
+
+
+async def test_sync_engines_run_inline_in_the_callers_task() -> None:
+    a, b = SyncWord("a"), SyncWord("b", word="worse")
+    guard = guard_for({"a": a, "b": b})
+    decision = await guard.check("default", item("a bad prompt"))
+    assert decision.action == "block" and decision.categories == ["blocklist"]
+    assert [v.evaluator for v in decision.verdicts] == ["a", "b"]
+    assert (a.sync_calls, a.async_calls, b.async_calls) == (1, 0, 0)
+    assert a.tasks == [asyncio.current_task()]  # no task of its own
+    assert all(v.latency_ms >= 0 and not v.cached for v in decision.verdicts)
+
+
+async def test_none_from_evaluate_sync_takes_the_async_path() -> None:
+    a, b = SyncWord("a"), SyncWord("b")
+    decision = await guard_for({"a": a, "b": b}).check("default", item("x" * 200 + " bad"))
+    assert decision.action == "block"
+    assert (a.sync_calls, a.async_calls, b.async_calls) == (1, 1, 1)
+    assert asyncio.current_task() not in a.tasks + b.tasks  # gathered in tasks of their own, as before
+
+
+async def test_inline_engine_failure_follows_on_error() -> None:
+    broken = SyncWord("broken", fail=True)
+    opened = await guard_for({"broken": broken}).check("default", item("fine"))
+    assert opened.action == "allow" and opened.failed_open == ["broken"]
+    assert opened.verdicts[0].error == "RuntimeError: engine broke"
+    closed = await guard_for({"broken": SyncWord("broken", fail=True)}, on_error="fail_closed").check(
+        "default", item("fine"))
+    assert closed.blocks and closed.categories == ["evaluator_error"]
+
+
+async def test_cached_engines_keep_the_cache_path() -> None:
+    a = SyncWord("a")
+    guard = guard_for({"a": a}, cache=True)
+    first = await guard.check("default", item("same text"))
+    second = await guard.check("default", item("same text"))
+    assert a.sync_calls == 0 and a.async_calls == 1
+    assert not first.verdicts[0].cached and second.verdicts[0].cached
+
+
+async def test_rule_engines_offer_the_inline_path_and_agree_with_evaluate() -> None:
+    engine = SecretsEvaluator("secrets", {})
+    items = [item("nothing here"), item("the deploy key:\n" + DEMO_PRIVATE_KEY)]
+    inline = engine.evaluate_sync(items)
+    assert inline is not None
+    awaited = await engine.evaluate(items)
+    assert [(v.safe, v.categories) for v in inline] == [(v.safe, v.categories) for v in awaited] == [
+        (True, []), (False, ["secret"])]
+    big = SecretsEvaluator("secrets", {"inline_max_chars": 10})
+    assert big.evaluate_sync(items) is None
+    assert [v.safe for v in await big.evaluate(items)] == [True, False]
