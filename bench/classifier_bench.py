@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.markers import replace_marked_section
 from evaluators.base import EvalItem
 from evaluators.evaluation.metrics import percentile
 
@@ -144,13 +145,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 def write_doc(result: dict[str, Any]) -> None:
     """Replace the benchmark section of docs/classifier.md (between the markers)."""
-    section = f"{START}\n{markdown(result)}\n{END}"
-    text = DOC.read_text() if DOC.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + section + "\n"
-    DOC.write_text(text)
+    replace_marked_section(DOC, START, END, markdown(result))
 
 
 def main(argv: list[str] | None = None) -> int:

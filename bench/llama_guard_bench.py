@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.markers import replace_marked_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "llama_guard.md"
 PNG = ROOT / "docs" / "img" / "llama_guard_bench.png"
@@ -233,13 +235,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def write_doc(result: dict[str, Any]) -> None:
     """Replace the benchmark section of docs/llama_guard.md (between the markers)."""
-    section = f"{START}\n{table_md(result)}\n\n![throughput and latency](img/{PNG.name})\n{END}"
-    text = DOC.read_text() if DOC.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + section + "\n"
-    DOC.write_text(text)
+    replace_marked_section(DOC, START, END, f"{table_md(result)}\n\n![throughput and latency](img/{PNG.name})")
 
 
 def main(argv: list[str] | None = None) -> int:
