@@ -10,8 +10,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
-from evaluators.base import EvalItem, Turn, content_text
-from proxy.errors import ProxyError, bad_request
+from proxy.errors import bad_request
 
 
 class OpenAIBase(BaseModel):
@@ -69,16 +68,6 @@ def parse_request(model: type[OpenAIBase], body: Any) -> Any:
         raise bad_request(f"Invalid value for '{param}': {err['msg']}.", param=param, code="invalid_value")
 
 
-def chat_input_item(messages: list[dict[str, Any]]) -> EvalItem:
-    """The conversation as sent, judging its last turn (the prompt)."""
-    return EvalItem.from_messages(messages, "input")
-
-
-def chat_output_item(messages: list[dict[str, Any]], answer: str) -> EvalItem:
-    turns = tuple(Turn(str(m.get("role", "user")), content_text(m.get("content"))) for m in messages)
-    return EvalItem(turns=turns + (Turn("assistant", answer),), stage="output")
-
-
 def completion_prompts(prompt: Any) -> list[str]:
     """Text prompts of a legacy completions request (token-id prompts cannot be judged as text)."""
     if isinstance(prompt, str):
@@ -97,5 +86,4 @@ def check_limits(n: int | None, messages: int, max_n: int, max_messages: int) ->
                           code="invalid_value")
 
 
-__all__ = ["ChatCompletionRequest", "CompletionRequest", "ProxyError", "parse_request", "chat_input_item",
-           "chat_output_item", "completion_prompts", "check_limits"]
+__all__ = ["ChatCompletionRequest", "CompletionRequest", "parse_request", "completion_prompts", "check_limits"]

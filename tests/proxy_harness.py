@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Coroutine, TypeVar
 
 from aiohttp import web
 
@@ -68,9 +68,3 @@ class ProxyHarness:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
-
-    def run_in_loop(self, fn: Callable[[], T]) -> T:
-        async def _wrap() -> T:
-            return fn()
-
-        return self.call(_wrap())
