@@ -20,12 +20,13 @@ async def serve(config: str) -> None:
     from aiohttp import web
 
     from proxy.app import create_app
+    from proxy.server import make_runner
     from proxy.config import load_settings
     from proxy.logs import configure_logging
 
     settings = load_settings(config)
     configure_logging(settings.logging)
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
+    runner = make_runner(create_app(settings), settings.server)
     await runner.setup()
     await web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=True).start()
     stop = asyncio.Event()

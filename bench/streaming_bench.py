@@ -91,13 +91,14 @@ def _serve_proxy(conn: Any, upstream_url: str) -> None:
     from aiohttp import web
 
     from proxy.app import create_app
+    from proxy.server import make_runner
     from proxy.logs import configure_logging
 
     settings = _proxy_settings(upstream_url)
     configure_logging(settings.logging)
 
     async def main() -> None:
-        runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
+        runner = make_runner(create_app(settings), settings.server)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -14,11 +14,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy import handlers
-from proxy.config import ServerConfig, Settings
+from proxy.config import Settings
 from proxy.connections import CONNECTIONS, Connections
 from proxy.errors import ProxyError, internal_error, invalid_api_key, method_not_allowed, not_found, shutting_down
 from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext
+from proxy.server import make_runner
 from proxy.state import STATE, ProxyState
 
 log = structlog.get_logger("guardstream")
@@ -130,18 +131,11 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
     return app
 
 
-def runner_options(server: ServerConfig) -> dict[str, object]:
-    """aiohttp server settings from config: timeouts and per-connection buffer caps (see docs/reliability.md)."""
-    return {"handler_cancellation": True, "access_log": None, "keepalive_timeout": server.keepalive_timeout_s,
-            "max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
-            "read_bufsize": server.read_bufsize}
-
-
 async def serve(settings: Settings, host: str, port: int, started: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT: then stop accepting, let in-flight requests finish until
     `shutdown_grace_s`, end the streams still running cleanly, flush the audit sink."""
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=_AFTER_DEADLINE_S, **runner_options(settings.server))
+    runner = make_runner(app, settings.server, shutdown_timeout=_AFTER_DEADLINE_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
     await site.start()

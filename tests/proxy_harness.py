@@ -13,9 +13,10 @@ from typing import Any, Coroutine, TypeVar
 
 from aiohttp import web
 
-from proxy.app import create_app, runner_options
+from proxy.app import create_app
 from proxy.config import Settings
 from proxy.demo_upstream import DemoUpstream
+from proxy.server import make_runner
 from proxy.state import STATE, ProxyState
 
 T = TypeVar("T")
@@ -50,7 +51,7 @@ class ProxyHarness:
         self.settings.upstream.url = self.upstream_url
         app = create_app(self.settings)
         self.state = app[STATE]
-        runner = web.AppRunner(app, shutdown_timeout=2, **runner_options(self.settings.server))
+        runner = make_runner(app, self.settings.server, shutdown_timeout=2)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

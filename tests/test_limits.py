@@ -163,11 +163,40 @@ def test_oversized_bodies_get_413_with_and_without_content_length(tmp_path: Path
         h.stop()
 
 
-def test_oversized_headers_are_refused(harness: ProxyHarness) -> None:
+def read_http_answer(sock: socket.socket) -> tuple[bytes, dict]:
+    """Read one HTTP answer on a connection the server closes; its status line and JSON body."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", "request_header_too_large"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "request_header_too_large"),
+    (b"G\x00T / HTTP/1.1\r\nHost: x\r\n\r\n", "invalid_http_request"),
+    (b"GET / HTTP/9.9.9\r\n\r\n", "invalid_http_request"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "invalid_http_request"),  # TLS to the HTTP port
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+     "invalid_http_request"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "invalid_http_request"),
+])
+def test_requests_the_http_parser_rejects_get_openai_errors(harness: ProxyHarness, raw: bytes, code: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """What aiohttp's parser refuses before any middleware runs (max_header_bytes, a malformed request line
+    or header) is answered with an OpenAI-shaped 400 and a closed connection, and logged without a traceback."""
     sock = connect(harness)
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
-    answer = sock.recv(65536)  # aiohttp's HTTP parser (max_header_bytes): plain text, before any routing
-    assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")) and b"Got more than 8190 bytes" in answer
+    sock.sendall(raw)
+    status_line, body = read_http_answer(sock)
+    assert status_line.split(b" ")[1] == b"400"
+    assert body["error"]["code"] == code and body["error"]["type"] == "invalid_request_error"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= 40] == []
+    ok = connect(harness)  # the server is fine
+    ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert read_http_answer(ok)[1] == {"status": "ok"}
 
 
 STREAM_REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -262,7 +291,8 @@ def test_connection_reset_in_a_handler_is_not_logged_as_an_error(tmp_path: Path,
     write_eof); the middleware answers it instead of letting aiohttp log a traceback."""
     import aiohttp as aiohttp_client
 
-    from proxy.app import create_app, runner_options
+    from proxy.app import create_app
+    from proxy.server import make_runner
 
     async def scenario() -> tuple[int, dict]:
         settings = keyword_settings(tmp_path)
@@ -272,7 +302,7 @@ def test_connection_reset_in_a_handler_is_not_logged_as_an_error(tmp_path: Path,
             raise aiohttp_client.ClientConnectionResetError("Cannot write to closing transport")
 
         app.router.add_get("/v1/closing", closing)
-        runner = web.AppRunner(app, **runner_options(settings.server))
+        runner = make_runner(app, settings.server)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
