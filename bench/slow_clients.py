@@ -22,6 +22,7 @@ import os
 import platform
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,8 @@ class TrickleUpstream:
             (int(params[0]), 0.0, "x" * 1000)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
+        if kind == "big":  # a small send buffer: what the upstream got out is what the proxy took (+ 64 kB)
+            request.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
         chunk = ("data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
                                         "choices": [{"index": 0, "delta": {"content": piece},
                                                      "finish_reason": None}]}) + "\n\n").encode()
@@ -103,8 +106,6 @@ def _raise_fd_limit() -> int:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -193,8 +194,7 @@ async def slow_body(port: int, results: Counter[str], took: list[float]) -> None
 async def slow_reader(port: int, stall: bool, results: Counter[str], big_kb: int = 4000) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=16384)
     transport = writer.transport
-    transport.get_extra_info("socket").setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF,
-                                                  16384)
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     body = _request(f"big-{big_kb}")
     writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
@@ -297,7 +297,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "slowloris_closed_after_s": _spread(closes),
         "slow_body_answered_after_s": _spread(body_took),
         "upstream": upstream_stats,
-        "upstream_mb_per_stalled_reader": round(upstream_stats.get("big_bytes", 0) / 2**20 / max(1, 2 * quarter), 2),
+        "upstream_mb_per_big_reader": round(upstream_stats.get("big_bytes", 0) / 2**20
+                                            / max(1, 2 * quarter * args.rounds), 2),
         "rss_samples": samples[:: max(1, len(samples) // 60)],
     }
     return report

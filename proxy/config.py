@@ -48,6 +48,10 @@ class StreamingConfig(Strict):
     chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window")
     context_size: int = Field(default=32, ge=0, description="tokens of earlier text each window includes")
     refusal: bool = Field(default=False, description="a cut stream's last chunk carries the policy's refusal_text")
+    hold_limit_bytes: int = Field(
+        default=64 * 1024, ge=4096,
+        description="upstream events held back for judging, per stream, beyond which the proxy stops reading the"
+                    " upstream until windows are judged (and ends a window early rather than wait)")
 
 
 class StageConfig(Strict):
@@ -99,6 +103,12 @@ class UpstreamConfig(Strict):
     read_timeout_s: float = Field(default=120.0, gt=0, description="max wait for the next byte")
     pool_size: int = Field(default=256, gt=0)
     max_response_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="larger non-streamed answers: 502")
+    read_bufsize: int = Field(default=64 * 1024, ge=4096,
+                              description="bytes of an answer the proxy buffers ahead of what it relays")
+    receive_buffer_bytes: int | None = Field(
+        default=256 * 1024, ge=4096,
+        description="SO_RCVBUF of upstream connections: what the kernel holds of an answer the proxy has not read"
+                    " (null: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum)")
 
     def resolved_api_key(self) -> str | None:
         if self.api_key_env:
@@ -150,6 +160,10 @@ class AuditConfig(Strict):
     delivery_timeout_ms: int = Field(default=5000, ge=500, description="unacked this long: broker down, spool")
     flush_timeout_s: float = Field(default=5.0, ge=0, description="shutdown: flush deadline, then spool the rest")
     spool_max_mb: int = Field(default=1024, gt=0, description="beyond this the spool drops new events")
+    max_content_chars: int = Field(
+        default=32_768, ge=1000,
+        description="characters of prompt and answer text one event keeps (the longest texts lose their middle):"
+                    " an event stays under Kafka's 1 MB message limit")
 
 
 class LoggingConfig(Strict):

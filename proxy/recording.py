@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import structlog
 from aiohttp import web
@@ -13,6 +13,7 @@ from evaluators.base import content_text
 from proxy.auth import Principal
 from proxy.audit import AuditSink
 from proxy.config import AuditConfig
+from proxy.elision import fit
 from proxy.events import content_digest, new_event
 from proxy.policy import Decision
 from proxy.redaction import redact_text
@@ -49,10 +50,14 @@ class Recorder:
         return self.cfg.sample_allowed > 0 and random.random() < self.cfg.sample_allowed
 
     def record(self, ctx: RequestContext, decision: Decision, messages: Iterable[Mapping[str, Any]] | None,
-               completion: str | None, *, choice_index: int | None = None, stream_mode: str | None = None,
-               latency_ms: float = 0.0) -> None:
+               completion: str | Callable[[], str] | None, *, choice_index: int | None = None,
+               stream_mode: str | None = None, latency_ms: float = 0.0) -> None:
+        """Emit an event for `decision` if it is worth auditing; `completion` may be a function making the text
+        (a stream's answer so far is only put together for the events that are emitted)."""
         if not self.wants(decision):
             return
+        if callable(completion):
+            completion = completion()
         turns = [{"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
                  for m in messages or []]
         event = new_event(
@@ -80,6 +85,8 @@ class Recorder:
         mode = self.cfg.content
         if mode == "hash":
             return {"mode": "hash", "messages": None, "completion": None, "sha256": digest}
+        *kept, completion = fit([t["content"] for t in turns] + [completion], self.cfg.max_content_chars)
+        turns = [{"role": t["role"], "content": text or ""} for t, text in zip(turns, kept)]
         if mode == "redacted":
             try:
                 turns = [{"role": t["role"], "content": redact_text(t["content"])} for t in turns]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Mapping
+import socket
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -23,6 +24,10 @@ RELAYED_RESPONSE_HEADERS = ("content-type", "openai-model", "openai-processing-m
                             "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens",
                             "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                             "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "retry-after")
+
+
+#: (family, type, proto, canonname, address), as getaddrinfo gives it
+AddrInfo = tuple[Any, ...]
 
 
 class Upstream:
@@ -47,12 +52,14 @@ class Upstream:
         return f"{parts.scheme}://{host}{parts.path}"
 
     async def start(self) -> None:
+        factory = _receive_buffer_factory(self.cfg.receive_buffer_bytes) if self.cfg.receive_buffer_bytes else None
         connector = aiohttp.TCPConnector(limit=self.cfg.pool_size, limit_per_host=self.cfg.pool_size,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+                                         ttl_dns_cache=300, enable_cleanup_closed=True, socket_factory=factory)
         timeout = aiohttp.ClientTimeout(total=None, connect=self.cfg.connect_timeout_s,
                                         sock_read=self.cfg.read_timeout_s)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
-                                              raise_for_status=False, trust_env=False)
+                                              raise_for_status=False, trust_env=False,
+                                              read_bufsize=self.cfg.read_bufsize)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -110,6 +117,24 @@ class Upstream:
         if self._key_bytes is not None and self._key_bytes in body:  # an upstream echoing our key back
             body = body.replace(self._key_bytes, b"[upstream key redacted]")
         return body
+
+
+def _receive_buffer_factory(size: int) -> Callable[[AddrInfo], socket.socket]:
+    """Sockets for upstream connections with SO_RCVBUF set before connecting (so the TCP window matches).
+
+    Without it Linux grows the buffer to megabytes (tcp_rmem): for a client that stops reading, the kernel
+    would take that much of the upstream's answer on the proxy's side, and the upstream would never slow down.
+    """
+    def make(addr_info: AddrInfo) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:  # pragma: no cover - the kernel's default is fine
+            pass
+        return sock
+
+    return make
 
 
 def _too_large(limit: int) -> ProxyError:

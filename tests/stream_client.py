@@ -24,9 +24,10 @@ def tokens(total: int, unsafe_at: int | None = None, prefix: str = "t") -> str:
 
 def start(tmp_path: Path, mode: str | None, *, chunk: int = 16, context: int = 4, answer: Any = None,
           upstream: DemoUpstream | None = None, policy: dict[str, Any] | None = None,
-          delay_ms: float = 0.0, chunk_delay_s: float = 0.001, evaluator_type: str = "keyword") -> ProxyHarness:
+          delay_ms: float = 0.0, chunk_delay_s: float = 0.001, evaluator_type: str = "keyword",
+          hold_limit: int = 64 * 1024) -> ProxyHarness:
     """The proxy in front of a demo upstream; the output guard is the keyword evaluator `secrets`."""
-    streaming: dict[str, Any] = {"chunk_size": chunk, "context_size": context}
+    streaming: dict[str, Any] = {"chunk_size": chunk, "context_size": context, "hold_limit_bytes": hold_limit}
     if mode is not None:
         streaming["mode"] = mode
     pol: dict[str, Any] = {"input": {"evaluators": []}, "output": {"evaluators": ["secrets"], "streaming": streaming}}

@@ -117,3 +117,40 @@ async def _get_json(url: str) -> dict:
     async with aiohttp.ClientSession() as s:
         async with s.get(url) as r:
             return await r.json()
+
+
+def test_huge_prompt_and_long_streamed_answer_are_audited_elided(tmp_path: Path, kafka_bootstrap: str,
+                                                                 topic: str) -> None:
+    """A blocked 3 MB prompt and an answer cut after 100 kB both reach Kafka: events keep the head and tail of
+    long texts (`audit.max_content_chars`) instead of making a message over Kafka's 1 MB limit, which the
+    broker refuses (such an event used to be dropped). The digest is still that of the whole prompt."""
+    from proxy.demo_upstream import DemoUpstream
+    from proxy.events import content_digest
+    from tests.stream_client import tokens
+
+    settings = keyword_settings(
+        tmp_path, audit={"kafka_bootstrap": kafka_bootstrap, "topic": topic, "spool_dir": str(tmp_path / "spool"),
+                         "content": "full"},
+        policy={"output": {"evaluators": ["secrets"], "streaming": {"mode": "buffered", "chunk_size": 16}}})
+    answer = tokens(20_000, unsafe_at=19_990)
+    h = ProxyHarness(settings, DemoUpstream(answer=lambda body: answer, chunk_delay_s=0.0)).start()
+    prompt = "lorem ipsum " * 250_000 + "hunter2"
+    try:
+        client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
+        stream = client.chat.completions.create(model="m", stream=True,
+                                                messages=[{"role": "user", "content": "a long one"}])
+        finish = [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason]
+        assert finish == ["content_filter"]
+    finally:
+        h.stop()
+    events = {e["stage"]: e for e in consume(kafka_bootstrap, topic, expected=2)}
+    assert set(events) == {"input", "output"}
+    kept = events["input"]["content"]["messages"][0]["content"]
+    assert kept.startswith("lorem ipsum") and kept.endswith("hunter2") and "characters elided" in kept
+    assert len(kept) < 40_000
+    assert events["input"]["content"]["sha256"] == content_digest([{"role": "user", "content": prompt}], None)
+    completion = events["output"]["content"]["completion"]
+    assert completion.startswith("t0 t1 ") and "hunter2" in completion[-2000:] and "characters elided" in completion
+    assert all(len(json.dumps({**e, "key": None})) < 100_000 for e in events.values())

@@ -13,7 +13,8 @@ import pytest
 from evaluators.base import EvalItem, Verdict
 from proxy.demo_upstream import DemoUpstream
 from tests.keyword_evaluator import KeywordEvaluator
-from tests.stream_client import chat_body, disconnect_latency, evaluator, raw_stream, start, texts, tokens
+from tests.stream_client import (chat_body, disconnect_latency, evaluator, post_raw, raw_stream, start, texts,
+                                 tokens)
 
 
 class TrackingEvaluator(KeywordEvaluator):
@@ -91,6 +92,64 @@ def test_evaluations_overlap_generation(tmp_path: Path) -> None:
         # the first window was judged while the upstream was still generating the rest
         assert ev.started[0] - sent < total / 3, (ev.started[0] - sent, total)
         assert ev.calls >= 5
+    finally:
+        h.stop()
+
+
+@pytest.mark.parametrize("mode", ["buffered", "optimistic"])
+def test_held_text_is_capped_by_hold_limit(tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow evaluator (50 ms a window) and an upstream with no delay: the reader stops reading once
+    `hold_limit_bytes` of events wait for judgment, instead of holding the rest of the answer."""
+    from proxy.streaming.relay import StreamRelay
+
+    relays: list[StreamRelay] = []
+    init = StreamRelay.__init__
+
+    def remember(self: StreamRelay, **kwargs: Any) -> None:
+        init(self, **kwargs)
+        relays.append(self)
+
+    monkeypatch.setattr(StreamRelay, "__init__", remember)
+    hold_limit = 8192
+    h = start(tmp_path, mode, chunk=8, answer=lambda body: tokens(3000), delay_ms=50, chunk_delay_s=0.0,
+              hold_limit=hold_limit)
+    peak = 0
+
+    async def watch(done: asyncio.Event) -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max([peak, *(sum(c.held_bytes for c in r.choices.values()) for r in relays)])
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> bytes:
+        done = asyncio.Event()
+        watcher = asyncio.create_task(watch(done))
+        try:
+            return await post_raw(h.base_url + "/v1/chat/completions", chat_body())
+        finally:
+            done.set()
+            await watcher
+
+    try:
+        raw = h.call(scenario(), timeout=60)
+        assert texts(raw) == {0: tokens(3000)}
+        assert 0 < peak <= hold_limit + 1024, peak  # the reader stops one event past the limit
+    finally:
+        h.stop()
+
+
+def test_windows_end_early_at_the_hold_limit(tmp_path: Path) -> None:
+    """A window far larger than the hold limit (10,000 tokens, 4 kB held at most) is ended early rather than
+    waited for: the answer flows in smaller windows, each judged, and an unsafe word late in it still cuts."""
+    h = start(tmp_path, "buffered", chunk=10_000, hold_limit=4096, chunk_delay_s=0.0,
+              answer=lambda body: tokens(int(body["max_tokens"]), unsafe_at=body.get("unsafe_at")))
+    try:
+        raw = raw_stream(h, chat_body(max_tokens=1500))
+        assert texts(raw) == {0: tokens(1500)}
+        assert evaluator(h).calls >= 1500 * 100 // 4096 // 2  # ~100 bytes an event: a window every ~40 events
+        cut = raw_stream(h, chat_body(max_tokens=1500, unsafe_at=1400))
+        assert "hunter2" not in cut.decode() and b'"finish_reason": "content_filter"' in cut.replace(b'":"', b'": "')
+        assert texts(cut)[0].startswith(tokens(1000))  # what came before the unsafe window got through
     finally:
         h.stop()
 

@@ -35,6 +35,7 @@ class ChoiceStream:
         self.worker: asyncio.Task[None] | None = None
         self.finished = False  # upstream sent this choice's finish_reason
         self.cut = False
+        self.held_bytes = 0  # of the events in `entries`
 
     def add(self, raw: bytes, text: str, finish: bool) -> Window | None:
         """Take one upstream event of this choice; return a window that is now ready for judgment."""
@@ -47,6 +48,7 @@ class ChoiceStream:
             elif window is not None:
                 window.final = True
         self.entries.append(Entry(raw, self.windows.tokens, finish))
+        self.held_bytes += len(raw)
         return window
 
     def end_of_stream(self) -> Window | None:
@@ -67,11 +69,13 @@ class ChoiceStream:
             elif entry.end > limit:
                 break
             out.append(entries.popleft().raw)
+            self.held_bytes -= len(out[-1])
         return out
 
     def drop(self) -> int:
         """Forget every event not yet released (cut, or the stream failed); returns how many."""
         dropped = len(self.entries)
         self.entries.clear()
+        self.held_bytes = 0
         self.pending.clear()
         return dropped

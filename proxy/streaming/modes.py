@@ -36,16 +36,17 @@ class ModePlan:
     chunk_size: int | None
     context_size: int
     lead: float
+    keep_chars: int = 32_768  # approved text kept for audit events
 
     @classmethod
-    def of(cls, policy: PolicyConfig) -> "ModePlan":
+    def of(cls, policy: PolicyConfig, keep_chars: int = 32_768) -> "ModePlan":
         mode = effective_mode(policy)
         cfg = policy.output.streaming
         if mode == "buffered":
-            return cls(mode, cfg.chunk_size, cfg.context_size, 0)
+            return cls(mode, cfg.chunk_size, cfg.context_size, 0, keep_chars)
         if mode == "optimistic":
-            return cls(mode, cfg.chunk_size, cfg.context_size, cfg.chunk_size)
-        return cls(mode, None, 0, math.inf)
+            return cls(mode, cfg.chunk_size, cfg.context_size, cfg.chunk_size, keep_chars)
+        return cls(mode, None, 0, math.inf, keep_chars)
 
     @property
     def judges(self) -> bool:
@@ -56,4 +57,4 @@ class ModePlan:
         return self.chunk_size is not None
 
     def new_choice(self, index: int) -> ChoiceStream:
-        return ChoiceStream(index, TokenWindows(self.chunk_size, self.context_size), self.lead)
+        return ChoiceStream(index, TokenWindows(self.chunk_size, self.context_size, self.keep_chars), self.lead)

@@ -9,12 +9,16 @@ Three kinds of task cooperate on one event loop:
 - `run()` waits for the reader, then for the judges, and ends the stream.
 Everything for the client goes through `_emit` (ordered) and `_flush` (one
 writer at a time), so the reader keeps reading while a window is judged, and a
-slow client slows the reader down.
+slow client slows the reader down. Back-pressure from the judges: once more than
+`hold_limit_bytes` of events wait for judgment, the reader stops reading the
+upstream until a window is judged, so a slow client or evaluator never makes the
+proxy hold the upstream's whole answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -36,6 +40,9 @@ from proxy.streaming.windows import Window
 
 log = structlog.get_logger("guardstream.streaming")
 
+#: upstream bytes parsed in one go; the rest waits in aiohttp's buffer (`upstream.read_bufsize`) and the kernel's
+_READ_BATCH = 64 * 1024
+
 _UPSTREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError, ValueError)
 
 
@@ -51,7 +58,8 @@ class StreamRelay:
         self.ctx = ctx
         self.policy_name = policy_name
         self.policy = guard.settings.policies[policy_name]
-        self.plan = ModePlan.of(self.policy)
+        self.plan = ModePlan.of(self.policy, guard.settings.audit.max_content_chars)
+        self.hold_limit = self.policy.output.streaming.hold_limit_bytes
         self.mode = self.plan.mode
         self.conversation = conversation
         self.upstream = upstream
@@ -66,6 +74,7 @@ class StreamRelay:
         self._stopped = False  # we cut every choice and closed the upstream
         self._aborted = False  # the upstream reported an error mid-stream
         self._client_error: BaseException | None = None
+        self._judged = asyncio.Event()  # set whenever a judge frees held events (or stops)
 
     # -- the request's life ------------------------------------------------------------------------
 
@@ -97,7 +106,7 @@ class StreamRelay:
         content = self.upstream.content
         while True:
             try:
-                data = await content.readany()
+                data = await content.read(_READ_BATCH)
                 events = parser.feed(data) if data else parser.flush()
             except _UPSTREAM_ERRORS as exc:
                 if self._stopped:
@@ -109,9 +118,28 @@ class StreamRelay:
                 if event.is_done:
                     return "done"
                 self._on_event(event)
+                if self._held_bytes() > self.hold_limit:
+                    await self._flush()
+                    await self._wait_for_judges()
             await self._flush()
             if not data:
                 return "eof"
+
+    def _held_bytes(self) -> int:
+        return sum(c.held_bytes for c in self.choices.values())
+
+    async def _wait_for_judges(self) -> None:
+        """Back-pressure: stop reading while more than `hold_limit_bytes` of events wait for judgment."""
+        while not self._aborted and self._held_bytes() > self.hold_limit:
+            judging = False
+            for choice in self.choices.values():
+                if choice.entries and not choice.cut and choice.pending.idle:
+                    self._submit(choice, choice.windows.seal())  # judge what is held now: a window ends early
+                judging = judging or not choice.pending.idle
+            if not judging:  # nothing judged can release anything (cannot happen: held text is in a window)
+                return
+            self._judged.clear()
+            await self._judged.wait()
 
     async def _reuse_upstream(self) -> None:
         """After [DONE], read the upstream body to its end so the pooled connection is kept for the next request."""
@@ -221,12 +249,14 @@ class StreamRelay:
                     choice.windows.approve(window)
                     self._release(choice)
                 await self._flush()
+                self._judged.set()
         except ConnectionResetError as exc:  # the client went away while we wrote
             self._client_error = exc
             if self._reader is not None:
                 self._reader.cancel()
         finally:
             choice.worker = None
+            self._judged.set()
 
     async def _judge(self, choice: ChoiceStream, window: Window) -> Decision:
         text = window.text if not self.plan.windowed else choice.windows.context() + window.text
@@ -238,7 +268,8 @@ class StreamRelay:
             decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],
                                 enforced=self.policy.mode == "enforce")
         STREAM_WINDOWS.labels(self.mode).inc()
-        self.recorder.record(self.ctx, decision, self.conversation, choice.windows.answer_through(window),
+        answer = functools.partial(choice.windows.answer_through, window)  # built only if an event is emitted
+        self.recorder.record(self.ctx, decision, self.conversation, answer,
                              choice_index=choice.index, stream_mode=self.mode,
                              latency_ms=(time.perf_counter() - started) * 1000)
         return decision
@@ -276,6 +307,7 @@ class StreamRelay:
         if not self.plan.windowed:
             return
         self._aborted = True
+        self._judged.set()
         for choice in self.choices.values():
             choice.drop()
             if choice.worker is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from proxy.elision import ElidedText
+
 
 def count_tokens(text: str) -> int:
     """Approximate token count of one delta (see the module docstring)."""
@@ -43,9 +45,10 @@ class TokenWindows:
     """Cuts one choice's text into windows of `chunk_size` tokens; remembers approved text for context.
 
     `chunk_size=None` makes a single window of the whole answer, sealed at the end (final mode).
+    Approved text is kept for audit events up to `keep_chars` characters (head and tail, see proxy.elision).
     """
 
-    def __init__(self, chunk_size: int | None, context_size: int = 0) -> None:
+    def __init__(self, chunk_size: int | None, context_size: int = 0, keep_chars: int = 32_768) -> None:
         self.chunk_size = chunk_size
         self.context_size = context_size
         self.tokens = 0  # counted so far
@@ -54,7 +57,7 @@ class TokenWindows:
         self._open: list[tuple[str, int]] = []
         self._context: deque[tuple[str, int]] = deque()
         self._context_tokens = 0
-        self._approved_text: list[str] = []
+        self._approved_text = ElidedText(keep_chars)
 
     def add(self, text: str) -> Window | None:
         """Count a delta; return a window when this delta fills one."""
@@ -92,8 +95,8 @@ class TokenWindows:
             self._context_tokens -= self._context.popleft()[1]
 
     def answer_through(self, window: Window) -> str:
-        """The answer from its start through `window` (what an audit event shows)."""
-        return "".join(self._approved_text) + window.text
+        """The answer from its start through `window` (what an audit event shows; a long one elided)."""
+        return str(self._approved_text) + window.text
 
 
 class WindowQueue:
