@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class DemoUpstream:
     record: bool = True
     keepalive_every: int = 0  # a `: keep-alive` comment after every this many content chunks (0: none)
     tool_arguments: str = '{"city": "Paris"}'
+    reasoning: str = ""  # chat answers think first (vLLM's `reasoning_content`), a word per chunk when streamed
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -129,8 +131,10 @@ class DemoUpstream:
 
     def _completion(self, text: str, n: int, chat: bool, model: str) -> dict[str, Any]:
         if chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                        "logprobs": None} for i in range(n)]
+            message = {"role": "assistant", "content": text, **({"reasoning_content": self.reasoning}
+                                                                if self.reasoning else {})}
+            choices = [{"index": i, "message": dict(message), "finish_reason": "stop", "logprobs": None}
+                       for i in range(n)]
         else:
             choices = [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]
         tokens = len(text.split())
@@ -158,6 +162,12 @@ class DemoUpstream:
                 for i in range(n):
                     await response.write(event([{"index": i, "delta": {"role": "assistant", "content": ""},
                                                  "finish_reason": None}]))
+                for word in re.findall(r"\S+\s*", self.reasoning):
+                    for i in range(n):
+                        await response.write(event([{"index": i, "delta": {"reasoning_content": word},
+                                                     "finish_reason": None}]))
+                    if self.chunk_delay_s:
+                        await asyncio.sleep(self.chunk_delay_s)
             for k, piece in enumerate(pieces):
                 if model == "cut-stream" and k == len(pieces) // 2:
                     request.transport.close()  # type: ignore[union-attr]

@@ -41,22 +41,38 @@ def _chat_inputs(body: dict[str, Any]) -> list[EvalItem]:
     return [EvalItem.from_messages(body["messages"], "input")]
 
 
+#: where reasoning models put their thinking (vLLM and DeepSeek: reasoning_content; newer vLLM, OpenRouter:
+#: reasoning): judged like the answer, since a client shows it too
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def _reasoning(message: dict[str, Any]) -> str:
+    for name in REASONING_FIELDS:
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def _chat_choice_text(choice: dict[str, Any]) -> str:
     message = choice.get("message") or {}
-    return content_text(message.get("content"))
+    reasoning, content = _reasoning(message), content_text(message.get("content"))
+    return f"{reasoning}\n\n{content}" if reasoning and content else reasoning or content
 
 
 def _chat_delta_text(choice: dict[str, Any]) -> str:
     delta = choice.get("delta") or {}
     content = delta.get("content")
-    return content if isinstance(content, str) else ""
+    text = content if isinstance(content, str) else ""
+    reasoning = _reasoning(delta)
+    return reasoning + text if reasoning else text
 
 
 def _chat_set_text(choice: dict[str, Any], text: str) -> None:
     message = choice.setdefault("message", {"role": "assistant"})
     message["content"] = text
-    message.pop("tool_calls", None)
-    message.pop("function_call", None)
+    for name in ("tool_calls", "function_call", *REASONING_FIELDS):
+        message.pop(name, None)
 
 
 def _completion_conversation(body: dict[str, Any]) -> list[dict[str, str]]:

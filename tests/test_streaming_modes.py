@@ -256,6 +256,34 @@ def test_unsafe_text_before_a_tool_call_drops_the_call(tmp_path: Path) -> None:
         h.stop()
 
 
+def test_reasoning_is_judged_like_the_answer(tmp_path: Path) -> None:
+    """Reasoning models stream their thinking (`reasoning_content`) before the answer, and clients show it:
+    in buffered mode unsafe thinking is cut like unsafe text; a blocked non-streamed answer loses its reasoning
+    along with its content."""
+    upstream = DemoUpstream(answer=lambda b: tokens(20), reasoning=tokens(60, unsafe_at=45, prefix="r"),
+                            chunk_delay_s=0.001)
+    h = start(tmp_path, "buffered", chunk=C, upstream=upstream)
+    try:
+        raw = raw_stream(h, chat_body())
+        assert UNSAFE.encode() not in raw and finishes(raw) == {0: "content_filter"}
+        thinking = "".join(p["choices"][0]["delta"].get("reasoning_content") or "" for p in payloads(raw)
+                           if p.get("choices"))
+        assert thinking == "".join(w + " " for w in tokens(60, prefix="r").split(" ")[:32])  # windows 0, 1 passed
+        assert texts(raw)[0] == ""  # the answer never started
+
+        answer = sdk(h).chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "go"}])
+        message = answer.choices[0].message
+        assert answer.choices[0].finish_reason == "content_filter" and UNSAFE not in answer.model_dump_json()
+        assert "reasoning_content" not in (message.model_extra or {})
+
+        upstream.reasoning = tokens(60, prefix="r")  # safe thinking passes, byte for byte
+        raw = raw_stream(h, chat_body())
+        assert finishes(raw) == {0: "stop"} and texts(raw)[0] == tokens(20)
+        assert raw.count(b'"reasoning_content"') == 60
+    finally:
+        h.stop()
+
+
 def test_keep_alive_comments_are_relayed(tmp_path: Path) -> None:
     upstream = DemoUpstream(answer=lambda b: tokens(40), keepalive_every=5, chunk_delay_s=0.001)
     h = start(tmp_path, "buffered", chunk=C, upstream=upstream)
