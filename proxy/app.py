@@ -10,13 +10,14 @@ import time
 from typing import Awaitable, Callable
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy import handlers
 from proxy.config import Settings
 from proxy.connections import CONNECTIONS, Connections
-from proxy.errors import ProxyError, internal_error, invalid_api_key, method_not_allowed, not_found, shutting_down
+from proxy.errors import (ProxyError, expectation_failed, internal_error, invalid_api_key, method_not_allowed, not_found,
+                          shutting_down)
 from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext
 from proxy.server import make_runner
@@ -85,6 +86,18 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
         structlog.contextvars.unbind_contextvars("request_id")
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` as aiohttp answers it; any other expectation gets an OpenAI-shaped 417 (aiohttp's
+    own is plain text, and runs before the middleware)."""
+    if request.version != HttpVersion11:
+        return None
+    if request.headers.get("expect", "").lower() != "100-continue":
+        return expectation_failed().response()
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer proper has not started
+    return None
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -112,13 +125,11 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
     app = web.Application(middlewares=[guardstream_middleware], client_max_size=settings.server.max_body_bytes)
     app[STATE] = state or ProxyState.build(settings)
     app[CONNECTIONS] = Connections(settings.server.write_timeout_s, settings.server.stream_buffer_bytes)
-    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
-    app.router.add_post("/v1/completions", handlers.completions)
-    app.router.add_get("/v1/models", handlers.models)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)
+    routes = [("POST", "/v1/chat/completions", handlers.chat_completions), ("POST", "/v1/completions",
+              handlers.completions), ("GET", "/v1/models", handlers.models), ("GET", "/healthz", healthz),
+              ("GET", "/readyz", readyz), ("GET", "/metrics", metrics), ("GET", "/openapi.json", openapi)]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler, expect_handler=expect_continue)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await app[STATE].start()

@@ -12,7 +12,8 @@ class ProxyError(Exception):
     """An error with its HTTP status and OpenAI `type`/`code`; rendered by the error middleware."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None, extra: dict[str, Any] | None = None) -> None:
+                 code: str | None = None, param: str | None = None, extra: dict[str, Any] | None = None,
+                 close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -20,6 +21,7 @@ class ProxyError(Exception):
         self.code = code
         self.param = param
         self.extra = extra or {}
+        self.close = close  # end the connection after the answer (what is left of the request is unreadable)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
@@ -27,12 +29,25 @@ class ProxyError(Exception):
         return {"error": error}
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(status=self.status, body=json.dumps(self.body()).encode(),
-                            content_type="application/json", headers=headers)
+        response = web.Response(status=self.status, body=json.dumps(self.body()).encode(),
+                                content_type="application/json", headers=headers)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
     return ProxyError(400, message, param=param, code=code)
+
+
+def unreadable_body() -> ProxyError:
+    return ProxyError(400, "The request body could not be read: it does not match its Content-Encoding or "
+                      "Transfer-Encoding.", code="invalid_request_body", close=True)
+
+
+def expectation_failed() -> ProxyError:
+    return ProxyError(417, "Only 'Expect: 100-continue' is supported.", param="Expect",
+                      code="expectation_failed", close=True)
 
 
 def invalid_api_key() -> ProxyError:

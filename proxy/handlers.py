@@ -8,9 +8,11 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.connections import CONNECTIONS
-from proxy.errors import bad_request, body_too_large, content_filtered, request_timeout, upstream_bad_response
+from proxy.errors import (bad_request, body_too_large, content_filtered, request_timeout, unreadable_body,
+                          upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
 from proxy.policy import Decision
 from proxy.protocol import check_limits, parse_request
@@ -37,6 +39,9 @@ async def read_json(request: web.Request, limit: int, timeout_s: float | None = 
                 chunks.append(chunk)
     except TimeoutError:
         raise request_timeout(timeout_s or 0) from None
+    except RequestPayloadError:  # a body that does not decode (bad gzip, broken chunked encoding)
+        request.content.feed_eof()  # nothing more to read: aiohttp must not try to drain it after the answer
+        raise unreadable_body() from None
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
         return raw, json.loads(raw)

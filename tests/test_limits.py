@@ -206,6 +206,48 @@ def test_requests_the_http_parser_rejects_get_openai_errors(harness: ProxyHarnes
     assert read_http_answer(ok)[1] == {"status": "ok"}
 
 
+CHAT_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+CHAT_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def gzip_body(body: bytes) -> bytes:
+    import gzip
+
+    return CHAT_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.parametrize("raw, status, code", [
+    (gzip_body(b"not gzip at all"), b"400", "invalid_request_body"),
+    (gzip_body(__import__("gzip").compress(b'{"x": "' + b"a" * 20_000_000 + b'"}')), b"413", "request_too_large"),
+    (CHAT_HEAD + b"Expect: something-else\r\nContent-Length: %d\r\n\r\n" % len(CHAT_BODY) + CHAT_BODY, b"417",
+     "expectation_failed"),
+])
+def test_bodies_that_cannot_be_read_get_openai_errors(harness: ProxyHarness, raw: bytes, status: bytes, code: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A gzip body that does not decode (it was a 500 and a logged traceback), a gzip bomb (decompressed
+    beyond max_body_bytes: 413 before it is all inflated), an Expect header other than 100-continue
+    (aiohttp's own 417 is plain text)."""
+    sock = connect(harness)
+    sock.sendall(raw)
+    status_line, body = read_http_answer(sock)
+    assert status_line.split(b" ")[1] == status and body["error"]["code"] == code
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= 40] == []
+
+
+def test_gzip_body_and_expect_100_continue_are_served(harness: ProxyHarness) -> None:
+    import gzip
+
+    packed = gzip.compress(CHAT_BODY)
+    for raw in (gzip_body(packed),
+                CHAT_HEAD + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(CHAT_BODY) + CHAT_BODY):
+        sock = connect(harness)
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert b"HTTP/1.1 200 OK" in data and b'"chat.completion"' in data
+
+
 STREAM_REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s")
 
