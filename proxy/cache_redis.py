@@ -4,6 +4,9 @@
 - coalescing: in-process through `CoalescingCache`; across instances through a short lock
   (`SET {key}:lock token NX PX lock_ttl_ms`): its holder computes, the others poll for the value and
   compute themselves if the lock goes away without one, so nobody waits longer than the lock TTL.
+  A release Redis did not take (a timeout, the circuit open) is retried in the background until the lock
+  would have expired anyway, and this instance answers later lookups of that key from the verdict it
+  kept: a lock left behind must not make every lookup of its key wait out the TTL.
 - failures: every Redis call is bounded by `op_timeout_ms`; a failed call makes that request compute
   without the cache. After a few consecutive failures the circuit opens: requests skip Redis altogether
   (counted in CACHE_ERRORS) while a background probe pings it and closes the circuit when it answers.
@@ -15,6 +18,7 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +44,21 @@ if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
+
+
+@dataclass(slots=True)
+class _Unreleased:
+    """A lock whose release (store the value, delete the lock) Redis did not take."""
+
+    rkey: str
+    token: str
+    value: str  # the encoded verdict, "" for an error (not stored)
+    ttl_s: int
+    expires: float  # monotonic time when the lock expires by itself
+
+
+#: most unreleased locks remembered (each is small; past this they simply expire)
+_MAX_UNRELEASED = 10_000
 
 
 def redact_url(url: str) -> str:
@@ -80,6 +99,9 @@ class RedisVerdictCache(CoalescingCache):
                                       on_change=lambda up: CACHE_UP.labels(self.backend).set(int(up)))
         self._errors = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._unreleased: dict[str, _Unreleased] = {}  # lock key -> its release, to retry
+        self._releaser: asyncio.Task[None] | None = None
+        self._retry_interval_s = probe_interval_s
 
     @classmethod
     def from_config(cls, cfg: CacheConfig) -> "RedisVerdictCache":
@@ -98,6 +120,9 @@ class RedisVerdictCache(CoalescingCache):
             self.breaker.trip()
 
     async def close(self) -> None:
+        if self._releaser is not None:
+            self._releaser.cancel()
+            await asyncio.gather(self._releaser, return_exceptions=True)
         await self.breaker.aclose()
         try:
             await self._client.aclose()
@@ -160,6 +185,14 @@ class RedisVerdictCache(CoalescingCache):
             return await compute()
         if got:
             return await self._compute_holding_lock(rkey, lock_key, token, compute, ttl_s)
+        own = self._unreleased.get(lock_key)
+        if own is not None:  # the lock is ours, left by a release Redis did not take: its verdict is here
+            kept = self._decode(own.value.encode()) if own.value else None
+            if kept is not None:
+                CACHE_LOOKUPS.labels(self.backend, "coalesced_local").inc()
+                kept.cached = True
+                return kept
+            return await compute()
         waited = await self._wait_for_holder(rkey, lock_key)
         if waited is not None:
             CACHE_LOOKUPS.labels(self.backend, "coalesced_remote").inc()
@@ -185,9 +218,30 @@ class RedisVerdictCache(CoalescingCache):
         return verdict
 
     async def _release(self, rkey: str, lock_key: str, token: str, value: str, ttl_s: int = 0) -> None:
-        if self.breaker.is_open:
-            return  # the lock expires by itself
-        await self._call("store", self._store_unlock, keys=[rkey, lock_key], args=[token, value, max(ttl_s, 1)])
+        if not self.breaker.is_open and await self._store_and_unlock(rkey, lock_key, token, value, ttl_s):
+            return
+        if len(self._unreleased) < _MAX_UNRELEASED:
+            expires = time.monotonic() + self._lock_ttl_ms / 1000
+            self._unreleased[lock_key] = _Unreleased(rkey, token, value, ttl_s, expires)
+            if self._releaser is None or self._releaser.done():
+                self._releaser = asyncio.get_running_loop().create_task(self._retry_releases())
+
+    async def _store_and_unlock(self, rkey: str, lock_key: str, token: str, value: str, ttl_s: int) -> bool:
+        done = await self._call("store", self._store_unlock, keys=[rkey, lock_key], args=[token, value, max(ttl_s, 1)])
+        return done is not _FAILED
+
+    async def _retry_releases(self) -> None:
+        """Background: release the locks Redis did not take once it answers, until each would have expired."""
+        while self._unreleased:
+            await asyncio.sleep(self._retry_interval_s)
+            for lock_key, job in list(self._unreleased.items()):
+                if job.expires <= time.monotonic():
+                    del self._unreleased[lock_key]  # gone by itself
+                elif self.breaker.is_open or not await self._store_and_unlock(job.rkey, lock_key, job.token,
+                                                                             job.value, job.ttl_s):
+                    break  # Redis is still away: next round
+                else:
+                    self._unreleased.pop(lock_key, None)
 
     async def _wait_for_holder(self, rkey: str, lock_key: str) -> Verdict | None:
         """Another instance holds the lock: poll for its verdict until it lands, the lock goes, or the TTL ends."""
