@@ -17,7 +17,7 @@ from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
 from proxy.policy import Decision
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
-from proxy.redaction import redact_findings
+from proxy.redaction import finding_spans, redact_findings
 from proxy.routes import CHAT, COMPLETION, GenerationRoute
 from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, expected_choices
@@ -142,9 +142,9 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
             choice["guardrail"] = {"stage": "output", "categories": decision.categories,
                                    "evaluators": decision.evaluators}
             changed = True
-        elif decision.redacts:
+        elif decision.redacts:  # each field (reasoning, content) masked where its findings are
             findings = [f for v in decision.verdicts for f in v.findings]
-            route.set_choice_text(choice, redact_findings(text, findings))
+            route.mask_choice(choice, finding_spans(findings, len(text)))
             changed = True
     body = json.dumps(answer).encode() if changed else payload
     return web.Response(body=body, content_type="application/json")

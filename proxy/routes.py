@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from evaluators.base import EvalItem, Turn, content_text
+from evaluators.rules.redact import mask
 from proxy.protocol import ChatCompletionRequest, CompletionRequest, OpenAIBase, completion_prompts
+
+
+#: (start, end, replacement) in a judged text
+Span = tuple[int, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,9 @@ class GenerationRoute:
     choice_text: Callable[[dict[str, Any]], str]
     delta_text: Callable[[dict[str, Any]], str]
     set_choice_text: Callable[[dict[str, Any], str], None]
+    #: mask (start, end, replacement) spans of `choice_text` / `delta_text` in the fields they came from
+    mask_choice: Callable[[dict[str, Any], list[Span]], None]
+    mask_delta: Callable[[dict[str, Any], list[Span]], None]
 
     def output_item(self, conversation: list[dict[str, str]], answer: str) -> EvalItem:
         turns = tuple(Turn(t["role"], t["content"]) for t in conversation)
@@ -68,6 +76,39 @@ def _chat_delta_text(choice: dict[str, Any]) -> str:
     return reasoning + text if reasoning else text
 
 
+def _mask_fields(obj: dict[str, Any], names: tuple[str, ...], spans: list[Span], gap: int) -> None:
+    """Mask spans of the text that is `obj`'s non-empty string fields `names` joined (`gap` characters between),
+    field by field: a span over two fields masks its part in each."""
+    offset = 0
+    for name in names:
+        text = obj.get(name)
+        if not isinstance(text, str) or not text:
+            continue
+        obj[name] = mask(text, [(start - offset, end - offset, repl if start >= offset else "")
+                                for start, end, repl in spans if end > offset and start < offset + len(text)])
+        offset += len(text) + gap
+
+
+def _reasoning_field(message: dict[str, Any]) -> tuple[str, ...]:
+    return next(((name,) for name in REASONING_FIELDS if isinstance(message.get(name), str) and message[name]), ())
+
+
+def _chat_mask_choice(choice: dict[str, Any], spans: list[Span]) -> None:
+    message = choice.get("message")
+    if isinstance(message, dict):
+        _mask_fields(message, _reasoning_field(message) + ("content",), spans, gap=2)
+
+
+def _chat_mask_delta(choice: dict[str, Any], spans: list[Span]) -> None:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        _mask_fields(delta, _reasoning_field(delta) + ("content",), spans, gap=0)
+
+
+def _completion_mask(choice: dict[str, Any], spans: list[Span]) -> None:
+    _mask_fields(choice, ("text",), spans, gap=0)
+
+
 def _chat_set_text(choice: dict[str, Any], text: str) -> None:
     message = choice.setdefault("message", {"role": "assistant"})
     message["content"] = text
@@ -97,10 +138,12 @@ CHAT = GenerationRoute(
     name="chat", path="/chat/completions", request_model=ChatCompletionRequest,
     chunk_object="chat.completion.chunk", conversation=_chat_conversation, input_items=_chat_inputs,
     choice_text=_chat_choice_text, delta_text=_chat_delta_text, set_choice_text=_chat_set_text,
+    mask_choice=_chat_mask_choice, mask_delta=_chat_mask_delta,
 )
 
 COMPLETION = GenerationRoute(
     name="completion", path="/completions", request_model=CompletionRequest,
     chunk_object="text_completion", conversation=_completion_conversation, input_items=_completion_inputs,
     choice_text=_completion_text, delta_text=_completion_text, set_choice_text=_completion_set_text,
+    mask_choice=_completion_mask, mask_delta=_completion_mask,
 )

@@ -20,6 +20,8 @@ from tests.stream_client import (UNSAFE, audit_events, chat_body, evaluator, fin
 C = 16  # chunk_size
 K = 40  # the unsafe token: in window 2, tokens [32, 48)
 TOTAL = 400
+HELD = 4  # context_size: buffered mode keeps the last approved tokens until the next window's verdict
+PASSED = 2 * C - HELD  # tokens released before window 2 is cut: windows 0 and 1, less what was held back
 
 
 def sdk(h) -> openai.OpenAI:  # type: ignore[no-untyped-def]
@@ -48,7 +50,7 @@ def test_buffered_never_leaks_unsafe_text(tmp_path: Path) -> None:
     h = start(tmp_path, "buffered", chunk=C, answer=answer)
     try:
         text, finish, last = sdk_stream(h)
-        approved = "".join(w + " " for w in answer.split(" ")[:32])  # windows 0 and 1 passed
+        approved = "".join(w + " " for w in answer.split(" ")[:PASSED])  # windows 0 and 1 passed
         assert text == approved and finish == "content_filter"
         assert last.model_extra["guardrail"] == {"stage": "output", "categories": ["secret"],
                                                  "evaluators": ["secrets"]}
@@ -63,7 +65,7 @@ def test_buffered_never_leaks_unsafe_text(tmp_path: Path) -> None:
                                                           "delta": {}}]
         # released text is the upstream's own events, byte for byte (same framing), in order
         direct = sse_events(raw_stream(h, chat_body(), direct=True))
-        assert [_normalise(e) for e in events[:-2]] == [_normalise(e) for e in direct[:1 + 32]]
+        assert [_normalise(e) for e in events[:-2]] == [_normalise(e) for e in direct[:1 + PASSED]]
     finally:
         h.stop()
 
@@ -141,13 +143,28 @@ def test_shadow_policy_defaults_to_final_and_never_cuts(tmp_path: Path) -> None:
         h.stop()
 
 
+def test_unsafe_phrase_split_across_two_windows_never_reaches_the_client(tmp_path: Path) -> None:
+    """"make a bomb" with "make a" ending window 0 and "bomb" starting window 1: window 0 alone is safe, and
+    window 1 is judged with window 0's last tokens as context. Those tokens are still held (holdback), so the
+    cut drops them: no part of the phrase is shown. Before the holdback, "make a" had been released."""
+    words = [f"t{i}" for i in range(C - 2)] + ["make", "a", "bomb"] + [f"u{i}" for i in range(40)]
+    h = start(tmp_path, "buffered", chunk=C, context=HELD, answer=" ".join(words), words=("make a bomb",))
+    try:
+        raw = raw_stream(h, chat_body())
+        assert finishes(raw) == {0: "content_filter"}
+        assert texts(raw)[0] == "".join(w + " " for w in words[:C - HELD])
+        assert b"make" not in raw
+    finally:
+        h.stop()
+
+
 def test_enforcing_policy_defaults_to_buffered_and_refusal_text_is_optional(tmp_path: Path) -> None:
     h = start(tmp_path, None, chunk=C, answer=tokens(60, unsafe_at=K),
               policy={"refusal_text": "Sorry, no.", "output": {"evaluators": ["secrets"], "streaming": {
-                  "chunk_size": C, "refusal": True}}})
+                  "chunk_size": C, "context_size": HELD, "refusal": True}}})
     try:
         text, finish, _ = sdk_stream(h)
-        assert UNSAFE not in text and text.endswith("t31 Sorry, no.") and finish == "content_filter"
+        assert UNSAFE not in text and text.endswith(f"t{PASSED - 1} Sorry, no.") and finish == "content_filter"
         assert audit_events(h)[0]["stream_mode"] == "buffered"
     finally:
         h.stop()
@@ -175,7 +192,7 @@ def test_completions_stream_is_moderated(tmp_path: Path) -> None:
     try:
         chunks = list(sdk(h).completions.create(model="demo-model", prompt="go", stream=True))
         text = "".join(c.choices[0].text for c in chunks if c.choices)
-        assert text == "".join(w + " " for w in answer.split(" ")[:32])
+        assert text == "".join(w + " " for w in answer.split(" ")[:PASSED])
         assert chunks[-1].choices[0].finish_reason == "content_filter"
         assert chunks[-1].object == "text_completion"
     finally:
@@ -197,7 +214,7 @@ def test_multi_choice_cut_one_the_other_completes(tmp_path: Path) -> None:
                 if c.finish_reason:
                     done[c.index] = c.finish_reason
         assert done == {0: "content_filter", 1: "stop"}
-        assert got[1] == safe and UNSAFE not in got[0] and len(got[0].split()) == 32
+        assert got[1] == safe and UNSAFE not in got[0] and len(got[0].split()) == PASSED
         assert chunks[-1].usage is not None and not chunks[-1].choices  # usage still comes, last
         assert h.upstream.streams_finished == 1  # choice 1 was still wanted: no early close
         assert [e["choice_index"] for e in audit_events(h) if e["action"] == "block"] == [0]
@@ -268,7 +285,7 @@ def test_reasoning_is_judged_like_the_answer(tmp_path: Path) -> None:
         assert UNSAFE.encode() not in raw and finishes(raw) == {0: "content_filter"}
         thinking = "".join(p["choices"][0]["delta"].get("reasoning_content") or "" for p in payloads(raw)
                            if p.get("choices"))
-        assert thinking == "".join(w + " " for w in tokens(60, prefix="r").split(" ")[:32])  # windows 0, 1 passed
+        assert thinking == "".join(w + " " for w in tokens(60, prefix="r").split(" ")[:PASSED])
         assert texts(raw)[0] == ""  # the answer never started
 
         answer = sdk(h).chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "go"}])
@@ -304,8 +321,9 @@ def test_upstream_error_event_mid_stream_releases_nothing_unjudged(tmp_path: Pat
         received = texts(raw).get(0, "").split()
         assert received == tokens(len(received)).split() and 0 < len(received) <= 50
         if mode == "buffered":
-            # the error came after token 49: only whole judged windows went out, tokens 48-49 were never judged
-            assert b"t49" not in raw and len(received) % C == 0
+            # the error came after token 49: only judged windows went out (less the held-back tail of the last
+            # one, never followed by a judged window), tokens 48-49 were never judged
+            assert b"t49" not in raw and (len(received) + HELD) % C == 0
         assert payloads(raw)[-1]["error"]["message"] == "upstream failed mid-stream"
         assert raw.endswith(b"data: [DONE]\n\n") and "finish" not in json.dumps(finishes(raw))
         with pytest.raises(openai.APIError, match="upstream failed mid-stream"):
@@ -319,7 +337,7 @@ def test_upstream_dropping_the_connection_releases_nothing_unjudged(tmp_path: Pa
     try:
         raw = raw_stream(h, chat_body(model="cut-stream"))
         received = texts(raw).get(0, "").split()
-        assert b"t49" not in raw and len(received) % C == 0 and len(received) <= 48
+        assert b"t49" not in raw and (not received or (len(received) + HELD) % C == 0) and len(received) <= 44
         assert b"upstream_stream_interrupted" in raw and b"[DONE]" not in raw
     finally:
         h.stop()

@@ -34,11 +34,20 @@ def merge_spans(findings: Iterable[Finding], length: int | None = None) -> list[
 
 def redact(text: str, findings: Iterable[Finding]) -> str:
     """`text` with every finding's span replaced by its placeholder; overlapping spans merged."""
+    return mask(text, [(start, end, placeholder(label)) for start, end, label in merge_spans(findings, len(text))])
+
+
+def mask(text: str, spans: Iterable[tuple[int, int, str]]) -> str:
+    """`text` with each (start, end, replacement) span replaced; spans in order, not overlapping, clipped to
+    the text (a streamed answer's piece gets the parts of spans that fall inside it)."""
     parts: list[str] = []
     pos = 0
-    for start, end, label in merge_spans(findings, len(text)):
+    for start, end, replacement in spans:
+        start, end = max(start, pos, 0), min(end, len(text))
+        if end <= start:
+            continue
         parts.append(text[pos:start])
-        parts.append(placeholder(label))
+        parts.append(replacement)
         pos = end
     parts.append(text[pos:])
     return "".join(parts)

@@ -27,7 +27,8 @@ def effective_mode(policy: PolicyConfig) -> str:
 class ModePlan:
     """How a mode windows and holds back text.
 
-    buffered: windows of `chunk_size` tokens, nothing unjudged reaches the client (lead 0).
+    buffered: windows of `chunk_size` tokens, nothing unjudged reaches the client (lead 0), and the last
+      `context_size` tokens of approved text wait for the next window's verdict (holdback).
     optimistic: same windows, the client may run one window ahead of the judged text.
     final: one window, the whole answer, judged at the end; text flows freely, the finish waits.
     """
@@ -37,13 +38,14 @@ class ModePlan:
     context_size: int
     lead: float
     keep_chars: int = 32_768  # approved text kept for audit events
+    holdback: int = 0  # tokens of approved text held until the next window is judged
 
     @classmethod
     def of(cls, policy: PolicyConfig, keep_chars: int = 32_768) -> "ModePlan":
         mode = effective_mode(policy)
         cfg = policy.output.streaming
         if mode == "buffered":
-            return cls(mode, cfg.chunk_size, cfg.context_size, 0, keep_chars)
+            return cls(mode, cfg.chunk_size, cfg.context_size, 0, keep_chars, holdback=cfg.context_size)
         if mode == "optimistic":
             return cls(mode, cfg.chunk_size, cfg.context_size, cfg.chunk_size, keep_chars)
         return cls(mode, None, 0, math.inf, keep_chars)
@@ -57,4 +59,5 @@ class ModePlan:
         return self.chunk_size is not None
 
     def new_choice(self, index: int) -> ChoiceStream:
-        return ChoiceStream(index, TokenWindows(self.chunk_size, self.context_size, self.keep_chars), self.lead)
+        return ChoiceStream(index, TokenWindows(self.chunk_size, self.context_size, self.keep_chars), self.lead,
+                            self.holdback)

@@ -32,8 +32,9 @@ from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import GenerationRoute
-from proxy.sse import DONE, SSEEvent, SSEParser
-from proxy.streaming.choice import ChoiceStream
+from proxy.redaction import finding_spans
+from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
+from proxy.streaming.choice import ChoiceStream, Span
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
 from proxy.streaming.modes import ModePlan
 from proxy.streaming.windows import Window
@@ -222,6 +223,7 @@ class StreamRelay:
         choice = self.choices.get(index)
         if choice is None:
             choice = self.choices[index] = self.plan.new_choice(index)
+            choice.rewrite = self._mask_event
         if choice.cut:
             return
         window = choice.add(raw, self.route.delta_text(obj), bool(obj.get("finish_reason")))
@@ -259,7 +261,8 @@ class StreamRelay:
             self._judged.set()
 
     async def _judge(self, choice: ChoiceStream, window: Window) -> Decision:
-        text = window.text if not self.plan.windowed else choice.windows.context() + window.text
+        context = choice.windows.context() if self.plan.windowed else ""
+        text = context + window.text
         started = time.perf_counter()
         try:
             decision = await self.guard.check(self.policy_name, self.route.output_item(self.conversation, text))
@@ -268,11 +271,33 @@ class StreamRelay:
             decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],
                                 enforced=self.policy.mode == "enforce")
         STREAM_WINDOWS.labels(self.mode).inc()
+        if decision.redacts:
+            self._redact(choice, window, decision, len(context))
         answer = functools.partial(choice.windows.answer_through, window)  # built only if an event is emitted
         self.recorder.record(self.ctx, decision, self.conversation, answer,
                              choice_index=choice.index, stream_mode=self.mode,
                              latency_ms=(time.perf_counter() - started) * 1000)
         return decision
+
+    def _redact(self, choice: ChoiceStream, window: Window, decision: Decision, context_len: int) -> None:
+        """A `redact` verdict: the findings in this window and its context are masked in the held events as they
+        are released (buffered mode holds the context back for this; in optimistic mode only what is still
+        held can be masked)."""
+        findings = [f for v in decision.verdicts for f in v.findings]
+        offset = window.char_start - context_len  # the context is the approved text just before the window
+        length = context_len + window.char_end - window.char_start
+        choice.redact([(offset + start, offset + end, text) for start, end, text in finding_spans(findings, length)])
+
+    def _mask_event(self, raw: bytes, spans: list[Span]) -> bytes:
+        """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise)."""
+        try:
+            event = SSEParser().feed(raw)[0]
+            payload = json.loads(event.data or "")
+            self.route.mask_delta(payload["choices"][0], spans)
+        except (ValueError, LookupError, TypeError, AttributeError):  # cannot happen for an event we judged
+            log.error("stream_redaction_failed")
+            return b""  # never release text that had to be masked
+        return encode_event(payload)
 
     def _cut(self, choice: ChoiceStream, decision: Decision) -> None:
         choice.cut = True

@@ -31,6 +31,8 @@ class Window:
     end: int
     parts: list[tuple[str, int]] = field(default_factory=list)  # (delta text, tokens)
     final: bool = False
+    char_start: int = 0  # where its text starts in the choice's answer (characters)
+    char_end: int = 0
 
     @property
     def text(self) -> str:
@@ -38,7 +40,7 @@ class Window:
 
     def merge(self, later: "Window") -> "Window":
         """This window followed by a later one, as one (windows that piled up while one was judged)."""
-        return Window(self.start, later.end, self.parts + later.parts, later.final)
+        return Window(self.start, later.end, self.parts + later.parts, later.final, self.char_start, later.char_end)
 
 
 class TokenWindows:
@@ -54,6 +56,8 @@ class TokenWindows:
         self.tokens = 0  # counted so far
         self.sealed = 0  # tokens already handed out in windows
         self.approved = 0  # tokens judged safe
+        self.chars = 0  # characters of the answer so far
+        self._open_chars = 0  # where the open window's text starts
         self._open: list[tuple[str, int]] = []
         self._context: deque[tuple[str, int]] = deque()
         self._context_tokens = 0
@@ -66,6 +70,7 @@ class TokenWindows:
             return None
         self._open.append((text, n))
         self.tokens += n
+        self.chars += len(text)
         if self.chunk_size is not None and self.tokens - self.sealed >= self.chunk_size:
             return self.seal()
         return None
@@ -74,9 +79,10 @@ class TokenWindows:
         """Hand out the open (partial) window; None when it holds no text."""
         if not self._open:
             return None
-        window = Window(self.sealed, self.tokens, self._open, final)
+        window = Window(self.sealed, self.tokens, self._open, final, self._open_chars, self.chars)
         self._open = []
         self.sealed = self.tokens
+        self._open_chars = self.chars
         return window
 
     def context(self) -> str:
