@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy import handlers
 from proxy.config import Settings
 from proxy.connections import CONNECTIONS, Connections
-from proxy.errors import (ProxyError, expectation_failed, internal_error, invalid_api_key, method_not_allowed, not_found,
-                          shutting_down)
+from proxy.errors import (ProxyError, expectation_failed, internal_error, invalid_api_key, method_not_allowed,
+                          not_found, shutting_down)
 from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext
 from proxy.server import make_runner

@@ -123,24 +123,27 @@ class DemoUpstream:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         answer = self.answer(body)
-        n = int(body.get("n") or 1)
+        prompt = None if chat else body.get("prompt")
+        prompts = len(prompt) if isinstance(prompt, list) and prompt and isinstance(prompt[0], str) else 1
+        n = int(body.get("n") or 1) * prompts  # completions: n choices per prompt, in prompt order
         texts = [answer] * n if isinstance(answer, str) else [answer[i % len(answer)] for i in range(n)]
         if body.get("stream"):
             return await self._stream(request, body, texts, chat, model)
-        return web.json_response(self._completion(texts[0], n, chat, model))
+        return web.json_response(self._completion(texts, chat, model))
 
-    def _completion(self, text: str, n: int, chat: bool, model: str) -> dict[str, Any]:
-        if chat:
-            message = {"role": "assistant", "content": text, **({"reasoning_content": self.reasoning}
-                                                                if self.reasoning else {})}
-            choices = [{"index": i, "message": dict(message), "finish_reason": "stop", "logprobs": None}
-                       for i in range(n)]
-        else:
-            choices = [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]
-        tokens = len(text.split())
+    def _completion(self, texts: list[str], chat: bool, model: str) -> dict[str, Any]:
+        choices: list[dict[str, Any]] = []
+        for i, text in enumerate(texts):
+            if chat:
+                message = {"role": "assistant", "content": text, **({"reasoning_content": self.reasoning}
+                                                                    if self.reasoning else {})}
+                choices.append({"index": i, "message": message, "finish_reason": "stop", "logprobs": None})
+            else:
+                choices.append({"index": i, "text": text, "finish_reason": "stop", "logprobs": None})
+        tokens = sum(len(text.split()) for text in texts)
         return {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion" if chat else "text_completion",
                 "created": int(time.time()), "model": model, "choices": choices,
-                "usage": {"prompt_tokens": 5, "completion_tokens": tokens * n, "total_tokens": 5 + tokens * n}}
+                "usage": {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": 5 + tokens}}
 
     async def _stream(self, request: web.Request, body: dict[str, Any], texts: list[str], chat: bool,
                       model: str) -> web.StreamResponse:

@@ -18,7 +18,7 @@ from proxy.policy import Decision
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
 from proxy.redaction import finding_spans, redact_findings
-from proxy.routes import CHAT, COMPLETION, GenerationRoute
+from proxy.routes import CHAT, COMPLETION, GenerationRoute, conversation_of
 from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, expected_choices
 
@@ -68,12 +68,14 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     ctx.model = parsed.model
     policy_name = ctx.principal.policy
     policy = settings.policies[policy_name]
-    conversation = route.conversation(body)
+    conversations = route.conversations(body)
+    n = parsed.n or 1
 
     items = route.input_items(body)
     decisions = await _check_all(state, policy_name, items)
-    for decision in decisions:
-        state.recorder.record(ctx, decision, conversation, None, latency_ms=decision.latency_ms)
+    for i, decision in enumerate(decisions):  # one per prompt: each audited with its own
+        state.recorder.record(ctx, decision, conversations[min(i, len(conversations) - 1)], None,
+                              latency_ms=decision.latency_ms)
     blocked = next((d for d in decisions if d.blocks), None)
     if blocked is not None:
         if policy.blocked_input == "refusal":
@@ -89,7 +91,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     upstream = await state.upstream.request("POST", route.path, raw, headers)
     child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
     if parsed.stream and upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", ""):
-        return await _relay_stream(request, state, ctx, route, policy_name, conversation, upstream,
+        return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
                                    expected_choices(route, body, parsed.n))
     try:
         payload = await state.upstream.read_body(upstream)
@@ -98,7 +100,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     upstream_elapsed = time.perf_counter() - started
     if upstream.status != 200:
         return _relay_verbatim(upstream, payload)
-    answer = await _guard_answer(state, ctx, route, policy_name, conversation, payload)
+    answer = await _guard_answer(state, ctx, route, policy_name, conversations, n, payload)
     child(PROXY_OVERHEAD, route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
     return answer
 
@@ -120,7 +122,7 @@ def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
 
 
 async def _guard_answer(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy_name: str,
-                        conversation: list[dict[str, str]], payload: bytes) -> web.Response:
+                        conversations: list[list[dict[str, str]]], n: int, payload: bytes) -> web.Response:
     try:
         answer = json.loads(payload)
         choices = answer["choices"]
@@ -129,11 +131,13 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
     policy = state.settings.policies[policy_name]
     texts = [route.choice_text(c) if isinstance(c, dict) else "" for c in choices]
-    decisions = await _check_all(state, policy_name, [route.output_item(conversation, text) for text in texts])
+    indexes = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
+    continued = [conversation_of(conversations, n, index) for index in indexes]
+    decisions = await _check_all(state, policy_name,
+                                 [route.output_item(conv, text) for conv, text in zip(continued, texts)])
     changed = False
-    for choice, text, decision in zip(choices, texts, decisions):
-        index = choice.get("index") if isinstance(choice, dict) else None
-        state.recorder.record(ctx, decision, conversation, text, choice_index=index)
+    for choice, text, decision, conv, index in zip(choices, texts, decisions, continued, indexes):
+        state.recorder.record(ctx, decision, conv, text, choice_index=index if isinstance(index, int) else None)
         if not isinstance(choice, dict):
             continue
         if decision.blocks:
@@ -151,7 +155,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
 
 
 async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestContext, route: GenerationRoute,
-                        policy_name: str, conversation: list[dict[str, str]], upstream: Any,
+                        policy_name: str, conversations: list[list[dict[str, str]]], n: int, upstream: Any,
                         choices: int = 1) -> web.StreamResponse:
     client = web.StreamResponse(status=200, headers={
         "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
@@ -159,8 +163,8 @@ async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestCon
     try:
         await client.prepare(request)
         relay = StreamRelay(route=route, guard=state.guard, recorder=state.recorder, ctx=ctx,
-                            policy_name=policy_name, conversation=conversation, upstream=upstream, client=client,
-                            choices=choices)
+                            policy_name=policy_name, conversations=conversations, n=n, upstream=upstream,
+                            client=client, choices=choices)
         await request.app[CONNECTIONS].relay(request, client, relay.run())
         await client.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):

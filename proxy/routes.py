@@ -22,7 +22,8 @@ class GenerationRoute:
     path: str
     request_model: type[OpenAIBase]
     chunk_object: str
-    conversation: Callable[[dict[str, Any]], list[dict[str, str]]]
+    #: the conversations an answer's choices continue: one for chat, one per prompt for completions
+    conversations: Callable[[dict[str, Any]], list[list[dict[str, str]]]]
     input_items: Callable[[dict[str, Any]], list[EvalItem]]
     choice_text: Callable[[dict[str, Any]], str]
     delta_text: Callable[[dict[str, Any]], str]
@@ -40,9 +41,15 @@ class GenerationRoute:
         return len(messages) if isinstance(messages, list) else 1
 
 
-def _chat_conversation(body: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
-            for m in body.get("messages", []) if isinstance(m, dict)]
+def conversation_of(conversations: list[list[dict[str, str]]], n: int, choice_index: Any) -> list[dict[str, str]]:
+    """The conversation a choice continues: choices come `n` per prompt, in prompt order (OpenAI and vLLM)."""
+    index = choice_index if isinstance(choice_index, int) and choice_index >= 0 else 0
+    return conversations[min(index // max(n, 1), len(conversations) - 1)]
+
+
+def _chat_conversations(body: dict[str, Any]) -> list[list[dict[str, str]]]:
+    return [[{"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
+             for m in body.get("messages", []) if isinstance(m, dict)]]
 
 
 def _chat_inputs(body: dict[str, Any]) -> list[EvalItem]:
@@ -116,9 +123,9 @@ def _chat_set_text(choice: dict[str, Any], text: str) -> None:
         message.pop(name, None)
 
 
-def _completion_conversation(body: dict[str, Any]) -> list[dict[str, str]]:
-    prompts = completion_prompts(body.get("prompt"))
-    return [{"role": "user", "content": prompts[0] if prompts else ""}]
+def _completion_conversations(body: dict[str, Any]) -> list[list[dict[str, str]]]:
+    prompts = completion_prompts(body.get("prompt")) or [""]  # token-id prompts cannot be read as text
+    return [[{"role": "user", "content": prompt}] for prompt in prompts]
 
 
 def _completion_inputs(body: dict[str, Any]) -> list[EvalItem]:
@@ -136,14 +143,14 @@ def _completion_set_text(choice: dict[str, Any], text: str) -> None:
 
 CHAT = GenerationRoute(
     name="chat", path="/chat/completions", request_model=ChatCompletionRequest,
-    chunk_object="chat.completion.chunk", conversation=_chat_conversation, input_items=_chat_inputs,
+    chunk_object="chat.completion.chunk", conversations=_chat_conversations, input_items=_chat_inputs,
     choice_text=_chat_choice_text, delta_text=_chat_delta_text, set_choice_text=_chat_set_text,
     mask_choice=_chat_mask_choice, mask_delta=_chat_mask_delta,
 )
 
 COMPLETION = GenerationRoute(
     name="completion", path="/completions", request_model=CompletionRequest,
-    chunk_object="text_completion", conversation=_completion_conversation, input_items=_completion_inputs,
+    chunk_object="text_completion", conversations=_completion_conversations, input_items=_completion_inputs,
     choice_text=_completion_text, delta_text=_completion_text, set_choice_text=_completion_set_text,
     mask_choice=_completion_mask, mask_delta=_completion_mask,
 )

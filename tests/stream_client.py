@@ -25,7 +25,8 @@ def tokens(total: int, unsafe_at: int | None = None, prefix: str = "t") -> str:
 def start(tmp_path: Path, mode: str | None, *, chunk: int = 16, context: int = 4, answer: Any = None,
           upstream: DemoUpstream | None = None, policy: dict[str, Any] | None = None,
           delay_ms: float = 0.0, chunk_delay_s: float = 0.001, evaluator_type: str = "keyword",
-          hold_limit: int = 64 * 1024, words: tuple[str, ...] = (UNSAFE,)) -> ProxyHarness:
+          hold_limit: int = 64 * 1024, words: tuple[str, ...] = (UNSAFE,),
+          evaluators_extra: dict[str, Any] | None = None) -> ProxyHarness:
     """The proxy in front of a demo upstream; the output guard is the keyword evaluator `secrets`."""
     streaming: dict[str, Any] = {"chunk_size": chunk, "context_size": context, "hold_limit_bytes": hold_limit}
     if mode is not None:
@@ -33,7 +34,8 @@ def start(tmp_path: Path, mode: str | None, *, chunk: int = 16, context: int = 4
     pol: dict[str, Any] = {"input": {"evaluators": []}, "output": {"evaluators": ["secrets"], "streaming": streaming}}
     pol.update(policy or {})
     evaluators = {"secrets": {"type": evaluator_type, "on_error": "fail_closed", "timeout_ms": 5000,
-                              "options": {"words": list(words), "category": "secret", "delay_ms": delay_ms}}}
+                              "options": {"words": list(words), "category": "secret", "delay_ms": delay_ms}},
+                  **(evaluators_extra or {})}
     settings = keyword_settings(tmp_path, policy=pol, evaluators=evaluators)
     up = upstream or DemoUpstream(answer=answer if callable(answer) else (lambda body, a=answer: a),
                                   chunk_delay_s=chunk_delay_s)

@@ -199,6 +199,36 @@ def test_completions_stream_is_moderated(tmp_path: Path) -> None:
         h.stop()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_batched_completion_prompts_are_each_judged_with_their_own_prompt(tmp_path: Path, stream: bool) -> None:
+    """`/v1/completions` with two prompts and n=2: choices 0-1 continue prompt 0, choices 2-3 prompt 1. Each
+    prompt's input event, and each answer's output event, carries its own prompt (they all carried the first)."""
+    prompts = ["say hi", "write to me at a@example.com"]
+    answers = ["hi", "hello", "sure: b@example.com", "done"]
+    h = start(tmp_path, "buffered", chunk=C, upstream=DemoUpstream(answer=lambda body: answers),
+              policy={"input": {"evaluators": ["pii"]}, "output": {"evaluators": ["pii"]},
+                      "actions": {"pii": "flag", "default": "block"}},
+              evaluators_extra={"pii": {"type": "keyword", "options": {"words": ["@example.com"], "category": "pii"}}})
+    try:
+        result = sdk(h).completions.create(model="demo-model", prompt=prompts, n=2, stream=stream)
+        if stream:
+            got: dict[int, str] = {}
+            for chunk in result:
+                for c in chunk.choices:
+                    got[c.index] = got.get(c.index, "") + c.text
+        else:
+            got = {c.index: c.text for c in result.choices}
+        assert got == dict(enumerate(answers))
+        events = audit_events(h)
+        flagged_input = [e for e in events if e["stage"] == "input"]
+        assert [e["content"]["messages"][0]["content"] for e in flagged_input] == [prompts[1]]
+        flagged_output = [e for e in events if e["stage"] == "output"]
+        assert [(e["choice_index"], e["content"]["messages"][0]["content"]) for e in flagged_output] == [
+            (2, prompts[1])]
+    finally:
+        h.stop()
+
+
 def test_multi_choice_cut_one_the_other_completes(tmp_path: Path) -> None:
     safe = tokens(60, prefix="s")
     h = start(tmp_path, "buffered", chunk=C, answer=[tokens(60, unsafe_at=K), safe])

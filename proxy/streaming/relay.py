@@ -31,7 +31,7 @@ from proxy.guard import Guard
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision
 from proxy.recording import Recorder, RequestContext
-from proxy.routes import GenerationRoute
+from proxy.routes import GenerationRoute, conversation_of
 from proxy.redaction import finding_spans
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
 from proxy.streaming.choice import ChoiceStream, Span
@@ -51,8 +51,8 @@ class StreamRelay:
     """Relays one streamed generation, judging each choice's answer per the policy's streaming mode."""
 
     def __init__(self, *, route: GenerationRoute, guard: Guard, recorder: Recorder, ctx: RequestContext,
-                 policy_name: str, conversation: list[dict[str, str]], upstream: aiohttp.ClientResponse,
-                 client: web.StreamResponse, choices: int = 1) -> None:
+                 policy_name: str, conversations: list[list[dict[str, str]]], upstream: aiohttp.ClientResponse,
+                 client: web.StreamResponse, n: int = 1, choices: int = 1) -> None:
         self.route = route
         self.guard = guard
         self.recorder = recorder
@@ -62,7 +62,8 @@ class StreamRelay:
         self.plan = ModePlan.of(self.policy, guard.settings.audit.max_content_chars)
         self.hold_limit = self.policy.output.streaming.hold_limit_bytes
         self.mode = self.plan.mode
-        self.conversation = conversation
+        self.conversations = conversations
+        self.n = n
         self.upstream = upstream
         self.client = client
         self.expected_choices = max(1, choices)
@@ -263,9 +264,10 @@ class StreamRelay:
     async def _judge(self, choice: ChoiceStream, window: Window) -> Decision:
         context = choice.windows.context() if self.plan.windowed else ""
         text = context + window.text
+        conversation = conversation_of(self.conversations, self.n, choice.index)
         started = time.perf_counter()
         try:
-            decision = await self.guard.check(self.policy_name, self.route.output_item(self.conversation, text))
+            decision = await self.guard.check(self.policy_name, self.route.output_item(conversation, text))
         except Exception:  # a guard bug must not let text through: fail closed
             log.exception("stream_window_judge_failed", choice_index=choice.index)
             decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],
@@ -274,7 +276,7 @@ class StreamRelay:
         if decision.redacts:
             self._redact(choice, window, decision, len(context))
         answer = functools.partial(choice.windows.answer_through, window)  # built only if an event is emitted
-        self.recorder.record(self.ctx, decision, self.conversation, answer,
+        self.recorder.record(self.ctx, decision, conversation, answer,
                              choice_index=choice.index, stream_mode=self.mode,
                              latency_ms=(time.perf_counter() - started) * 1000)
         return decision
