@@ -33,7 +33,7 @@ class FuzzUpstream(DemoUpstream):
         n = int(body.get("n") or 1)
         if body.get("stream"):
             return await self._stream(request, body, [text] * n, chat, "demo-model")
-        return web.json_response(self._completion(text, n, chat, "demo-model"))
+        return web.json_response(self._completion([text] * n, chat, "demo-model"))
 
 
 def assert_openai_error(body: Any) -> None:

@@ -76,7 +76,8 @@ deltas = st.lists(st.tuples(st.sampled_from(["", "w ", "two words ", "\n", "thre
 def test_choice_never_releases_unjudged_text_beyond_its_lead(script: list[tuple[str, str]], chunk: int,
                                                              optimistic: bool, unsafe_at: int) -> None:
     lead = chunk if optimistic else 0
-    choice = ChoiceStream(0, TokenWindows(chunk, 2), lead)
+    holdback = 0 if optimistic else 2  # buffered mode holds the next window's context back
+    choice = ChoiceStream(0, TokenWindows(chunk, 2), lead, holdback)
     events: list[tuple[int, str]] = []  # (token position after the event, text)
     released: list[bytes] = []
     judged: list[tuple[int, int]] = []
@@ -108,10 +109,10 @@ def test_choice_never_releases_unjudged_text_beyond_its_lead(script: list[tuple[
                 choice.pending.push(window)
                 assert choice.pending.inflight is None or choice.pending.queued is not None
         released += choice.release()
-        # the bound: nothing beyond approved + lead ever reached the client
+        # the bound: nothing beyond approved + lead ever reached the client, nor (buffered) the held-back context
+        everything = choice.ended and choice.windows.approved == choice.windows.tokens
         for raw in released:
-            assert events[int(raw)][0] <= choice.windows.approved + lead or choice.windows.approved == \
-                choice.windows.tokens
+            assert events[int(raw)][0] <= choice.windows.approved + lead - holdback or everything
     while not choice.cut and not choice.pending.idle:
         judge_one()
         released += choice.release()
@@ -124,3 +125,25 @@ def test_choice_never_releases_unjudged_text_beyond_its_lead(script: list[tuple[
         assert all(events[int(r)][0] <= unsafe_at + lead for r in released)
     else:
         assert len(released) == len(events) and (not judged or judged[-1][1] == choice.windows.tokens)
+
+
+def test_redactions_from_consecutive_windows_mask_each_span_once() -> None:
+    """Window 1's context sees again (and wider) what window 0 found: the wider span wins, one placeholder."""
+    from evaluators.rules.redact import mask
+
+    choice = ChoiceStream(0, TokenWindows(3, 2), 0, holdback=2,
+                          rewrite=lambda raw, spans: mask(raw.decode(), spans).encode())
+    for word in ("aa ", "bb ", "cc "):
+        window = choice.add(word.encode(), word, finish=False)
+    assert window is not None
+    choice.redact([(6, 8, "[X]")])  # "cc" found in window 0
+    choice.windows.approve(window)
+    released = choice.release()
+    assert released == [b"aa "]  # "bb cc " held back: the next window's context
+    for word in ("dd ", "ee "):
+        choice.add(word.encode(), word, finish=False)
+    last = choice.add(b"", "", finish=True)
+    assert last is not None and last.text == "dd ee "
+    choice.redact([(3, 11, "[Y]")])  # window 1 (context "bb cc ") found "bb cc dd" as one thing
+    choice.windows.approve(last)
+    assert b"".join(released + choice.release()) == b"aa [Y] ee "

@@ -93,8 +93,18 @@ class ChoiceStream:
         return out
 
     def redact(self, spans: list[Span]) -> None:
-        """Mask these answer spans in the events still held (those released already cannot be)."""
-        self.redactions += spans
+        """Mask these answer spans in the events still held (those released already cannot be).
+
+        Spans are kept merged: a later window sees an earlier one's finding again through its context, maybe
+        wider; overlapping spans become one, with the placeholder of the one that starts first."""
+        merged: list[Span] = []
+        for start, end, replacement in sorted(self.redactions + spans, key=lambda span: (span[0], -span[1])):
+            if merged and start < merged[-1][1]:
+                first_start, first_end, first_replacement = merged[-1]
+                merged[-1] = (first_start, max(first_end, end), first_replacement)
+            else:
+                merged.append((start, end, replacement))
+        self.redactions = merged
 
     def _masked(self, entry: Entry) -> bytes:
         a, b = entry.char_start, entry.char_end
