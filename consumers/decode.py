@@ -51,4 +51,16 @@ def decode(raw: bytes | None) -> Decoded:
         ts = parse_ts(event["ts"])
     except ValueError as exc:
         return Decoded(None, reason=f"schema-invalid: ts: not an RFC 3339 timestamp ({exc})")
-    return Decoded(event, ts=ts)
+    return Decoded(without_nul(event), ts=ts)
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with every NUL character (JSON "\\u0000", which a client can put in a prompt) replaced by U+FFFD:
+    PostgreSQL text and JSON cannot hold NUL, and a rejected row would stop the consumer on that message."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value

@@ -5,6 +5,10 @@ whole batch in ONE database transaction, and only then commit the Kafka
 offsets. A crash after the DB commit but before the offset commit replays the
 batch on restart; the store ignores what it already has (event_id and
 dead-letter position are unique), so nothing is lost and nothing is doubled.
+
+A batch the database refuses for its data (not for being unreachable) is
+written again record by record, and the records it still refuses become dead
+letters with the database's reason: one bad record never stops the consumer.
 """
 
 from __future__ import annotations
@@ -55,17 +59,26 @@ class ReviewConsumer:
         items: list[IncomingEvent] = []
         dead: list[DeadLetter] = []
         offsets = {}
+        raw: dict[Position, Any] = {}
         for tp, records in batch.items():
             for rec in records:
                 pos = Position(tp.topic, tp.partition, rec.offset)
                 decoded = decode(rec.value)
                 if decoded.event is not None and decoded.ts is not None:
                     items.append(IncomingEvent(decoded.event, decoded.ts, pos))
+                    raw[pos] = rec
                 else:
                     dead.append(DeadLetter(pos, rec.key, rec.value, decoded.reason or "invalid"))
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         try:
-            result = self.store.write_batch(items, dead)
+            try:
+                result = self.store.write_batch(items, dead)
+            except SQLAlchemyError as exc:
+                if is_transient(exc):
+                    raise
+                log.warning("store refused a batch; writing it record by record", error=type(exc).__name__,
+                            records=len(items) + len(dead))
+                result = self._write_one_by_one(items, dead, raw)
         except SQLAlchemyError as exc:
             # nothing committed anywhere: rewind and read the same batch again after a pause
             for tp, records in batch.items():
@@ -93,6 +106,28 @@ class ReviewConsumer:
                  dead_letters=result.dead_letters, partitions=len(offsets))
         return result
 
+    def _write_one_by_one(self, items: list[IncomingEvent], dead: list[DeadLetter],
+                          raw: dict[Position, Any]) -> WriteResult:
+        """Each record in its own transaction; those the store refuses become dead letters with its reason.
+        A transient error (the database went away meanwhile) propagates: the batch is retried whole."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        result = WriteResult()
+        refused = list(dead)
+        for item in items:
+            try:
+                result.add(self.store.write_batch([item], []))
+            except SQLAlchemyError as exc:
+                if is_transient(exc):
+                    raise
+                rec = raw[item.position]
+                reason = f"store refused: {type(exc).__name__}: {str(getattr(exc, 'orig', exc))[:300]}"
+                log.error("event refused by the store; kept as a dead letter", error=type(exc).__name__,
+                          event_id=item.event.get("event_id"))
+                refused.append(DeadLetter(item.position, rec.key, rec.value, reason))
+        result.add(self.store.write_batch([], refused))
+        return result
+
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; closes the consumer (leaving the group) on the way out."""
         if self._consumer is None:
@@ -111,3 +146,11 @@ class ReviewConsumer:
     def state(self) -> dict[str, Any]:
         return {"batches": self.batches, "inserted": self.stats.inserted, "duplicates": self.stats.duplicates,
                 "dead_letters": self.stats.dead_letters, "last_error": self.last_error}
+
+
+def is_transient(exc: Exception) -> bool:
+    """The database could not be reached or timed out (retry the batch), as opposed to refusing the data."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, TimeoutError
+
+    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, TimeoutError)) or \
+        bool(getattr(exc, "connection_invalidated", False))

@@ -86,3 +86,63 @@ def test_store_failure_rewinds_and_retries_the_batch(store, kafka_bootstrap, top
         consumer.close()
     assert calls[0] > 0 and sum(calls[1:]) == 6 and consumer.stats.inserted == 6
     assert consumer.stats.duplicates == 0  # the failed batch was not half-written
+
+
+def test_hostile_event_content_is_stored_not_a_stalled_consumer(store, kafka_bootstrap, topic) -> None:
+    """A client can put NUL characters in a prompt and any model name in a request; the proxy audits both.
+    PostgreSQL refused them (text cannot hold NUL; `model` is VARCHAR(256)) and the consumer retried that
+    batch forever. Now NUL becomes U+FFFD and long strings are cut to their columns."""
+    nul = make_event(tenant="t\x00x", messages=[{"role": "user", "content": "before \x00 after"}])
+    long_model = make_event(model="m" * 1000, categories=("c" * 100,))
+    produce(kafka_bootstrap, topic, [event_message(nul), event_message(long_model)])
+    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-g",
+                                                   **FAST_GROUP))
+    consumer.start()
+    try:
+        consume_until(consumer, store, events=2, dead=0)
+        assert consumer.state()["last_error"] is None
+    finally:
+        consumer.close()
+    from sqlalchemy import select
+
+    from consumers.store import tables
+
+    stored = store.get_event(nul["event_id"])
+    assert stored.payload["tenant"] == "t\ufffdx"
+    assert stored.content["messages"][0]["content"] == "before \ufffd after"
+    with store.read() as conn:
+        model = conn.execute(select(tables.events.c.model)
+                             .where(tables.events.c.event_id == long_model["event_id"])).scalar()
+    assert model == "m" * 256
+
+
+def test_a_record_the_store_refuses_becomes_a_dead_letter(store, kafka_bootstrap, topic, monkeypatch) -> None:
+    """A batch the database refuses for its data is written record by record; the record it still refuses
+    is kept as a dead letter (raw bytes and the database's reason) and the consumer moves on."""
+    from sqlalchemy.exc import DataError
+
+    events = [make_event() for _ in range(5)]
+    poison = events[2]["event_id"]
+    produce(kafka_bootstrap, topic, [event_message(e) for e in events])
+    real_write = store.write_batch
+
+    def refusing_write(items, dead=()):
+        if any(i.event["event_id"] == poison for i in items):
+            raise DataError("INSERT", {}, Exception("value too long for type character varying(256)"))
+        return real_write(items, dead)
+
+    monkeypatch.setattr(store, "write_batch", refusing_write)
+    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-g",
+                                                   **FAST_GROUP))
+    consumer.start()
+    try:
+        consume_until(consumer, store, events=4, dead=1)
+        committed = sum(consumer._consumer.committed(tp) or 0 for tp in consumer._consumer.assignment())
+    finally:
+        consumer.close()
+    with store.read() as conn:
+        letters = queries.dead_letter_page(conn)
+    assert len(letters) == 1 and letters[0]["reason"].startswith("store refused: DataError")
+    assert json.loads(letters[0]["raw"])["event_id"] == poison
+    assert store.get_event(poison) is None and consumer.stats.inserted == 4
+    assert committed == 5  # the offsets moved past the refused record

@@ -150,3 +150,25 @@ async def test_failed_logins_are_throttled(client: TestClient) -> None:
     for _ in range(5):
         assert (await login(client, "wrong secret here")).status == 401
     assert (await login(client)).status == 429  # even the right secret waits now
+
+
+async def test_hostile_query_path_and_form_values_never_500(client: TestClient, seeded: dict[str, Any]) -> None:
+    """Found by probing: a huge page number overflowed the OFFSET, and NUL characters in a filter, an event
+    id or a label's note made PostgreSQL fail the query: 500s. Now: the page is capped, NUL gets a 400."""
+    await login(client)
+    html = {"Accept": "text/html"}
+    csrf = csrf_of(await (await client.get("/", headers=html)).text())
+    event = seeded["xss"]
+    for path in ("/?page=99999999999999999999999", "/?page=-3", "/?page=x", "/?since=9999-99-99",
+                 "/dead-letters?page=99999999999999999999"):
+        response = await client.get(path, headers=html)
+        assert response.status == 200, path
+    for path in ("/?tenant=a%00b", "/?category=%00", f"/events/{event}?tenant=%00", "/events/%00"):
+        response = await client.get(path, headers=html)
+        assert response.status == 400, path
+    label = await client.post(f"/events/{event}/labels", headers=html,
+                              data={"label": "safe", "note": "a\x00b", "csrf_token": csrf})
+    assert label.status == 400
+    ok = await client.post(f"/events/{event}/labels", headers={"Accept": "application/json", "X-CSRF-Token": csrf},
+                           data={"label": "safe", "note": "fine"})
+    assert ok.status == 200

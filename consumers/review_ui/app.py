@@ -74,6 +74,19 @@ def _same_origin(request: web.Request) -> bool:
 
 
 @web.middleware
+async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A NUL character in the path, the query or a form field: 400. No text column of the store can hold one
+    (PostgreSQL refuses it: the request would fail with a 500)."""
+    values = [request.path, *request.query.values()]
+    if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded",
+                                                              "multipart/form-data"):
+        values += [v for v in (await request.post()).values() if isinstance(v, str)]
+    if any("\x00" in value for value in values):
+        raise web.HTTPBadRequest(text="NUL characters are not accepted")
+    return await handler(request)
+
+
+@web.middleware
 async def auth_and_csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "POST" and not _same_origin(request):
         raise web.HTTPForbidden(text="cross-origin request refused")
@@ -97,7 +110,7 @@ async def auth_and_csrf(request: web.Request, handler: Handler) -> web.StreamRes
 def create_app(store: Store, *, state: Callable[[], dict[str, Any]] | None = None,
                secure_cookies: bool = False) -> web.Application:
     """The UI over `store`; `state` reports the consumer running beside it (shown at /healthz)."""
-    app = web.Application(middlewares=[security_headers, auth_and_csrf], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[security_headers, refuse_nul, auth_and_csrf], client_max_size=256 * 1024)
     app[STORE] = store
     app[SIGNER] = Signer(store.secret_setting("review_ui.session_key"))
     app[TEMPLATES] = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),

@@ -18,6 +18,7 @@ from consumers.store.models import LABEL_TITLES, LABELS
 from evaluators.base import LLAMA_GUARD_CATEGORIES, RULE_CATEGORIES
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # a larger page number would overflow the database's OFFSET (a 500)
 STAGES = ("input", "output")
 ACTIONS = ("block", "flag", "redact", "allow", "error")
 STATUSES = ("unreviewed", "reviewed", "all")
@@ -129,7 +130,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def queue(request: web.Request) -> web.Response:
     f = parse_filter(request.query)
     try:
-        page = max(1, int(request.query.get("page", "1")))
+        page = min(max(1, int(request.query.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page = 1
     store, me = request.app[appmod.STORE], request[appmod.PRINCIPAL].name

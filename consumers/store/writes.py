@@ -23,11 +23,21 @@ def insert_ignore(conn: Connection, table: Table, conflict: Sequence[str]) -> An
     return dialect.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
 
 
+def fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with strings cut to their columns' lengths: PostgreSQL refuses longer ones (SQLite does not check),
+    and a client chooses some of them (`model`)."""
+    for name, value in row.items():
+        length = getattr(table.c[name].type, "length", None)
+        if length and isinstance(value, str) and len(value) > length:
+            row[name] = value[:length]
+    return row
+
+
 def _event_row(item: IncomingEvent, received_at: datetime) -> dict[str, Any]:
     e = item.event
     content = e["content"]
     pos = item.position
-    return {
+    return fit(t.events, {
         "event_id": e["event_id"], "ts": item.ts, "request_id": e["request_id"], "tenant": e["tenant"],
         "policy": e["policy"], "stage": e["stage"], "action": e["action"], "mode": e["mode"],
         "model": e.get("model"), "upstream": e["upstream"], "route": e.get("route"),
@@ -37,7 +47,7 @@ def _event_row(item: IncomingEvent, received_at: datetime) -> dict[str, Any]:
         "payload": json.dumps(e, ensure_ascii=False, separators=(",", ":")),
         "kafka_topic": pos.topic if pos else None, "kafka_partition": pos.partition if pos else None,
         "kafka_offset": pos.offset if pos else None, "received_at": received_at,
-    }
+    })
 
 
 def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence[DeadLetter]) -> WriteResult:
@@ -68,14 +78,16 @@ def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence
             pk = ids.get(item.event["event_id"])
             if pk is None:
                 continue
-            category_rows += [{"event_pk": pk, "category": c} for c in sorted(set(item.event["categories"]))]
+            width = t.event_categories.c.category.type.length
+            category_rows += [{"event_pk": pk, "category": c}
+                              for c in sorted({c[:width] for c in item.event["categories"]})]
             for i, v in enumerate(item.event["verdicts"]):
-                verdict_rows.append({
+                verdict_rows.append(fit(t.verdicts, {
                     "event_pk": pk, "position": i, "evaluator": v["evaluator"], "version": v["version"],
                     "safe": bool(v["safe"]), "categories": json.dumps(list(v["categories"])),
                     "score": v.get("score"), "latency_ms": v.get("latency_ms"), "cached": v.get("cached"),
                     "error": v.get("error"),
-                })
+                }))
         if verdict_rows:
             conn.execute(t.verdicts.insert(), verdict_rows)
         if category_rows:
@@ -86,7 +98,7 @@ def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence
             pk = conn.execute(stmt, {
                 "topic": letter.position.topic, "partition": letter.position.partition,
                 "offset": letter.position.offset, "key": letter.key, "raw": letter.raw,
-                "reason": letter.reason[:4000], "received_at": now,
+                "reason": letter.reason[:4000].replace("\x00", "\ufffd"), "received_at": now,
             }).scalar()
             if pk is None:
                 result.dead_letter_duplicates += 1
