@@ -135,3 +135,15 @@ async def test_dashboard_page_and_api(dashboard_store) -> None:
     assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
     assert 'id="n-block">9<' in html and "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert json.loads(json.dumps(api))  # plain JSON
+
+
+def test_aggregate_keys_longer_than_their_columns_are_cut(store) -> None:
+    """PostgreSQL refuses strings past a VARCHAR's width (SQLite stores them): keys are cut to fit."""
+    event = make_event(categories=("x" * 100,), tenant="t" * 300)
+    event["verdicts"][0]["evaluator"] = "e" * 300
+    with store.write() as conn:
+        write_aggregates(conn, aggregate([(event, parse_ts(event["ts"]))]))
+    with store.read() as conn:
+        assert conn.execute(select(t.metric_categories.c.category)).scalars().all() == ["x" * 64]
+        assert conn.execute(select(t.metric_events.c.tenant)).scalars().all() == ["t" * 256]
+        assert conn.execute(select(t.metric_evaluators.c.evaluator)).scalars().all() == ["e" * 256]
