@@ -48,6 +48,8 @@ async def read_json(request: web.Request, limit: int, timeout_s: float | None = 
     except (ValueError, UnicodeDecodeError):
         raise bad_request("We could not parse the JSON body of your request. The body must be valid JSON.",
                           code="invalid_json") from None
+    except RecursionError:  # e.g. 100,000 nested arrays: Python's parser gives up (it was a 500)
+        raise bad_request("The JSON body of your request is nested too deeply.", code="invalid_json") from None
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -84,7 +86,10 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     if route is CHAT and any(d.redacts for d in decisions):
         body["messages"][-1]["content"] = redact_findings(
             items[0].text, [f for d in decisions for v in d.verdicts for f in v.findings])
-        raw = json.dumps(body).encode()
+        try:
+            raw = json.dumps(body).encode()
+        except RecursionError:  # parsed at the edge of the recursion limit: re-encoding may not fit
+            raise bad_request("The JSON body of your request is nested too deeply.", code="invalid_json") from None
 
     headers = state.upstream.headers(request.headers, ctx.request_id)
     started = time.perf_counter()
@@ -127,7 +132,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
         answer = json.loads(payload)
         choices = answer["choices"]
         assert isinstance(choices, list)
-    except (ValueError, KeyError, TypeError, AssertionError):
+    except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
     policy = state.settings.policies[policy_name]
     texts = [route.choice_text(c) if isinstance(c, dict) else "" for c in choices]

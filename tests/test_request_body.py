@@ -62,3 +62,18 @@ def test_the_limit_holds_for_a_body_in_pieces(harness: ProxyHarness) -> None:
     status, answer = post_in_pieces(harness, body_of(400_000), pieces=4, chunked=True)
     assert status == 413
     assert answer["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("depth", [500, 100_000])
+def test_deeply_nested_json_is_a_400_not_a_500(harness: ProxyHarness, depth: int,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """100,000 nested arrays made Python's JSON parser raise RecursionError: a 500 with a logged traceback.
+    Nesting the parser can read (500) is served; deeper is 400 invalid_json."""
+    body = (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * depth + b"]" * depth
+            + b"}")
+    status, answer = post_in_pieces(harness, body, pieces=1, pause_s=0)
+    if depth == 500:
+        assert status == 200 and answer["object"] == "chat.completion"
+    else:
+        assert status == 400 and answer["error"]["code"] == "invalid_json" and "nested" in answer["error"]["message"]
+    assert [r for r in caplog.records if r.levelno >= 40] == []

@@ -192,7 +192,7 @@ class StreamRelay:
             return
         try:
             payload = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
