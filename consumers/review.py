@@ -74,7 +74,7 @@ class ReviewConsumer:
             try:
                 result = self.store.write_batch(items, dead)
             except SQLAlchemyError as exc:
-                if is_transient(exc):
+                if not refuses_data(exc):
                     raise
                 log.warning("store refused a batch; writing it record by record", error=type(exc).__name__,
                             records=len(items) + len(dead))
@@ -109,7 +109,7 @@ class ReviewConsumer:
     def _write_one_by_one(self, items: list[IncomingEvent], dead: list[DeadLetter],
                           raw: dict[Position, Any]) -> WriteResult:
         """Each record in its own transaction; those the store refuses become dead letters with its reason.
-        A transient error (the database went away meanwhile) propagates: the batch is retried whole."""
+        Any other error (the database went away meanwhile) propagates: the batch is retried whole."""
         from sqlalchemy.exc import SQLAlchemyError
 
         result = WriteResult()
@@ -118,7 +118,7 @@ class ReviewConsumer:
             try:
                 result.add(self.store.write_batch([item], []))
             except SQLAlchemyError as exc:
-                if is_transient(exc):
+                if not refuses_data(exc):
                     raise
                 rec = raw[item.position]
                 reason = f"store refused: {type(exc).__name__}: {str(getattr(exc, 'orig', exc))[:300]}"
@@ -148,9 +148,10 @@ class ReviewConsumer:
                 "dead_letters": self.stats.dead_letters, "last_error": self.last_error}
 
 
-def is_transient(exc: Exception) -> bool:
-    """The database could not be reached or timed out (retry the batch), as opposed to refusing the data."""
-    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, TimeoutError
+def refuses_data(exc: Exception) -> bool:
+    """The database refused the data itself (a value it cannot hold, a constraint), which retrying cannot fix.
+    Anything else (unreachable, locked, timed out, a schema problem) is retried: nothing is dead-lettered for
+    the database's own trouble."""
+    from sqlalchemy.exc import DataError, IntegrityError
 
-    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, TimeoutError)) or \
-        bool(getattr(exc, "connection_invalidated", False))
+    return isinstance(exc, (DataError, IntegrityError)) and not getattr(exc, "connection_invalidated", False)
