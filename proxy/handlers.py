@@ -21,6 +21,7 @@ from proxy.redaction import finding_spans, redact_findings
 from proxy.routes import CHAT, COMPLETION, GenerationRoute, conversation_of
 from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, expected_choices
+from proxy.unicode_text import clean_json, clean_text, may_hold_surrogates
 
 
 async def read_json(request: web.Request, limit: int, timeout_s: float | None = None) -> Any:
@@ -44,7 +45,8 @@ async def read_json(request: web.Request, limit: int, timeout_s: float | None = 
         raise unreadable_body() from None
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
-        return raw, json.loads(raw)
+        body = json.loads(raw)
+        return raw, clean_json(body) if may_hold_surrogates(raw) else body
     except (ValueError, UnicodeDecodeError):
         raise bad_request("We could not parse the JSON body of your request. The body must be valid JSON.",
                           code="invalid_json") from None
@@ -135,7 +137,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
     policy = state.settings.policies[policy_name]
-    texts = [route.choice_text(c) if isinstance(c, dict) else "" for c in choices]
+    texts = [clean_text(route.choice_text(c)) if isinstance(c, dict) else "" for c in choices]
     indexes = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
     continued = [conversation_of(conversations, n, index) for index in indexes]
     decisions = await _check_all(state, policy_name,

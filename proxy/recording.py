@@ -17,6 +17,7 @@ from proxy.elision import fit
 from proxy.events import content_digest, new_event
 from proxy.policy import Decision
 from proxy.redaction import redact_text
+from proxy.unicode_text import clean_text
 
 log = structlog.get_logger("guardstream.audit")
 
@@ -58,8 +59,10 @@ class Recorder:
             return
         if callable(completion):
             completion = completion()
-        turns = [{"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
-                 for m in messages or []]
+        if completion:
+            completion = clean_text(completion)
+        turns = [{"role": clean_text(str(m.get("role", "user"))),
+                  "content": clean_text(content_text(m.get("content")))} for m in messages or []]
         event = new_event(
             request_id=ctx.request_id,
             tenant=ctx.principal.tenant,

@@ -77,3 +77,44 @@ def test_deeply_nested_json_is_a_400_not_a_500(harness: ProxyHarness, depth: int
     else:
         assert status == 400 and answer["error"]["code"] == "invalid_json" and "nested" in answer["error"]["message"]
     assert [r for r in caplog.records if r.levelno >= 40] == []
+
+
+@pytest.mark.parametrize("content", ["full", "redacted", "hash"])
+def test_lone_surrogates_in_prompts_and_answers_are_judged_and_audited(tmp_path: Path, content: str) -> None:
+    """JSON can carry a lone UTF-16 surrogate ("\\ud800") that UTF-8 cannot encode: a flagged or blocked prompt
+    holding one was a 500 and its audit event was lost (the content digest could not encode it). Judged and
+    audited text now has U+FFFD in its place; the upstream still gets the client's bytes."""
+    import asyncio
+
+    import aiohttp
+
+    from proxy.demo_upstream import DemoUpstream
+    from tests.conftest import keyword_settings
+    from tests.stream_client import audit_events
+
+    settings = keyword_settings(tmp_path, audit={"jsonl_path": str(tmp_path / "audit.jsonl"), "content": content})
+    h = ProxyHarness(settings, DemoUpstream(answer=lambda body: "reply to a@example.com \ud83d end")).start()
+
+    async def post(text: str, stream: bool) -> tuple[int, str]:
+        body = '{"model": "m", "stream": %s, "messages": [{"role": "user", "content": "%s"}]}' % (
+            "true" if stream else "false", text)
+        async with aiohttp.ClientSession() as s:
+            async with s.post(h.base_url + "/v1/chat/completions", data=body.encode(),
+                              headers={"content-type": "application/json"}) as r:
+                return r.status, await r.text()
+
+    try:
+        for stream in (False, True):
+            assert h.call(post("hunter2 \\udfff", stream))[0] == 400  # blocked
+            status, _ = h.call(post("write to a@example.com \\ud800 x", stream))  # flagged, answer flagged too
+            assert status == 200
+        sent = [r["body"]["messages"][0]["content"] for r in h.upstream.requests]
+        assert sent[-1] == "write to a@example.com \ud800 x"  # as the client sent it
+        events = audit_events(h)
+    finally:
+        h.stop()
+    assert len(events) == 6 and {e["stage"] for e in events} == {"input", "output"}
+    if content == "full":
+        texts = [e["content"]["messages"][0]["content"] for e in events if e["stage"] == "input"]
+        assert "hunter2 \ufffd" in texts and "write to a@example.com \ufffd x" in texts
+        assert all("\ufffd" in e["content"]["completion"] for e in events if e["stage"] == "output")

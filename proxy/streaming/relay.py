@@ -31,13 +31,14 @@ from proxy.guard import Guard
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision
 from proxy.recording import Recorder, RequestContext
-from proxy.routes import GenerationRoute, conversation_of
 from proxy.redaction import finding_spans
+from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
 from proxy.streaming.choice import ChoiceStream, Span
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
 from proxy.streaming.modes import ModePlan
 from proxy.streaming.windows import Window
+from proxy.unicode_text import clean_text
 
 log = structlog.get_logger("guardstream.streaming")
 
@@ -227,7 +228,7 @@ class StreamRelay:
             choice.rewrite = self._mask_event
         if choice.cut:
             return
-        window = choice.add(raw, self.route.delta_text(obj), bool(obj.get("finish_reason")))
+        window = choice.add(raw, clean_text(self.route.delta_text(obj)), bool(obj.get("finish_reason")))
         self._submit(choice, window)
         self._release(choice)
 
