@@ -271,11 +271,12 @@ def test_slow_reader_holds_back_the_upstream(tmp_path: Path, mode: str) -> None:
     try:
         sock = open_stream(h)
         got = len(sock.recv(65536))
-        time.sleep(0.5)
-        filled = flood.bytes_written
-        time.sleep(0.5)
+        filled, deadline = -1, time.monotonic() + 10
+        while flood.bytes_written != filled and time.monotonic() < deadline:  # until the buffers are full
+            filled = flood.bytes_written
+            time.sleep(0.5)
         assert flood.bytes_written == filled  # stalled: waiting on the proxy, which waits on the client
-        assert filled - got < 2_500_000, f"{filled - got} bytes taken from the upstream for a stalled client"
+        assert flood.finished == 0 and filled - got < 2_500_000, f"{filled - got} bytes taken for a stalled client"
         sock.settimeout(5)
         deadline = time.monotonic() + 5
         while flood.bytes_written == filled and time.monotonic() < deadline:  # the client reads on: so does the upstream
