@@ -40,6 +40,11 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ProxyError(400, message, param=param, code=code)
 
 
+def nested_too_deeply() -> ProxyError:
+    """A JSON body past what Python's parser (or encoder) can recurse into."""
+    return bad_request("The JSON body of your request is nested too deeply.", code="invalid_json")
+
+
 def unreadable_body() -> ProxyError:
     return ProxyError(400, "The request body could not be read: it does not match its Content-Encoding or "
                       "Transfer-Encoding.", code="invalid_request_body", close=True)

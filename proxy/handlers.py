@@ -10,14 +10,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from evaluators.rules.redact import placeholder_spans
 from proxy.connections import CONNECTIONS
-from proxy.errors import (bad_request, body_too_large, content_filtered, request_timeout, unreadable_body,
-                          upstream_bad_response)
+from proxy.errors import (bad_request, body_too_large, content_filtered, nested_too_deeply, request_timeout,
+                          unreadable_body, upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
 from proxy.policy import Decision
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
-from proxy.redaction import finding_spans, redact_findings
+from proxy.redaction import redact_findings
 from proxy.routes import CHAT, COMPLETION, GenerationRoute, conversation_of
 from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, expected_choices
@@ -51,7 +52,7 @@ async def read_json(request: web.Request, limit: int, timeout_s: float | None = 
         raise bad_request("We could not parse the JSON body of your request. The body must be valid JSON.",
                           code="invalid_json") from None
     except RecursionError:  # e.g. 100,000 nested arrays: Python's parser gives up (it was a 500)
-        raise bad_request("The JSON body of your request is nested too deeply.", code="invalid_json") from None
+        raise nested_too_deeply() from None
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -78,7 +79,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     items = route.input_items(body)
     decisions = await _check_all(state, policy_name, items)
     for i, decision in enumerate(decisions):  # one per prompt: each audited with its own
-        state.recorder.record(ctx, decision, conversations[min(i, len(conversations) - 1)], None,
+        state.recorder.record(ctx, decision, conversation_of(conversations, 1, i), None,
                               latency_ms=decision.latency_ms)
     blocked = next((d for d in decisions if d.blocks), None)
     if blocked is not None:
@@ -91,7 +92,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
         try:
             raw = json.dumps(body).encode()
         except RecursionError:  # parsed at the edge of the recursion limit: re-encoding may not fit
-            raise bad_request("The JSON body of your request is nested too deeply.", code="invalid_json") from None
+            raise nested_too_deeply() from None
 
     headers = state.upstream.headers(request.headers, ctx.request_id)
     started = time.perf_counter()
@@ -155,7 +156,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
             changed = True
         elif decision.redacts:  # each field (reasoning, content) masked where its findings are
             findings = [f for v in decision.verdicts for f in v.findings]
-            route.mask_choice(choice, finding_spans(findings, len(text)))
+            route.mask_choice(choice, placeholder_spans(findings, len(text)))
             changed = True
     body = json.dumps(answer).encode() if changed else payload
     return web.Response(body=body, content_type="application/json")

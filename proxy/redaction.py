@@ -22,13 +22,6 @@ def redact_findings(text: str, findings: Sequence[Finding]) -> str:
     return redact(text, list(findings))
 
 
-def finding_spans(findings: Sequence[Finding], length: int) -> list[tuple[int, int, str]]:
-    """(start, end, placeholder) spans to mask, merged and clipped to a text of `length` characters."""
-    from evaluators.rules.redact import merge_spans, placeholder
-
-    return [(start, end, placeholder(label)) for start, end, label in merge_spans(findings, length)]
-
-
 def redact_text(text: str) -> str:
     """`text` with every PII and secret match replaced by a `[CATEGORY:kind]` placeholder."""
     if not text:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -61,12 +62,13 @@ def _chat_inputs(body: dict[str, Any]) -> list[EvalItem]:
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
+def _reasoning_field(message: dict[str, Any]) -> tuple[str, ...]:
+    """The field holding the message's reasoning, as a 1-tuple; () when it has none."""
+    return next(((name,) for name in REASONING_FIELDS if isinstance(message.get(name), str) and message[name]), ())
+
+
 def _reasoning(message: dict[str, Any]) -> str:
-    for name in REASONING_FIELDS:
-        value = message.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return ""
+    return "".join(message[name] for name in _reasoning_field(message))
 
 
 def _chat_choice_text(choice: dict[str, Any]) -> str:
@@ -96,20 +98,11 @@ def _mask_fields(obj: dict[str, Any], names: tuple[str, ...], spans: list[Span],
         offset += len(text) + gap
 
 
-def _reasoning_field(message: dict[str, Any]) -> tuple[str, ...]:
-    return next(((name,) for name in REASONING_FIELDS if isinstance(message.get(name), str) and message[name]), ())
-
-
-def _chat_mask_choice(choice: dict[str, Any], spans: list[Span]) -> None:
-    message = choice.get("message")
+def _chat_mask(key: str, gap: int, choice: dict[str, Any], spans: list[Span]) -> None:
+    """Mask a chat choice's `message` (reasoning and content joined by a blank line, as judged) or `delta`."""
+    message = choice.get(key)
     if isinstance(message, dict):
-        _mask_fields(message, _reasoning_field(message) + ("content",), spans, gap=2)
-
-
-def _chat_mask_delta(choice: dict[str, Any], spans: list[Span]) -> None:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        _mask_fields(delta, _reasoning_field(delta) + ("content",), spans, gap=0)
+        _mask_fields(message, _reasoning_field(message) + ("content",), spans, gap)
 
 
 def _completion_mask(choice: dict[str, Any], spans: list[Span]) -> None:
@@ -145,7 +138,7 @@ CHAT = GenerationRoute(
     name="chat", path="/chat/completions", request_model=ChatCompletionRequest,
     chunk_object="chat.completion.chunk", conversations=_chat_conversations, input_items=_chat_inputs,
     choice_text=_chat_choice_text, delta_text=_chat_delta_text, set_choice_text=_chat_set_text,
-    mask_choice=_chat_mask_choice, mask_delta=_chat_mask_delta,
+    mask_choice=functools.partial(_chat_mask, "message", 2), mask_delta=functools.partial(_chat_mask, "delta", 0),
 )
 
 COMPLETION = GenerationRoute(

@@ -7,9 +7,11 @@ the finding that starts first (on a tie, the longer one).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 from evaluators.base import Finding
+
+T = TypeVar("T")
 
 
 def placeholder(finding: Finding) -> str:
@@ -19,22 +21,31 @@ def placeholder(finding: Finding) -> str:
 
 def merge_spans(findings: Iterable[Finding], length: int | None = None) -> list[tuple[int, int, Finding]]:
     """Non-overlapping (start, end, label finding) spans in text order, clipped to `length` when given."""
-    spans: list[tuple[int, int, Finding]] = []
-    for f in sorted(findings, key=lambda f: (f.start, -f.end)):
-        start, end = max(0, f.start), f.end if length is None else min(f.end, length)
-        if end <= start:
-            continue
-        if spans and start < spans[-1][1]:
-            last_start, last_end, label = spans[-1]
-            spans[-1] = (last_start, max(last_end, end), label)
+    clipped = ((max(0, f.start), f.end if length is None else min(f.end, length), f)
+               for f in sorted(findings, key=lambda f: (f.start, -f.end)))
+    return merge_sorted(span for span in clipped if span[1] > span[0])
+
+
+def merge_sorted(spans: Iterable[tuple[int, int, T]]) -> list[tuple[int, int, T]]:
+    """(start, end, label) spans sorted by start: overlapping ones merged, keeping the first one's label."""
+    merged: list[tuple[int, int, T]] = []
+    for start, end, label in spans:
+        if merged and start < merged[-1][1]:
+            first_start, first_end, first_label = merged[-1]
+            merged[-1] = (first_start, max(first_end, end), first_label)
         else:
-            spans.append((start, end, f))
-    return spans
+            merged.append((start, end, label))
+    return merged
+
+
+def placeholder_spans(findings: Iterable[Finding], length: int) -> list[tuple[int, int, str]]:
+    """(start, end, placeholder) spans to mask in a text of `length` characters, overlapping findings merged."""
+    return [(start, end, placeholder(label)) for start, end, label in merge_spans(findings, length)]
 
 
 def redact(text: str, findings: Iterable[Finding]) -> str:
     """`text` with every finding's span replaced by its placeholder; overlapping spans merged."""
-    return mask(text, [(start, end, placeholder(label)) for start, end, label in merge_spans(findings, len(text))])
+    return mask(text, placeholder_spans(findings, len(text)))
 
 
 def mask(text: str, spans: Iterable[tuple[int, int, str]]) -> str:

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from evaluators.rules.redact import merge_sorted
 from proxy.streaming.windows import TokenWindows, Window, WindowQueue
 
 #: (start, end, replacement): characters of the answer to mask
@@ -97,14 +98,7 @@ class ChoiceStream:
 
         Spans are kept merged: a later window sees an earlier one's finding again through its context, maybe
         wider; overlapping spans become one, with the placeholder of the one that starts first."""
-        merged: list[Span] = []
-        for start, end, replacement in sorted(self.redactions + spans, key=lambda span: (span[0], -span[1])):
-            if merged and start < merged[-1][1]:
-                first_start, first_end, first_replacement = merged[-1]
-                merged[-1] = (first_start, max(first_end, end), first_replacement)
-            else:
-                merged.append((start, end, replacement))
-        self.redactions = merged
+        self.redactions = merge_sorted(sorted(self.redactions + spans, key=lambda span: (span[0], -span[1])))
 
     def _masked(self, entry: Entry) -> bytes:
         a, b = entry.char_start, entry.char_end

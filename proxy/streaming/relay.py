@@ -27,11 +27,11 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from evaluators.rules.redact import placeholder_spans
 from proxy.guard import Guard
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision
 from proxy.recording import Recorder, RequestContext
-from proxy.redaction import finding_spans
 from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
 from proxy.streaming.choice import ChoiceStream, Span
@@ -289,7 +289,8 @@ class StreamRelay:
         findings = [f for v in decision.verdicts for f in v.findings]
         offset = window.char_start - context_len  # the context is the approved text just before the window
         length = context_len + window.char_end - window.char_start
-        choice.redact([(offset + start, offset + end, text) for start, end, text in finding_spans(findings, length)])
+        choice.redact([(offset + start, offset + end, text)
+                      for start, end, text in placeholder_spans(findings, length)])
 
     def _mask_event(self, raw: bytes, spans: list[Span]) -> bytes:
         """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise)."""
