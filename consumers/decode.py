@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from proxy.events import SCHEMA_NAME, validation_errors
+from proxy.unicode_text import map_strings
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +58,8 @@ def decode(raw: bytes | None) -> Decoded:
 def without_nul(value: Any) -> Any:
     """`value` with every NUL character (JSON "\\u0000", which a client can put in a prompt) replaced by U+FFFD:
     PostgreSQL text and JSON cannot hold NUL, and a rejected row would stop the consumer on that message."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    return value
+    return map_strings(value, _nul_to_replacement)
+
+
+def _nul_to_replacement(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -23,6 +23,7 @@ from consumers.decode import decode
 from consumers.kafka import KafkaSettings
 from consumers.store import Store
 from consumers.store import tables as t
+from consumers.store.writes import clip
 
 log = structlog.get_logger("guardstream.metrics")
 
@@ -39,21 +40,17 @@ class Aggregates:
     def add(self, event: Mapping[str, Any], ts: datetime) -> None:
         minute = ts.replace(second=0, microsecond=0)
         stage, action = event["stage"], event["action"]
-        self.events[(minute, stage, action, _fit(t.metric_events, "tenant", event["tenant"]))] += 1
-        for category in sorted({_fit(t.metric_categories, "category", c) for c in event["categories"]}):
+        # keys cut to their columns' widths (keys that then meet are counted together)
+        self.events[(minute, stage, action, clip(t.metric_events, "tenant", event["tenant"]))] += 1
+        for category in sorted({clip(t.metric_categories, "category", c) for c in event["categories"]}):
             self.categories[(minute, stage, action, category)] += 1
         for verdict in event["verdicts"]:
-            row = self.evaluators[(minute, _fit(t.metric_evaluators, "evaluator", verdict["evaluator"]), stage)]
+            row = self.evaluators[(minute, clip(t.metric_evaluators, "evaluator", verdict["evaluator"]), stage)]
             row[0] += 1
             row[1] += 0 if verdict["safe"] or verdict.get("error") else 1
             row[2] += 1 if verdict.get("error") else 0
             row[3] += 1 if verdict.get("cached") else 0
             row[4] += float(verdict.get("latency_ms") or 0.0)
-
-
-def _fit(table: Table, column: str, value: str) -> str:
-    """A key cut to its column's width (PostgreSQL refuses longer strings; keys that meet are counted together)."""
-    return value[:table.c[column].type.length]
 
 
 def _upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]], *,

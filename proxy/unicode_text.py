@@ -9,7 +9,7 @@ bytes as sent.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 _LONE = re.compile("[\ud800-\udfff]")
 #: a \\uD800-\\uDFFF escape in raw JSON: the only way a surrogate gets into a parsed value (bytes are UTF-8)
@@ -23,12 +23,17 @@ def clean_text(text: str) -> str:
 
 def clean_json(value: Any) -> Any:
     """A parsed JSON value with `clean_text` applied to every string, keys included."""
+    return map_strings(value, clean_text)
+
+
+def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """A parsed JSON value with `fn` applied to every string, keys included."""
     if isinstance(value, str):
-        return clean_text(value)
+        return fn(value)
     if isinstance(value, dict):
-        return {clean_text(k): clean_json(v) for k, v in value.items()}
+        return {fn(k): map_strings(v, fn) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean_json(v) for v in value]
+        return [map_strings(v, fn) for v in value]
     return value
 
 

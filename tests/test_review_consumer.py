@@ -23,6 +23,13 @@ def consume_until(consumer: ReviewConsumer, store: Any, events: int, dead: int, 
     raise AssertionError(f"timed out: {counts}")
 
 
+def started_consumer(store: Any, bootstrap: str, topic: str, **settings: Any) -> ReviewConsumer:
+    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=bootstrap, topic=topic, group_id=f"{topic}-g",
+                                                   **FAST_GROUP, **settings))
+    consumer.start()
+    return consumer
+
+
 def test_events_stored_exactly_once_and_bad_messages_dead_lettered(store, kafka_bootstrap, topic) -> None:
     events = [make_event(tenant=f"t{i % 3}", stage="input" if i % 2 else "output") for i in range(20)]
     bad_schema = make_event()
@@ -33,9 +40,7 @@ def test_events_stored_exactly_once_and_bad_messages_dead_lettered(store, kafka_
                  event_message(bad_schema), (b"k4", None)]
     sent = produce(kafka_bootstrap, topic, messages)
 
-    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-g",
-                                                   max_poll_records=7, **FAST_GROUP))
-    consumer.start()
+    consumer = started_consumer(store, kafka_bootstrap, topic, max_poll_records=7)
     try:
         consume_until(consumer, store, events=20, dead=4)
         for _ in range(3):  # nothing more arrives: the duplicates were ignored, not stored
@@ -76,9 +81,7 @@ def test_store_failure_rewinds_and_retries_the_batch(store, kafka_bootstrap, top
         return real_write(items, dead)
 
     monkeypatch.setattr(store, "write_batch", flaky_write)
-    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-g",
-                                                   **FAST_GROUP))
-    consumer.start()
+    consumer = started_consumer(store, kafka_bootstrap, topic)
     try:
         consume_until(consumer, store, events=6, dead=0)
         assert consumer.state()["last_error"] is None
@@ -95,9 +98,7 @@ def test_hostile_event_content_is_stored_not_a_stalled_consumer(store, kafka_boo
     nul = make_event(tenant="t\x00x", messages=[{"role": "user", "content": "before \x00 after"}])
     long_model = make_event(model="m" * 1000, categories=("c" * 100,))
     produce(kafka_bootstrap, topic, [event_message(nul), event_message(long_model)])
-    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-g",
-                                                   **FAST_GROUP))
-    consumer.start()
+    consumer = started_consumer(store, kafka_bootstrap, topic)
     try:
         consume_until(consumer, store, events=2, dead=0)
         assert consumer.state()["last_error"] is None
@@ -132,9 +133,7 @@ def test_a_record_the_store_refuses_becomes_a_dead_letter(store, kafka_bootstrap
         return real_write(items, dead)
 
     monkeypatch.setattr(store, "write_batch", refusing_write)
-    consumer = ReviewConsumer(store, KafkaSettings(bootstrap=kafka_bootstrap, topic=topic, group_id=f"{topic}-g",
-                                                   **FAST_GROUP))
-    consumer.start()
+    consumer = started_consumer(store, kafka_bootstrap, topic)
     try:
         consume_until(consumer, store, events=4, dead=1)
         committed = sum(consumer._consumer.committed(tp) or 0 for tp in consumer._consumer.assignment())

@@ -23,14 +23,16 @@ def insert_ignore(conn: Connection, table: Table, conflict: Sequence[str]) -> An
     return dialect.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
 
 
+def clip(table: Table, column: str, value: Any) -> Any:
+    """A string cut to its column's length: PostgreSQL refuses longer ones (SQLite does not check), and a
+    client chooses some of them (`model`). Anything else as it is."""
+    length = getattr(table.c[column].type, "length", None)
+    return value[:length] if length and isinstance(value, str) else value
+
+
 def fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    """`row` with strings cut to their columns' lengths: PostgreSQL refuses longer ones (SQLite does not check),
-    and a client chooses some of them (`model`)."""
-    for name, value in row.items():
-        length = getattr(table.c[name].type, "length", None)
-        if length and isinstance(value, str) and len(value) > length:
-            row[name] = value[:length]
-    return row
+    """`row` with every string cut to its column's length (see `clip`)."""
+    return {name: clip(table, name, value) for name, value in row.items()}
 
 
 def _event_row(item: IncomingEvent, received_at: datetime) -> dict[str, Any]:
@@ -78,9 +80,8 @@ def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence
             pk = ids.get(item.event["event_id"])
             if pk is None:
                 continue
-            width = t.event_categories.c.category.type.length
-            category_rows += [{"event_pk": pk, "category": c}
-                              for c in sorted({c[:width] for c in item.event["categories"]})]
+            categories = {clip(t.event_categories, "category", c) for c in item.event["categories"]}
+            category_rows += [{"event_pk": pk, "category": c} for c in sorted(categories)]
             for i, v in enumerate(item.event["verdicts"]):
                 verdict_rows.append(fit(t.verdicts, {
                     "event_pk": pk, "position": i, "evaluator": v["evaluator"], "version": v["version"],
