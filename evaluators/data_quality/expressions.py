@@ -345,29 +345,20 @@ class _Compiler:
         return chained
 
 
+#: the exact Python types a JSON value of each kind has (exact: a bool is not a number)
+_EXACT_TYPES = {NUMBER: (float, int), STRING: (str,), BOOLEAN: (bool,)}
+
+
 def _getter(name: str, kind: str, epoch_scale: float) -> Fn:
     """Read a field, raising `SkipRecord` unless it has the declared kind."""
-    if kind == NUMBER:
-        def number(r: Mapping[str, Any]) -> Any:
+    types = _EXACT_TYPES.get(kind)
+    if types is not None:
+        def typed(r: Mapping[str, Any]) -> Any:
             v = r.get(name)
-            if type(v) is float or type(v) is int:
+            if type(v) in types:
                 return v
             raise SkipRecord
-        return number
-    if kind == STRING:
-        def string(r: Mapping[str, Any]) -> Any:
-            v = r.get(name)
-            if type(v) is str:
-                return v
-            raise SkipRecord
-        return string
-    if kind == BOOLEAN:
-        def boolean(r: Mapping[str, Any]) -> Any:
-            v = r.get(name)
-            if type(v) is bool:
-                return v
-            raise SkipRecord
-        return boolean
+        return typed
 
     def timestamp(r: Mapping[str, Any]) -> Any:
         t = to_seconds(r.get(name), epoch_scale)
