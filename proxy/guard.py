@@ -113,12 +113,14 @@ def _wants_cache(configured: bool | None, evaluator: Evaluator) -> bool:
 
 
 def _count(decision: Decision) -> None:
+    """Blocks count under the categories whose action blocked (a secret block that also saw PII is no PII
+    block); flags and redactions under the categories flagged or redacted, for items that went through."""
     if decision.action == "block":
         if decision.enforced:
-            for category in decision.categories:
-                BLOCKS.labels(decision.stage, category).inc()
+            for category in decision.categories_with("block"):
+                child(BLOCKS, decision.stage, category).inc()
         else:
             SHADOW_WOULD_BLOCK.labels(decision.stage).inc()
     elif decision.action in ("flag", "redact"):
-        for category in decision.categories:
-            FLAGS.labels(decision.stage, category).inc()
+        for category in decision.categories_with("flag", "redact"):
+            child(FLAGS, decision.stage, category).inc()

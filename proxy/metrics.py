@@ -14,7 +14,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # -- requests -----------------------------------------------------------------
 REQUESTS = Counter("guardstream_requests_total", "Requests by route and HTTP status", ["route", "status"],
                    registry=REGISTRY)
-BLOCKS = Counter("guardstream_blocks_total", "Blocked prompts/answers by stage and category",
+BLOCKS = Counter("guardstream_blocks_total", "Blocked prompts/answers by stage and the category that blocked",
                  ["stage", "category"], registry=REGISTRY)
 FLAGS = Counter("guardstream_flags_total", "Flagged (allowed, audited) prompts/answers by stage and category",
                 ["stage", "category"], registry=REGISTRY)
