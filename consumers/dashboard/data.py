@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, case, exists, func, select
 
-from consumers.consensus import consensus, evaluator_agreement, latest_by_reviewer, reviewers_agree
+from consumers.consensus import (category_sort_key, consensus, evaluator_agreement, flag_confirmed,
+                                 latest_by_reviewer, reviewers_agree, scope_of)
 from consumers.store import queries
 from consumers.store import tables as t
 
@@ -79,8 +80,13 @@ def backlog(conn: Connection, now: datetime) -> dict[str, Any]:
 
 
 def agreement(conn: Connection, sample: int = AGREEMENT_SAMPLE) -> dict[str, Any]:
-    """Reviewers vs evaluators (per evaluator) and reviewers vs each other, on recent reviewed events."""
-    per_eval: dict[str, list[int]] = {}
+    """Reviewers vs evaluators and reviewers vs each other, on recent reviewed events.
+
+    Each evaluator is compared on the categories it can name (a PII rule is not wrong about a violent prompt
+    it let through; see `evaluator_agreement`), and the precision of its flags is the share its reviewers
+    confirmed unsafe for a category in the flag's scope."""
+    scopes = {name: scope_of(cats) for name, cats in queries.evaluator_categories(conn).items()}
+    per_eval: dict[str, list[int]] = {}  # n, agree, flagged, confirmed
     pairs = [0, 0]  # events with >= 2 decided reviewers, of which all agree
     decided = 0
     seen = 0
@@ -96,13 +102,22 @@ def agreement(conn: Connection, sample: int = AGREEMENT_SAMPLE) -> dict[str, Any
         if decision.label is None:
             continue
         decided += 1
-        for name, ok in evaluator_agreement(decision, event.payload.get("verdicts", [])).items():
-            row = per_eval.setdefault(name, [0, 0])
+        verdicts = event.payload.get("verdicts", [])
+        for name, ok in evaluator_agreement(decision, verdicts, scopes).items():
+            row = per_eval.setdefault(name, [0, 0, 0, 0])
             row[0] += 1
             row[1] += int(ok)
+        for verdict in verdicts:
+            confirmed = flag_confirmed(decision, verdict)
+            if confirmed is not None:
+                row = per_eval.setdefault(str(verdict["evaluator"]), [0, 0, 0, 0])
+                row[2] += 1
+                row[3] += int(confirmed)
     return {
         "reviewed": seen, "decided": decided,
-        "evaluators": [{"evaluator": k, "n": n, "agree": a, "rate": a / n if n else 0.0}
-                       for k, (n, a) in sorted(per_eval.items())],
+        "evaluators": [{"evaluator": k, "n": n, "agree": a, "rate": a / n if n else 0.0,
+                        "flagged": f, "confirmed": c, "precision": c / f if f else None,
+                        "scope": "all" if scopes.get(k) is None else sorted(scopes[k] or (), key=category_sort_key)}
+                       for k, (n, a, f, c) in sorted(per_eval.items())],
         "reviewers": {"n": pairs[0], "agree": pairs[1], "rate": pairs[1] / pairs[0] if pairs[0] else None},
     }

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from consumers.consensus import consensus, evaluator_agreement, latest_by_reviewer, reviewers_agree
+from consumers.consensus import consensus, evaluator_agreement, latest_by_reviewer, reviewers_agree, scope_of
 from consumers.review_ui import app as appmod
 from consumers.review_ui.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_S, Principal, safe_next
 from consumers.store import QueueFilter, Store, queries
@@ -156,9 +156,12 @@ async def event_page(request: web.Request) -> web.Response:
     def load() -> tuple[Any, ...]:
         with store.read() as conn:
             event = queries.get_event(conn, event_id)
-            return (event, *(queries.neighbours(conn, f, event) if event else (None, None)))
+            if event is None:
+                return None, None, None, {}
+            scopes = {name: scope_of(cats) for name, cats in queries.evaluator_categories(conn).items()}
+            return (event, *queries.neighbours(conn, f, event), scopes)
 
-    event, prev_id, next_id = await asyncio.to_thread(load)
+    event, prev_id, next_id, scopes = await asyncio.to_thread(load)
     if event is None:
         raise web.HTTPNotFound(text="no such event")
     latest = latest_by_reviewer(event.labels)
@@ -171,7 +174,7 @@ async def event_page(request: web.Request) -> web.Response:
     categories += [(c, c) for c in sorted(checked) if c not in LLAMA_GUARD_CATEGORIES and c not in RULE_CATEGORIES]
     return _render(request, "event.html", event=event, p=event.payload, content=event.content,
                    verdicts=verdicts, latest=latest, decision=decision, mine=mine,
-                   agree=reviewers_agree(latest), ev_agree=evaluator_agreement(decision, verdicts),
+                   agree=reviewers_agree(latest), ev_agree=evaluator_agreement(decision, verdicts, scopes),
                    categories=categories, checked=checked, labels=LABELS, prev_id=prev_id, next_id=next_id,
                    query=urlencode(f.as_params()), judged=_judged_index(event.payload),
                    payload_json=json.dumps(event.payload, indent=2, ensure_ascii=False))

@@ -102,6 +102,16 @@ def facets(conn: Connection) -> dict[str, list[str]]:
     }
 
 
+def evaluator_categories(conn: Connection) -> dict[str, set[str]]:
+    """evaluator -> every category its stored unsafe verdicts named (what it can name, as far as seen)."""
+    V = t.verdicts
+    named: dict[str, set[str]] = {}
+    for name, cats in conn.execute(select(V.c.evaluator, V.c.categories).distinct()
+                                   .where(V.c.safe.is_(False), V.c.error.is_(None))):
+        named.setdefault(name, set()).update(json.loads(cats))
+    return named
+
+
 def counts(conn: Connection) -> dict[str, int]:
     labelled = exists().where(t.labels.c.event_pk == E.c.id)
     return {
