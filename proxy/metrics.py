@@ -37,6 +37,14 @@ EVALUATOR_LATENCY = Histogram("guardstream_evaluator_latency_seconds", "Evaluato
                               ["evaluator", "stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 EVALUATOR_ERRORS = Counter("guardstream_evaluator_errors_total", "Evaluator errors and timeouts by policy outcome",
                            ["evaluator", "kind", "on_error"], registry=REGISTRY)
+SHADOW_COMPARISONS = Counter(
+    "guardstream_shadow_comparisons_total",
+    "Shadow (candidate) evaluator verdicts compared with the live one, per category (`any`: the overall verdict):"
+    " outcome both, shadow_only, live_only, neither (`any` only)",
+    ["stage", "shadow", "live", "category", "outcome"], registry=REGISTRY)
+SHADOW_RUNS = Counter("guardstream_shadow_runs_total", "Shadow evaluations by result: compared, error, timeout, "
+                      "skipped_busy (max_inflight reached), skipped_live_error", ["stage", "shadow", "result"],
+                      registry=REGISTRY)
 STREAM_WINDOWS = Counter("guardstream_stream_windows_evaluated_total", "Streaming windows evaluated", ["mode"],
                          registry=REGISTRY)
 STREAM_CUTS = Counter("guardstream_stream_cuts_total", "Streams cut for unsafe output", ["mode"], registry=REGISTRY)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from evaluators.base import Stage, Verdict
 from proxy.config import EvaluatorConfig, PolicyConfig
@@ -34,6 +35,8 @@ class Decision:
     failed_open: list[str] = field(default_factory=list)
     latency_ms: float = 0.0
     category_actions: dict[str, Outcome] = field(default_factory=dict)
+    #: the shadow evaluators' judgement of the same item, running in the background (proxy/shadow.py)
+    shadow: asyncio.Task[Any] | None = None
 
     @property
     def blocks(self) -> bool:
