@@ -60,6 +60,9 @@ def charts(data: dict[str, Any]) -> dict[str, Any]:
         "precision": svg.bar_chart([(a["evaluator"], a["precision"]) for a in data["agreement"]["evaluators"]
                                     if a["precision"] is not None],
                                    title="Evaluator flags confirmed by reviewers (precision)", fmt=pct, scale_max=1.0),
+        "shadow": svg.bar_chart([(f"{r['shadow']} · {'overall' if r['category'] == 'any' else r['category']}", r["rate"])
+                                 for r in data["shadow"] if r["rate"] is not None][:12],
+                                title="Shadow candidates agreeing with live, per category", fmt=pct, scale_max=1.0),
     }
 
 

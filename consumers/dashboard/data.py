@@ -55,7 +55,29 @@ def summary(conn: Connection, now: datetime, minutes: int) -> dict[str, Any]:
                            "mean_latency_ms": ms / calls if calls else 0.0})
     return {"since": since, "until": now, "minutes": minutes, "axis": axis, "blocks": blocks, "actions": actions,
             "tenants": tenants, "top_categories": top_categories, "evaluators": evaluators,
-            "backlog": backlog(conn, now), "agreement": agreement(conn)}
+            "backlog": backlog(conn, now), "agreement": agreement(conn), "shadow": shadow_agreement(conn, since)}
+
+
+def shadow_agreement(conn: Connection, since: datetime) -> list[dict[str, Any]]:
+    """Each shadow candidate against its live counterpart, per category: how often they agree.
+
+    Overall (`any`): agreeing = both unsafe or both safe, over every compared item. Per category: agreeing =
+    both named it, over the items where either did (neither is not counted: every category would agree)."""
+    S = t.metric_shadow
+    counts: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for stage, shadow, live, category, outcome, n in conn.execute(
+            select(S.c.stage, S.c.shadow, S.c.live, S.c.category, S.c.outcome, func.sum(S.c.count))
+            .where(S.c.minute >= since).group_by(S.c.stage, S.c.shadow, S.c.live, S.c.category, S.c.outcome)):
+        counts.setdefault((stage, shadow, live, category), {})[outcome] = int(n)
+    rows = []
+    for (stage, shadow, live, category), by in counts.items():
+        agreeing = by.get("both", 0) + by.get("neither", 0)
+        compared = agreeing + by.get("shadow_only", 0) + by.get("live_only", 0)
+        rows.append({"stage": stage, "shadow": shadow, "live": live, "category": category, "compared": compared,
+                     "agree": agreeing, "rate": agreeing / compared if compared else None,
+                     "shadow_only": by.get("shadow_only", 0), "live_only": by.get("live_only", 0)})
+    return sorted(rows, key=lambda r: (r["shadow"], r["live"], r["stage"], r["category"] != "any",
+                                       category_sort_key(r["category"])))
 
 
 def backlog(conn: Connection, now: datetime) -> dict[str, Any]:
