@@ -96,6 +96,10 @@ class ShadowConfig(Strict):
     tally_interval_s: float = Field(default=60.0, gt=0, description=(
         "how often the agreement counts go to the audit topic as a shadow tally (for the ops dashboard)"))
     drain_s: float = Field(default=2.0, ge=0, description="at shutdown: time given to running shadow evaluations")
+    pause_after_failures: int = Field(default=5, gt=0, description=(
+        "a candidate that failed (raised or timed out) this many times in a row is paused for pause_s"))
+    pause_s: float = Field(default=30.0, ge=0, description=(
+        "how long a failing candidate is left out; then the next item tries it again"))
 
 
 class ClientKey(Strict):

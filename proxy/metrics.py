@@ -43,8 +43,8 @@ SHADOW_COMPARISONS = Counter(
     " outcome both, shadow_only, live_only, neither (`any` only)",
     ["stage", "shadow", "live", "category", "outcome"], registry=REGISTRY)
 SHADOW_RUNS = Counter("guardstream_shadow_runs_total", "Shadow evaluations by result: compared, error, timeout, "
-                      "skipped_busy (max_inflight reached), skipped_live_error", ["stage", "shadow", "result"],
-                      registry=REGISTRY)
+                      "skipped_busy (max_inflight reached), skipped_paused (failing, paused), skipped_live_error",
+                      ["stage", "shadow", "result"], registry=REGISTRY)
 STREAM_WINDOWS = Counter("guardstream_stream_windows_evaluated_total", "Streaming windows evaluated", ["mode"],
                          registry=REGISTRY)
 STREAM_CUTS = Counter("guardstream_stream_cuts_total", "Streams cut for unsafe output", ["mode"], registry=REGISTRY)

@@ -5,7 +5,9 @@ After the live evaluators have decided, the guard hands the item to `Shadows.sta
 every candidate in ONE background task and returns that task at once: the response never waits for a shadow
 (the request path pays for creating one task). A candidate that raises or runs past its `timeout_ms` ends as
 an error verdict, counted; while `shadow.max_inflight` evaluations are running, further items are not
-shadowed (counted as `skipped_busy`), so a slow candidate cannot pile up work or memory.
+shadowed (counted as `skipped_busy`), so a slow candidate cannot pile up work or memory; a candidate that
+failed `pause_after_failures` times in a row is left out for `pause_s` (`skipped_paused`), so a stuck engine is
+not handed one more call per item.
 
 Each candidate's verdict is compared with its live counterpart (a live evaluator's verdict, or the stage's
 decision) per category: `both`, `shadow_only`, `live_only`, and for the overall verdict (category `any`)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter as Tally
 from dataclasses import dataclass, field
@@ -106,6 +109,8 @@ class Shadows:
         self._since = _now()
         self._instance = uuid.uuid4().hex[:12]
         self._emit: Emit | None = None
+        self._failures: dict[str, int] = {}  # consecutive failures per candidate
+        self._paused_until: dict[str, float] = {}  # monotonic time a failing candidate is left out until
         self._flusher: asyncio.Task[None] | None = None
 
     def configured(self, policy: str, stage: Stage) -> bool:
@@ -114,13 +119,18 @@ class Shadows:
     def start(self, policy: str, item: EvalItem, decision: Decision) -> asyncio.Task[ShadowResult | None] | None:
         """The item's shadow judgement as a task (None when the stage has no shadow, or it is not sampled or
         too busy). Never raises and never waits."""
-        candidates = getattr(self.settings.policies[policy], item.stage).shadow
-        if not candidates or (self.cfg.sample < 1.0 and random.random() >= self.cfg.sample):
+        configured = getattr(self.settings.policies[policy], item.stage).shadow
+        if not configured or (self.cfg.sample < 1.0 and random.random() >= self.cfg.sample):
+            return None
+        now = time.monotonic()
+        candidates = {name: live for name, live in configured.items() if self._paused_until.get(name, 0.0) <= now}
+        for name in configured.keys() - candidates.keys():
+            self._count_run(item.stage, name, "skipped_paused")
+        if not candidates:
             return None
         if self.inflight >= self.cfg.max_inflight:
             for name in candidates:
-                child(SHADOW_RUNS, item.stage, name, "skipped_busy").inc()
-                self._runs[(item.stage, name, "skipped_busy")] += 1
+                self._count_run(item.stage, name, "skipped_busy")
             return None
         self.inflight += 1
         task = asyncio.create_task(self._run(policy, item, decision, candidates), name="shadow")
@@ -148,7 +158,9 @@ class Shadows:
         live_name = counterpart or DECISION
         if verdict.error:
             failure = "timeout" if verdict.error.startswith("timeout") else "error"
+            self._failed(name)
             return self._ran(stage, name, ShadowVerdict(verdict, counterpart, compared=False), failure)
+        self._failures.pop(name, None)
         if counterpart is None:
             live_failed = bool(decision.failed_open) or EVALUATOR_ERROR in decision.categories
         else:
@@ -166,9 +178,21 @@ class Shadows:
         return self._ran(stage, name, ShadowVerdict(verdict, counterpart, differs), "compared")
 
     def _ran(self, stage: Stage, name: str, result: ShadowVerdict, how: str) -> ShadowVerdict:
+        self._count_run(stage, name, how)
+        return result
+
+    def _count_run(self, stage: Stage, name: str, how: str) -> None:
         child(SHADOW_RUNS, stage, name, how).inc()
         self._runs[(stage, name, how)] += 1
-        return result
+
+    def _failed(self, name: str) -> None:
+        """One more failure in a row: at `pause_after_failures` the candidate is left out for `pause_s` (work
+        handed to a stuck engine would otherwise pile up behind it, one timed-out call per item)."""
+        self._failures[name] = self._failures.get(name, 0) + 1
+        if self._failures[name] >= self.cfg.pause_after_failures:
+            self._failures[name] = self.cfg.pause_after_failures - 1  # after the pause, one failure pauses again
+            self._paused_until[name] = time.monotonic() + self.cfg.pause_s
+            log.warning("shadow_paused", evaluator=name, pause_s=self.cfg.pause_s)
 
     # -- the tally on the audit topic, and shutdown ---------------------------------------------------
     def start_tally(self, emit: Emit) -> None:

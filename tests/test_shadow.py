@@ -184,6 +184,20 @@ def test_a_busy_proxy_skips_shadowing_instead_of_queueing(proxy_with: Any) -> No
     assert h.state.guard.shadows.inflight <= 2
 
 
+def test_a_candidate_failing_in_a_row_is_paused_then_tried_again(proxy_with: Any) -> None:
+    h = proxy_with({"cand_broken": candidate(["x"], options={"fail": "raise"})}, {"cand_broken": "secrets"},
+                   shadow={"pause_after_failures": 2, "pause_s": 60})
+    for i in range(5):
+        assert ask(h, f"q{i}") == (200, ANSWER)
+        time.sleep(0.05)  # each shadow run ends before the next request
+    assert (runs("cand_broken", "error"), runs("cand_broken", "skipped_paused")) == (2, 3)
+    h.state.guard.shadows._paused_until["cand_broken"] = 0.0  # the pause is over: the next item tries it
+    assert ask(h, "again") == (200, ANSWER)
+    time.sleep(0.05)
+    assert runs("cand_broken", "error") == 3  # and one more failure pauses it again at once
+    assert h.state.guard.shadows._paused_until["cand_broken"] > time.monotonic()
+
+
 def test_shutdown_keeps_the_live_event_of_a_shadow_still_running(tmp_path: Path) -> None:
     settings = shadow_settings(tmp_path, {"cand_stop": candidate(["x"], timeout_ms=600_000,
                                                                  options={"delay_ms": 600_000})},
