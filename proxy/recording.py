@@ -11,8 +11,8 @@ import structlog
 from aiohttp import web
 
 from evaluators.base import Verdict, content_text
-from proxy.auth import Principal
 from proxy.audit import AuditSink
+from proxy.auth import Principal
 from proxy.config import AuditConfig
 from proxy.elision import fit
 from proxy.events import content_digest, new_event

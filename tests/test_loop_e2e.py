@@ -22,9 +22,17 @@ from proxy.demo_upstream import DemoUpstream
 from tests.classifier_data import BENIGN_ACTS, HARMFUL_ACTS
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
-from tests.test_review_ui_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HAVE_PLAYWRIGHT, ROOT, SECRET, cli,
-                                          wait_for_events)
 from tests.services import free_port
+from tests.test_review_ui_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    HAVE_PLAYWRIGHT,
+    ROOT,
+    SECRET,
+    cli,
+    wait_for_events,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -96,7 +104,7 @@ def review_in_the_browser(port: int) -> int:
                 page.screenshot(path=str(ARTIFACTS / "loop_review_event.png"), full_page=True)
             url = page.url
             page.keyboard.press("u" if harmful else "f")
-            page.wait_for_url(lambda u: u != url)
+            page.wait_for_url(lambda u, before=url: u != before)
             actions += 1
             page.goto(f"http://127.0.0.1:{port}/")
         browser.close()

@@ -16,10 +16,10 @@ from consumers.kafka import KafkaSettings
 from consumers.metrics import MetricsConsumer
 from consumers.review import ReviewConsumer
 from consumers.store import QueueFilter, queries
-from tests.review_support import FAST_GROUP
-from tests.test_shadow import ANSWER, LIVE, candidate, demo
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
+from tests.review_support import FAST_GROUP
+from tests.test_shadow import ANSWER, LIVE, candidate, demo
 
 
 def test_shadow_disagreements_reach_the_queue_and_agreement_the_dashboard(

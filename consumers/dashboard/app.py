@@ -60,10 +60,14 @@ def charts(data: dict[str, Any]) -> dict[str, Any]:
         "precision": svg.bar_chart([(a["evaluator"], a["precision"]) for a in data["agreement"]["evaluators"]
                                     if a["precision"] is not None],
                                    title="Evaluator flags confirmed by reviewers (precision)", fmt=pct, scale_max=1.0),
-        "shadow": svg.bar_chart([(f"{r['shadow']} · {'overall' if r['category'] == 'any' else r['category']}", r["rate"])
+        "shadow": svg.bar_chart([(f"{r['shadow']} · {_category(r['category'])}", r["rate"])
                                  for r in data["shadow"] if r["rate"] is not None][:12],
                                 title="Shadow candidates agreeing with live, per category", fmt=pct, scale_max=1.0),
     }
+
+
+def _category(name: str) -> str:
+    return "overall" if name == "any" else name
 
 
 async def page(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, Table, func, inspect, select, text
+from sqlalchemy import Connection, Engine, Table, inspect, select, text
 from sqlalchemy.schema import CreateColumn
 
 from consumers.store import tables as t
@@ -41,6 +41,8 @@ def _m0003_review_queue_value(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
     t.category_labels.create(conn, checkfirst=True)
     t.metric_shadow.create(conn, checkfirst=True)
+    from sqlalchemy import func
+
     from consumers.store.writes import backfill_derived
 
     backfill_derived(conn)
