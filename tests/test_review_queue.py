@@ -232,6 +232,16 @@ def _index(conn: Any, name: str) -> str:
     return _name(conn, name) if conn.dialect.name == "postgresql" else name
 
 
+def test_hostile_scores_do_not_break_the_value(store: Any) -> None:
+    odd = [make_event(verdicts=[{**scored(0.5), "score": float("nan")}]),
+           make_event(verdicts=[{**scored(0.5), "score": 1e308, "threshold": -3}]),
+           make_event(verdicts=[{**scored(0.5), "threshold": float("inf")}])]
+    raw = [json.loads(json.dumps(e)) for e in odd]  # Python's json writes and reads NaN and Infinity
+    assert store.write_batch([incoming(e, i) for i, e in enumerate(raw)]).inserted == 3
+    values = sorted(r.value for r in store_rows(store))
+    assert values == pytest.approx([0.2, 0.2, 0.6])  # no score; a far score; the 0.5 default threshold
+
+
 def test_decoded_shadow_events_keep_their_shadow_verdicts(store: Any) -> None:
     event = make_event(verdicts=[scored(0.99)], shadow=shadowed(True))
     store.write_batch([incoming(event)])

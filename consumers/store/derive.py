@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -88,13 +89,25 @@ def closeness(score: float, threshold: float | None) -> float:
     return max(0.0, 1.0 - abs(float(score) - t) / max(t, 1.0 - t))
 
 
+def _threshold(verdict: Mapping[str, Any]) -> float | None:
+    t = verdict.get("threshold")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) else None
+
+
+def _score(verdict: Mapping[str, Any]) -> float | None:
+    """A verdict's score when it is a finite number (JSON from the wire may hold NaN or a string)."""
+    score = verdict.get("score")
+    ok = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+    return float(score) if ok else None  # type: ignore[arg-type]
+
+
 def value_base(event: Mapping[str, Any]) -> float:
     live = [v for v in event.get("verdicts") or [] if isinstance(v, dict) and not v.get("error")]
     shadow = event.get("shadow") or {}
     candidates = [v for v in shadow.get("verdicts") or [] if isinstance(v, dict) and not v.get("error")]
-    near = max((closeness(v["score"], v.get("threshold")) for v in live + candidates
-                if isinstance(v.get("score"), (int, float)) and not isinstance(v.get("score"), bool)), default=0.0)
-    scored = {bool(v.get("safe")) for v in live if isinstance(v.get("score"), (int, float))}
+    near = max((closeness(s, _threshold(v)) for v in live + candidates if (s := _score(v)) is not None),
+               default=0.0)
+    scored = {bool(v.get("safe")) for v in live if _score(v) is not None}
     disagree = 1.0 if shadow.get("disagreement") else (0.5 if len(scored) > 1 else 0.0)
     return round(W_NEAR * near + W_DISAGREE * disagree, 6)
 
