@@ -19,6 +19,7 @@ from proxy.cache import VerdictCache, cache_key
 from proxy.config import Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
 from proxy.policy import Decision, decide
+from proxy.shadow import Shadows
 
 log = structlog.get_logger("guardstream.guard")
 
@@ -38,6 +39,8 @@ class Guard:
         self._sync: dict[str, SyncEvaluate] = {
             name: fn for name, ev in self.evaluators.items()
             if not self._cached[name] and callable(fn := getattr(ev, "evaluate_sync", None))}
+        self._shadow_hashes = {name: settings.evaluator_hash(name) for name in self.evaluators}
+        self.shadows = Shadows(settings, self._shadow_verdict)
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
         return list(getattr(self.settings.policies[policy], stage).evaluators)
@@ -58,7 +61,19 @@ class Guard:
                           self.settings.policies[policy], self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         _count(decision)
+        if self.shadows.configured(policy, item.stage):
+            decision.shadow = self.shadows.start(policy, item, decision)
         return decision
+
+    async def _shadow_verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
+        """A candidate's verdict, off the request path: always the async path (an inline engine would hold the
+        event loop), behind the cache under the candidate's own configuration digest, within its deadline."""
+        evaluator = self.evaluators[name]
+        if not self._cached[name]:
+            return await self._evaluate(name, evaluator, item)
+        key = cache_key(evaluator, self._shadow_hashes[name], item)
+        ttl = self.settings.policies[policy].cache_ttl_s
+        return await self.cache.get_or_compute(key, lambda: self._evaluate(name, evaluator, item), ttl)
 
     def _verdict_now(self, name: str, item: EvalItem) -> Verdict | None:
         """The verdict of an inline judge, or None when it wants the async path for this item."""
@@ -113,12 +128,14 @@ def _wants_cache(configured: bool | None, evaluator: Evaluator) -> bool:
 
 
 def _count(decision: Decision) -> None:
+    """Blocks count under the categories whose action blocked (a secret block that also saw PII is no PII
+    block); flags and redactions under the categories flagged or redacted, for items that went through."""
     if decision.action == "block":
         if decision.enforced:
-            for category in decision.categories:
-                BLOCKS.labels(decision.stage, category).inc()
+            for category in decision.categories_with("block"):
+                child(BLOCKS, decision.stage, category).inc()
         else:
             SHADOW_WOULD_BLOCK.labels(decision.stage).inc()
     elif decision.action in ("flag", "redact"):
-        for category in decision.categories:
-            FLAGS.labels(decision.stage, category).inc()
+        for category in decision.categories_with("flag", "redact"):
+            child(FLAGS, decision.stage, category).inc()

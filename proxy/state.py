@@ -39,12 +39,14 @@ class ProxyState:
         upstream = Upstream(settings.upstream)
         return cls(settings=settings, keyring=KeyRing(settings.client_keys), evaluators=evaluators, cache=cache,
                    audit=audit, guard=Guard(settings, evaluators, cache),
-                   recorder=Recorder(audit, settings.audit, upstream.display_url), upstream=upstream)
+                   recorder=Recorder(audit, settings.audit, upstream.display_url, thresholds=_thresholds(evaluators)),
+                   upstream=upstream)
 
     async def start(self) -> None:
         await self.upstream.start()
         await self.cache.start()
         await self.audit.start()
+        self.guard.shadows.start_tally(self.audit.emit)
         log.info("proxy_started", upstream=self.upstream.display_url, cache=self.cache.state().get("backend"),
                  audit=self.audit.destination, evaluators=sorted(self.evaluators),
                  policies=sorted(self.settings.policies), client_keys=len(self.settings.client_keys))
@@ -52,6 +54,7 @@ class ProxyState:
             log.warning("no_client_keys_configured", detail="the proxy accepts every client; configure client_keys")
 
     async def close(self) -> None:
+        await self.guard.shadows.close()  # their events and the last tally go out before the sink closes
         await self.upstream.close()
         for evaluator in self.evaluators.values():
             try:
@@ -60,6 +63,16 @@ class ProxyState:
                 log.warning("evaluator_close_failed", evaluator=evaluator.name)
         await self.cache.close()
         await self.audit.close()
+
+
+def _thresholds(evaluators: dict[str, Evaluator]) -> dict[str, float]:
+    """The score threshold of each evaluator that has one (model evaluators): audited beside its scores."""
+    out: dict[str, float] = {}
+    for name, evaluator in evaluators.items():
+        threshold = getattr(evaluator, "threshold", None)
+        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+            out[name] = float(threshold)
+    return out
 
 
 STATE = web.AppKey("guardstream_state", ProxyState)

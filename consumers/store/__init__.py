@@ -62,6 +62,17 @@ class Store:
                 return None
             return add_label(conn, pk, reviewer, label, categories, note)
 
+    def add_labels(self, event_id: str, reviewer: str, label: str, categories: list[str] | None = None,
+                   note: str = "", lookalikes: Sequence[str] = ()) -> list[Label] | None:
+        """Label `event_id` and those of `lookalikes` that still look like it, in one transaction (a batch
+        label). None when `event_id` does not exist; ids that are gone or no longer alike are left out."""
+        with self.write() as conn:
+            pk = conn.execute(select(t.events.c.id).where(t.events.c.event_id == event_id)).scalar()
+            if pk is None:
+                return None
+            pks = [pk, *queries.same_lookalike(conn, event_id, list(lookalikes))]
+            return [add_label(conn, p, reviewer, label, categories, note) for p in pks]
+
     def get_event(self, event_id: str) -> StoredEvent | None:
         with self.read() as conn:
             return queries.get_event(conn, event_id)

@@ -13,6 +13,7 @@ from typing import Any
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
+SHADOW = "guardstream_shadow_comparisons_total"
 
 
 def panel(title: str, exprs: list[tuple[str, str]], unit: str, x: int, y: int, w: int = 12, h: int = 8,
@@ -105,6 +106,26 @@ def dashboard() -> dict[str, Any]:
               [(f"sum by (evaluator) (rate(guardstream_llama_guard_category_decodes_total[{RATE}]))",
                 "{{evaluator}}")],
               "ops", 12, 80, description="Extra decodes to read the categories of an unsafe verdict"),
+        row("Shadow candidates", 88),
+        panel("Shadow agreement with live, overall",
+              [(f'sum by (shadow, live, stage) (rate({SHADOW}{{category="any",outcome=~"both|neither"}}[{RATE}])) / '
+                f'sum by (shadow, live, stage) (rate({SHADOW}{{category="any"}}[{RATE}]))',
+                "{{shadow}} vs {{live}} ({{stage}})")], "percentunit", 0, 89,
+              description="Share of items where the candidate and its live counterpart both called it unsafe or "
+                          "both safe (policies' `shadow:`)"),
+        panel("Shadow agreement per category",
+              [(f'sum by (shadow, category) (rate({SHADOW}{{category!="any",outcome="both"}}[{RATE}])) / '
+                f'sum by (shadow, category) (rate({SHADOW}{{category!="any"}}[{RATE}]))',
+                "{{shadow}} {{category}}")], "percentunit", 12, 89,
+              description="Of the items where the candidate or the live evaluator named a category, the share "
+                          "where both did"),
+        panel("Shadow disagreements (to the review queue)",
+              [(f'sum by (shadow, category, outcome) (rate({SHADOW}{{outcome=~"shadow_only|live_only"}}[{RATE}]))',
+                "{{shadow}} {{category}} {{outcome}}")], "ops", 0, 97, stack=True),
+        panel("Shadow evaluations by result",
+              [(f"sum by (shadow, result) (rate(guardstream_shadow_runs_total[{RATE}]))", "{{shadow}} {{result}}")],
+              "ops", 12, 97, description="error/timeout: the candidate failed (nothing changed); skipped_busy: "
+                                         "shadow.max_inflight reached"),
     ]
     return {
         "uid": "guardstream-proxy", "title": "guardstream proxy", "tags": ["guardstream"], "editable": True,
