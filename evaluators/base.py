@@ -42,7 +42,12 @@ RULE_CATEGORIES: dict[str, str] = {
     "quality": "Structured record failed data-quality rules",
 }
 
-ALL_CATEGORIES: dict[str, str] = {**LLAMA_GUARD_CATEGORIES, **RULE_CATEGORIES}
+#: categories that say how good an answer is rather than whether it is safe (policies flag them by default)
+QUALITY_CATEGORIES: dict[str, str] = {
+    "low_quality": "Answer scored below the reward model's threshold (reward_model evaluator)",
+}
+
+ALL_CATEGORIES: dict[str, str] = {**LLAMA_GUARD_CATEGORIES, **RULE_CATEGORIES, **QUALITY_CATEGORIES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +63,15 @@ class EvalItem:
     """A conversation and which turn of it to judge.
 
     `judged` indexes `turns` (default: the last turn). `stage` says whether the
-    judged turn is a prompt (input) or an answer (output).
+    judged turn is a prompt (input) or an answer (output). `partial` marks a
+    piece of an answer (a streamed window): evaluators that read whole answers
+    only (`whole_answers`) are left out of it.
     """
 
     turns: tuple[Turn, ...]
     stage: Stage
     judged: int = -1
+    partial: bool = False
 
     @property
     def judged_turn(self) -> Turn:

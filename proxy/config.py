@@ -16,12 +16,16 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evaluators.base import QUALITY_CATEGORIES
+
 ENV_PREFIX = "GUARDSTREAM__"
 
 Action = Literal["block", "flag", "redact", "allow"]
 OnError = Literal["fail_open", "fail_closed"]
 StreamMode = Literal["buffered", "optimistic", "final", "off"]
 ContentMode = Literal["full", "redacted", "hash"]
+#: what a policy does with a quality category (e.g. `low_quality`) it does not name in `actions`
+QUALITY_DEFAULT_ACTION: "Action" = "flag"
 
 
 class Strict(BaseModel):
@@ -84,7 +88,12 @@ class PolicyConfig(Strict):
     cache_ttl_s: int = Field(default=3600, ge=0)
 
     def action_for(self, category: str) -> Action:
-        return self.actions.get(category, self.actions.get("default", "block"))
+        """The category's own action, else `flag` for quality categories (`low_quality`), else `default`."""
+        if category in self.actions:
+            return self.actions[category]
+        if category in QUALITY_CATEGORIES:
+            return QUALITY_DEFAULT_ACTION
+        return self.actions.get("default", "block")
 
 
 class ShadowConfig(Strict):
