@@ -40,15 +40,45 @@ class Guard:
             name: fn for name, ev in self.evaluators.items()
             if not self._cached[name] and callable(fn := getattr(ev, "evaluate_sync", None))}
         self._shadow_hashes = {name: settings.evaluator_hash(name) for name in self.evaluators}
-        self.shadows = Shadows(settings, self._shadow_verdict)
+        self.shadows = Shadows(settings, self.background_verdict)
+        #: evaluators that read whole answers only (reward models): left out of streamed windows
+        self.whole_answers = {n for n, ev in self.evaluators.items() if getattr(ev, "whole_answers", False)}
+        #: evaluators that judge quality, not safety (a comparison's safety check leaves them out)
+        self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
+        self._window_names = {p: [n for n in cfg.output.evaluators if n not in self.whole_answers]
+                              for p, cfg in settings.policies.items()}
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
         return list(getattr(self.settings.policies[policy], stage).evaluators)
 
     async def check(self, policy: str, item: EvalItem) -> Decision:
-        """Judge one item under a policy's stage and record the outcome in metrics."""
+        """Judge one item under a policy's stage and record the outcome in metrics. A piece of an answer (a
+        streamed window, `item.partial`) is judged without the evaluators that read whole answers only."""
+        names = self._window_names[policy] if item.partial else getattr(self.settings.policies[policy],
+                                                                          item.stage).evaluators
+        decision = await self._decide(policy, item, names)
+        _count(decision)
+        if self.shadows.configured(policy, item.stage):
+            decision.shadow = self.shadows.start(policy, item, decision)
+        return decision
+
+    async def check_whole(self, policy: str, item: EvalItem) -> Decision:
+        """A streamed answer, whole, after its stream: judged by the output evaluators its windows left out
+        (whole-answer ones). Nothing can be stopped any more, so a block is recorded as not enforced."""
+        names = [n for n in self.settings.policies[policy].output.evaluators if n in self.whole_answers]
+        decision = await self._decide(policy, item, names)
+        decision.enforced = False
+        _count(decision)
+        return decision
+
+    async def assess(self, policy: str, item: EvalItem) -> Decision:
+        """What the policy's safety evaluators of the item's stage (quality ones left out) make of an item that
+        is not served (a candidate model's answer): counted nowhere, no shadows."""
+        names = [n for n in getattr(self.settings.policies[policy], item.stage).evaluators if n not in self.quality]
+        return await self._decide(policy, item, names)
+
+    async def _decide(self, policy: str, item: EvalItem, names: list[str]) -> Decision:
         started = time.perf_counter()
-        names = getattr(self.settings.policies[policy], item.stage).evaluators
         verdicts: list[Verdict | None] = [self._verdict_now(n, item) if n in self._sync else None for n in names]
         waiting = [i for i, v in enumerate(verdicts) if v is None]
         if len(waiting) == 1:
@@ -60,14 +90,12 @@ class Guard:
         decision = decide(item.stage, verdicts,  # type: ignore[arg-type]  # every slot is filled by now
                           self.settings.policies[policy], self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
-        _count(decision)
-        if self.shadows.configured(policy, item.stage):
-            decision.shadow = self.shadows.start(policy, item, decision)
         return decision
 
-    async def _shadow_verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
-        """A candidate's verdict, off the request path: always the async path (an inline engine would hold the
-        event loop), behind the cache under the candidate's own configuration digest, within its deadline."""
+    async def background_verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
+        """One evaluator's verdict off the request path (a shadow candidate, a comparison's judge): always the
+        async path (an inline engine would hold the event loop), behind the cache under the evaluator's own
+        configuration digest, within its deadline."""
         evaluator = self.evaluators[name]
         if not self._cached[name]:
             return await self._evaluate(name, evaluator, item)

@@ -33,9 +33,10 @@ class GenerationRoute:
     mask_choice: Callable[[dict[str, Any], list[Span]], None]
     mask_delta: Callable[[dict[str, Any], list[Span]], None]
 
-    def output_item(self, conversation: list[dict[str, str]], answer: str) -> EvalItem:
+    def output_item(self, conversation: list[dict[str, str]], answer: str, partial: bool = False) -> EvalItem:
+        """The answer as judged: the conversation it continues, then the answer (`partial`: a piece of it)."""
         turns = tuple(Turn(t["role"], t["content"]) for t in conversation)
-        return EvalItem(turns=turns + (Turn("assistant", answer),), stage="output")
+        return EvalItem(turns=turns + (Turn("assistant", answer),), stage="output", partial=partial)
 
     def count_messages(self, body: dict[str, Any]) -> int:
         messages = body.get("messages")

@@ -78,6 +78,7 @@ class StreamRelay:
         self._aborted = False  # the upstream reported an error mid-stream
         self._client_error: BaseException | None = None
         self._judged = asyncio.Event()  # set whenever a judge frees held events (or stops)
+        self.ending: str | None = None  # how the upstream stream ended (done, eof, cut, interrupted)
 
     # -- the request's life ------------------------------------------------------------------------
 
@@ -94,6 +95,7 @@ class StreamRelay:
                 ending = "cut"
             if self._client_error is not None:
                 raise self._client_error
+            self.ending = "interrupted" if self._aborted else ending
             if ending != "done":
                 self.upstream.close()
             await self._finish(ending)
@@ -185,6 +187,11 @@ class StreamRelay:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def answers(self) -> dict[int, tuple[str, bool]]:
+        """After `run`: each choice's answer as approved (a long one keeps its head and tail) and whether it was
+        cut. What is judged after the stream (whole-answer evaluators, comparisons) reads these."""
+        return {i: (c.windows.approved_answer(), c.cut) for i, c in sorted(self.choices.items())}
+
     # -- upstream events ---------------------------------------------------------------------------
 
     def _on_event(self, event: SSEEvent) -> None:
@@ -268,7 +275,8 @@ class StreamRelay:
         conversation = conversation_of(self.conversations, self.n, choice.index)
         started = time.perf_counter()
         try:
-            decision = await self.guard.check(self.policy_name, self.route.output_item(conversation, text))
+            decision = await self.guard.check(self.policy_name, self.route.output_item(
+                conversation, text, partial=self.plan.windowed))  # whole-answer evaluators judge after the stream
         except Exception:  # a guard bug must not let text through: fail closed
             log.exception("stream_window_judge_failed", choice_index=choice.index)
             decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],

@@ -100,6 +100,10 @@ class TokenWindows:
         while self._context and self._context_tokens - self._context[0][1] >= self.context_size:
             self._context_tokens -= self._context.popleft()[1]
 
+    def approved_answer(self) -> str:
+        """The approved text so far (the whole answer once every window passed; a long one elided)."""
+        return str(self._approved_text)
+
     def answer_through(self, window: Window) -> str:
         """The answer from its start through `window` (what an audit event shows; a long one elided)."""
         return str(self._approved_text) + window.text
