@@ -48,14 +48,14 @@ def start(tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch) -> 
     base_url = servers.add(FixedUpstream(lambda prompt: BASE_ANSWER).app())
 
     def go(candidate: Candidate | None, name: str, content: str = "full", candidate_url: str | None = None,
-           **compare: Any) -> tuple[ProxyHarness, FakeVLLMPooling]:
+           judge: dict[str, Any] | None = None, **compare: Any) -> tuple[ProxyHarness, FakeVLLMPooling]:
         rm = FakeVLLMPooling()
         rm_url = servers.add(rm.app())
         url = candidate_url or servers.add(candidate.app())  # type: ignore[union-attr]
         settings = keyword_settings(tmp_path, policy={"compare": {
             "name": name, "candidate": {"url": url, "model": "cand-model", "api_key_env": "CANDIDATE_KEY",
                                         "timeout_s": compare.pop("timeout_s", 5)},
-            "sample": 1.0, "judge": {"reward_model": "rm", "tie_margin": 0.5}, **compare}},
+            "sample": 1.0, "judge": judge or {"reward_model": "rm", "tie_margin": 0.5}, **compare}},
             evaluators={
                 "secrets": {"type": "keyword", "options": {"words": ["hunter2"], "category": "secret"}},
                 "pii": {"type": "keyword", "options": {"words": ["@example.com"], "category": "pii"}},
@@ -217,3 +217,18 @@ def test_comparison_config_errors(tmp_path: Path) -> None:
         load({"reward_model": "pii"})
     with pytest.raises(ConfigError, match="exactly one judge"):
         load({})
+
+
+def test_an_llm_judge_through_the_proxy(start: Any, servers: Servers) -> None:
+    from tests.test_llm_judge import judge_server
+
+    app, seen = judge_server(lambda a, b: "[[A]]")  # position-biased: always the first answer
+    url = servers.add(app)
+    h, _ = start(Candidate(numbered), "llm-judged", judge={"llm": {"url": url, "model": "judge-1"}})
+    post(h)
+    assert wait_runs("llm-judged", 1) == {"compared": 1}
+    (event,) = events(h)
+    assert validation_errors(event, COMPARISON_SCHEMA_NAME) == []
+    assert event["judge"] == {"kind": "llm", "name": "judge-1", "margin": 0.0, "tie_margin": 0.1,
+                              "votes": ["baseline", "candidate"]}
+    assert event["outcome"] == "tie" and len(seen) == 2
