@@ -129,3 +129,39 @@ class Servers:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+
+
+def make_comparison(outcome: str = "win", margin: float | None = 4.0, baseline: str = "I am not sure.",
+                    candidate: str = "It is 42.", prompt: str = "What is 6 x 7?", content_mode: str = "full",
+                    decided_by: str = "judge", tenant: str = "acme", name: str = "cand", ts: str | None = None,
+                    **fields: Any) -> dict[str, Any]:
+    """A schema-valid guardstream.comparison.v1 event."""
+    import hashlib
+    import uuid
+    from datetime import datetime, timezone
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    messages = [{"role": "user", "content": prompt}]
+    hashed = content_mode == "hash"
+    event = {
+        "schema": "guardstream.comparison.v1", "event_id": str(uuid.uuid4()),
+        "ts": ts or datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "request_id": f"req-{uuid.uuid4().hex[:12]}", "tenant": tenant, "policy": "default",
+        "route": "chat.completions", "stream": False,
+        "baseline": {"model": "base-model", "upstream": "http://upstream/v1", "safe": decided_by == "judge" or
+                     outcome != "win", "categories": [], "score": -2.0 if margin is not None else None,
+                     "latency_ms": None},
+        "candidate": {"name": name, "model": "cand-model", "upstream": "http://cand/v1",
+                      "safe": decided_by == "judge" or outcome != "loss", "categories": [],
+                      "score": (margin - 2.0) if margin is not None else None, "latency_ms": 12.0},
+        "judge": {"kind": "reward_model", "name": "rm", "margin": margin, "tie_margin": 0.5, "votes": None},
+        "outcome": outcome, "decided_by": decided_by,
+        "content": {"mode": content_mode, "messages": None if hashed else messages,
+                    "baseline": None if hashed else baseline, "candidate": None if hashed else candidate,
+                    "sha256": {"messages": sha(json.dumps(messages)), "baseline": sha(baseline),
+                               "candidate": sha(candidate)}},
+    }
+    event.update(fields)
+    return event

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from consumers.store import tables as t
+from proxy.metrics import SCORE_BUCKETS
 
 Z95 = 1.959963984540054
 
@@ -62,13 +63,21 @@ def score_histograms(conn: Connection, since: datetime) -> list[dict[str, Any]]:
     out = []
     for (evaluator, model), buckets in sorted(hist.items()):
         n = sum(int(v[0]) for v in buckets.values())
-        bounds = sorted(buckets)
-        bars = []
-        for i, le in enumerate(bounds):
-            lower = bounds[i - 1] if i else None
-            label = (f"> {lower:g}" if le >= t.OVERFLOW_LE else f"<= {le:g}" if lower is None
-                     else f"{lower:g} .. {le:g}")
-            bars.append((label, int(buckets[le][0])))
-        out.append({"evaluator": evaluator, "model": model, "n": n, "bars": bars,
+        out.append({"evaluator": evaluator, "model": model, "n": n, "bars": _bars(buckets),
                     "mean": sum(v[1] for v in buckets.values()) / n if n else None})
     return out
+
+
+def _bars(buckets: dict[float, list[float]]) -> list[tuple[str, int]]:
+    """(label, answers) per bucket from the lowest to the highest one holding answers, empty ones included, so the
+    bars draw the histogram's shape. Bounds are the proxy's (SCORE_BUCKETS) plus any others a tally carried."""
+    finite = sorted(set(SCORE_BUCKETS) | {le for le in buckets if le < t.OVERFLOW_LE})
+    bounds = finite + [t.OVERFLOW_LE]
+    present = [i for i, le in enumerate(bounds) if le in buckets]
+    bars = []
+    for i in range(present[0], present[-1] + 1):
+        le = bounds[i]
+        lower = bounds[i - 1] if i else None
+        label = (f"> {lower:g}" if le >= t.OVERFLOW_LE else f"<= {le:g}" if lower is None else f"{lower:g} .. {le:g}")
+        bars.append((label, int(buckets.get(le, [0])[0])))
+    return bars
