@@ -1,7 +1,8 @@
 """Pairwise judges: which of two answers to the same conversation is better, as a margin for the candidate.
 
-- `RewardJudge`: a reward_model evaluator scores both answers; margin = r(candidate) - r(baseline), in reward
-  units. The baseline's score is taken from its live verdict when the evaluator already judged it.
+- `RewardJudge`: a reward_model evaluator scores both answers in one call (one batch); margin = r(candidate) -
+  r(baseline), in reward units. The baseline's score is taken from its live verdict when the evaluator already
+  judged it.
 - `LLMJudge`: a model behind an OpenAI-compatible chat API is shown the conversation and the two answers twice,
   in both orders, and asked for `[[A]]`, `[[B]]` or `[[TIE]]`. Each order votes +1 (candidate), -1 (baseline)
   or 0 (tie); margin = the mean of the two votes, in [-1, 1]. A judge that always prefers the first answer
@@ -70,12 +71,17 @@ class RewardJudge:
                      None)
         items = [EvalItem(turns=tuple(conversation) + (Turn("assistant", text),), stage="output")
                  for text in ([candidate] if known is not None else [candidate, baseline])]
-        verdicts = await asyncio.gather(*(self.guard.background_verdict(policy, self.name, i) for i in items))
-        for verdict in verdicts:
-            if verdict.error or verdict.score is None:
-                raise JudgeError(f"reward model {self.name}: {verdict.error or 'no score'}")
-        candidate_score = float(verdicts[0].score)  # type: ignore[arg-type]
-        baseline_score = known if known is not None else float(verdicts[1].score)  # type: ignore[arg-type]
+        evaluator = self.guard.evaluators[self.name]
+        deadline = self.guard.settings.evaluators[self.name].timeout_ms / 1000
+        try:  # both answers in one call (one batch, one request to a server); not cached: each pair is new
+            async with asyncio.timeout(deadline):
+                scores = await evaluator.rewards(items)
+        except TimeoutError:
+            raise JudgeError(f"reward model {self.name}: timeout after {deadline:g} s") from None
+        except Exception as exc:  # the engine failed: no judgement, counted as judge_error
+            raise JudgeError(f"reward model {self.name}: {type(exc).__name__}: {exc}") from None
+        candidate_score = float(scores[0])
+        baseline_score = known if known is not None else float(scores[1])
         return Judgement(candidate_score - baseline_score, baseline_score, candidate_score,
                          baseline_from_live=known is not None)
 
