@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import re
 import statistics
@@ -143,37 +144,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> dict[str, Any]:
-    def median(rows: list[dict[str, Any]], pick: Any) -> float:
-        return statistics.median(pick(r) for r in rows)
-
+    """Per configuration: medians over the rounds, and the median of each round's ratio to that round's baseline
+    (the machine's load drifts between rounds; a ratio within one round is the fairer comparison)."""
     base = runs[CONFIGS[0][0]]
-    base_rps = median(base, lambda r: r["rps"])
-    base_p50 = median(base, lambda r: r["latency_ms"]["p50"])
-    base_p99 = median(base, lambda r: r["latency_ms"]["p99"])
     rows = []
     for name, sample in CONFIGS:
         rs = runs[name]
-        rps, p50, p99 = (median(rs, lambda r: r["rps"]), median(rs, lambda r: r["latency_ms"]["p50"]),
-                         median(rs, lambda r: r["latency_ms"]["p99"]))
         counts: dict[str, float] = {}
         for r in rs:
             for k, v in r["comparisons"].items():
                 counts[k] = counts.get(k, 0.0) + v
-        rows.append({"config": name, "sample": sample, "rps": rps, "rps_ratio": rps / base_rps,
-                     "p50_ms": p50, "p50_added_ms": p50 - base_p50, "p99_ms": p99, "p99_added_ms": p99 - base_p99,
-                     "errors": sum(r["errors"] for r in rs), "comparisons": counts, "runs": rs})
+        rows.append({
+            "config": name, "sample": sample,
+            "rps": statistics.median(r["rps"] for r in rs),
+            "rps_ratio": statistics.median(r["rps"] / b["rps"] for r, b in zip(rs, base)),
+            "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in rs),
+            "p50_added_ms": _median_added(rs, base, "p50"),
+            "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in rs),
+            "p99_added_ms": _median_added(rs, base, "p99"),
+            "errors": sum(r["errors"] for r in rs), "comparisons": counts, "runs": rs})
     return {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                        "load_average_at_end": os.getloadavg()},
             "settings": {k: getattr(args, k) for k in ("rounds", "duration", "warmup", "concurrency",
                                                        "candidate_delay_ms")},
             "rows": rows}
+
+
+def _median_added(rs: list[dict[str, Any]], base: list[dict[str, Any]], q: str) -> float:
+    return statistics.median(r["latency_ms"][q] - b["latency_ms"][q] for r, b in zip(rs, base))
 
 
 def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Shadow comparison: the client's requests/s and latency (median of rounds)")
+    table = Table(title="Shadow comparison: the client's requests/s and latency (medians over rounds; ratios and "
+                        "added latency against the same round's run without compare:)")
     for col in ("config", "req/s", "vs no compare", "p50 ms", "p50 added", "p99 ms", "p99 added", "compared",
                 "skipped busy", "errors"):
         table.add_column(col, justify="left" if col == "config" else "right")
