@@ -58,12 +58,21 @@ class EvalItem:
     """A conversation and which turn of it to judge.
 
     `judged` indexes `turns` (default: the last turn). `stage` says whether the
-    judged turn is a prompt (input) or an answer (output).
+    judged turn is a prompt (input) or an answer (output). Model engines judge
+    the judged turn in the context of the turns before it.
+
+    `request_text` is everything the upstream will read, when that is more than
+    the judged turn: at the input stage, every text of the request (each
+    message, content part, tool result and tool-call argument) joined by
+    newlines. Rule engines scan `scan_text`; finding offsets index it.
+    `judged_at` is where the judged turn's text starts inside it.
     """
 
     turns: tuple[Turn, ...]
     stage: Stage
     judged: int = -1
+    request_text: str | None = None
+    judged_at: int = 0
 
     @property
     def judged_turn(self) -> Turn:
@@ -71,8 +80,13 @@ class EvalItem:
 
     @property
     def text(self) -> str:
-        """The judged turn's text: what rule engines read."""
+        """The judged turn's text: what model engines judge."""
         return self.turns[self.judged].content
+
+    @property
+    def scan_text(self) -> str:
+        """What rule engines scan: the whole request at the input stage, else the judged turn."""
+        return self.turns[self.judged].content if self.request_text is None else self.request_text
 
     @classmethod
     def from_messages(cls, messages: Iterable[Mapping[str, Any]], stage: Stage) -> "EvalItem":
@@ -107,7 +121,7 @@ def content_text(content: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A located match inside the judged text (rules only): what redaction masks."""
+    """A located match inside the scanned text (`EvalItem.scan_text`): what redaction masks."""
 
     category: str
     kind: str

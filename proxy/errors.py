@@ -45,6 +45,12 @@ def nested_too_deeply() -> ProxyError:
     return bad_request("The JSON body of your request is nested too deeply.", code="invalid_json")
 
 
+def duplicate_key(key: str) -> ProxyError:
+    """A JSON object naming one key twice: the proxy would judge one value and the upstream might read another."""
+    return bad_request(f"The JSON body of your request names the key {key!r} twice in one object; each key may "
+                       "appear once.", param=key, code="duplicate_key")
+
+
 def unreadable_body() -> ProxyError:
     return ProxyError(400, "The request body could not be read: it does not match its Content-Encoding or "
                       "Transfer-Encoding.", code="invalid_request_body", close=True)

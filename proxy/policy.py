@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
-from evaluators.base import Stage, Verdict
+from evaluators.base import Finding, Stage, Verdict
 from proxy.config import EvaluatorConfig, PolicyConfig
 
 Outcome = Literal["block", "redact", "flag", "allow"]
@@ -78,3 +78,10 @@ def decide(stage: Stage, verdicts: list[Verdict], policy: PolicyConfig,
                 action = wanted
     return Decision(stage=stage, action=action, categories=categories, verdicts=verdicts,
                     enforced=policy.mode == "enforce", failed_open=failed_open)
+
+
+def redacted_findings(decision: Decision, policy: PolicyConfig) -> list[Finding]:
+    """The findings `redact` masks: those of categories the policy redacts (a flagged injection phrase beside a
+    redacted e-mail address stays as written)."""
+    return [f for v in decision.verdicts if not v.error for f in v.findings
+            if policy.action_for(f.category) == "redact"]

@@ -99,10 +99,13 @@ class DataQualityEvaluator(BaseEvaluator):
                 report.failures.extend(LocatedFailure(f, located.start, located.end) for f in failures)
         return report
 
-    def judge(self, text: str) -> Verdict:
+    def judge(self, text: str, offset: int = 0) -> Verdict:
+        """Judge the records of `text`; finding spans are shifted by `offset` (where `text` sits in the item's
+        `scan_text`, so a policy that redacts `quality` masks the right place)."""
         started = time.perf_counter()
         report = self.inspect(text)
-        findings = [Finding(CATEGORY, f"{lf.failure.rule}:{lf.failure.field}@{lf.failure.index}", lf.start, lf.end)
+        findings = [Finding(CATEGORY, f"{lf.failure.rule}:{lf.failure.field}@{lf.failure.index}",
+                            lf.start + offset, lf.end + offset)
                     for lf in report.failures[: self.max_findings]]
         return Verdict(
             safe=report.accepted,
@@ -115,7 +118,7 @@ class DataQualityEvaluator(BaseEvaluator):
         )
 
     async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
-        return [self.judge(item.text) for item in items]
+        return [self.judge(item.text, item.judged_at) for item in items]
 
 
 def create(name: str, options: Mapping[str, Any]) -> DataQualityEvaluator:

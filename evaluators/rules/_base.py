@@ -71,7 +71,7 @@ class RuleEvaluator(BaseEvaluator):
 
     def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
         """Judge inline (the proxy then needs no task or timer); None for batches too big for the loop."""
-        texts = [item.text for item in items]
+        texts = [item.scan_text for item in items]
         if sum(len(t) for t in texts) > self.inline_max_chars:
             return None
         return [self.judge(t) for t in texts]
@@ -80,10 +80,10 @@ class RuleEvaluator(BaseEvaluator):
         verdicts = self.evaluate_sync(items)
         if verdicts is not None:
             return verdicts
-        return await asyncio.to_thread(lambda: [self.judge(item.text) for item in items])
+        return await asyncio.to_thread(lambda: [self.judge(item.scan_text) for item in items])
 
     def cache_context(self, item: EvalItem) -> str:
-        return item.text
+        return item.scan_text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
