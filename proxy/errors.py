@@ -13,7 +13,7 @@ class ProxyError(Exception):
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  code: str | None = None, param: str | None = None, extra: dict[str, Any] | None = None,
-                 close: bool = False) -> None:
+                 close: bool = False, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -22,6 +22,7 @@ class ProxyError(Exception):
         self.param = param
         self.extra = extra or {}
         self.close = close  # end the connection after the answer (what is left of the request is unreadable)
+        self.headers = headers or {}  # e.g. Retry-After
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
@@ -30,7 +31,9 @@ class ProxyError(Exception):
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
         response = web.Response(status=self.status, body=json.dumps(self.body()).encode(),
-                                content_type="application/json", headers=headers)
+                                content_type="application/json",
+                                headers={**self.headers, **headers} if self.headers and headers else
+                                self.headers or headers)
         if self.close:
             response.force_close()
         return response

@@ -114,17 +114,19 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
         except RecursionError:  # parsed at the edge of the recursion limit: re-encoding may not fit
             raise nested_too_deeply() from None
 
-    headers = state.upstream.headers(request.headers, ctx.request_id)
-    started = time.perf_counter()
-    upstream = await state.upstream.request("POST", route.path, raw, headers)
-    child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
-    if parsed.stream and upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", ""):
-        return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
-                                   expected_choices(route, body, parsed.n))
-    try:
-        payload = await state.upstream.read_body(upstream)
-    finally:
-        upstream.release()
+    with state.tenants.slot(ctx.principal.tenant):  # one tenant cannot take the whole upstream pool
+        headers = state.upstream.headers(request.headers, ctx.request_id)
+        started = time.perf_counter()
+        upstream = await state.upstream.request("POST", route.path, raw, headers)
+        child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
+        streamed = upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", "")
+        if parsed.stream and streamed:
+            return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
+                                       expected_choices(route, body, parsed.n))
+        try:
+            payload = await state.upstream.read_body(upstream)
+        finally:
+            upstream.release()
     upstream_elapsed = time.perf_counter() - started
     if upstream.status != 200:
         return _relay_verbatim(upstream, payload)
@@ -219,10 +221,11 @@ def _refusal_body(route: GenerationRoute, model: str, text: str, decision: Decis
 async def models(request: web.Request) -> web.Response:
     state: ProxyState = request.app[STATE]
     ctx: RequestContext = request[CTX]
-    upstream = await state.upstream.request("GET", "/models", None, state.upstream.headers(request.headers,
-                                                                                             ctx.request_id))
-    try:
-        payload = await state.upstream.read_body(upstream)
-    finally:
-        upstream.release()
+    with state.tenants.slot(ctx.principal.tenant):
+        upstream = await state.upstream.request("GET", "/models", None,
+                                                state.upstream.headers(request.headers, ctx.request_id))
+        try:
+            payload = await state.upstream.read_body(upstream)
+        finally:
+            upstream.release()
     return _relay_verbatim(upstream, payload)

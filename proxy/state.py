@@ -15,6 +15,7 @@ from proxy.cache import VerdictCache, build_cache
 from proxy.config import Settings
 from proxy.guard import Guard
 from proxy.recording import Recorder
+from proxy.tenants import TenantLimits
 from proxy.upstream import Upstream
 
 log = structlog.get_logger("guardstream")
@@ -30,6 +31,7 @@ class ProxyState:
     guard: Guard
     recorder: Recorder
     upstream: Upstream
+    tenants: TenantLimits
 
     @classmethod
     def build(cls, settings: Settings) -> "ProxyState":
@@ -39,7 +41,8 @@ class ProxyState:
         upstream = Upstream(settings.upstream)
         return cls(settings=settings, keyring=KeyRing(settings.client_keys), evaluators=evaluators, cache=cache,
                    audit=audit, guard=Guard(settings, evaluators, cache),
-                   recorder=Recorder(audit, settings.audit, upstream.display_url), upstream=upstream)
+                   recorder=Recorder(audit, settings.audit, upstream.display_url), upstream=upstream,
+                   tenants=TenantLimits(*settings.tenant_limits()))
 
     async def start(self) -> None:
         await self.upstream.start()
