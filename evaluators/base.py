@@ -119,6 +119,28 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+class OptionError(ValueError):
+    """A bad evaluator option. `option` is its path under the evaluator's `options` (e.g. `max_batch_size`, or
+    `first.options.path` inside a cascade), so the proxy can name the whole key in one line."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+    def under(self, prefix: str) -> "OptionError":
+        """The same error one level down, e.g. inside a cascade's `first.options`."""
+        return OptionError(f"{prefix}.{self.option}", self.reason)
+
+
+def check_option_names(options: Mapping[str, Any], known: Iterable[str]) -> None:
+    """OptionError naming the first option an engine does not know."""
+    known = sorted(known)
+    for name in options:
+        if name not in known:
+            raise OptionError(str(name), f"unknown option (known: {', '.join(known)})")
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A located match inside the scanned text (`EvalItem.scan_text`): what redaction masks."""

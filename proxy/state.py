@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from evaluators.base import Evaluator
+from evaluators.base import Evaluator, OptionError
+from evaluators.registry import UnknownEvaluatorType
 from evaluators.registry import create as create_evaluator
 from proxy.audit import AuditSink, build_audit
 from proxy.auth import KeyRing
 from proxy.cache import VerdictCache, build_cache
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.guard import Guard
 from proxy.recording import Recorder
 from proxy.tenants import TenantLimits
@@ -35,7 +36,7 @@ class ProxyState:
 
     @classmethod
     def build(cls, settings: Settings) -> "ProxyState":
-        evaluators = {name: create_evaluator(cfg.type, name, cfg.options) for name, cfg in settings.evaluators.items()}
+        evaluators = build_evaluators(settings)
         cache = build_cache(settings.cache)
         audit = build_audit(settings.audit)
         upstream = Upstream(settings.upstream)
@@ -63,6 +64,26 @@ class ProxyState:
                 log.warning("evaluator_close_failed", evaluator=evaluator.name)
         await self.cache.close()
         await self.audit.close()
+
+
+def build_evaluators(settings: Settings) -> dict[str, Evaluator]:
+    """Every configured evaluator, built; a bad type or option is a ConfigError of one line naming the key."""
+    built: dict[str, Evaluator] = {}
+    for name, cfg in settings.evaluators.items():
+        try:
+            built[name] = create_evaluator(cfg.type, name, cfg.options)
+        except OptionError as exc:
+            raise ConfigError(f"evaluators.{name}.options.{exc.option}: {_one_line(exc.reason)}") from None
+        except UnknownEvaluatorType as exc:
+            raise ConfigError(f"evaluators.{name}.type: {exc}") from None
+        except Exception as exc:  # an engine's own error (a model that does not load, a missing extra)
+            raise ConfigError(f"evaluators.{name}: {type(exc).__name__}: {_one_line(str(exc))}") from None
+    return built
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
+    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
 
 
 STATE = web.AppKey("guardstream_state", ProxyState)
