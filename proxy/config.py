@@ -2,7 +2,8 @@
 
 Environment overrides use `GUARDSTREAM__` and `__` between keys, e.g.
 `GUARDSTREAM__UPSTREAM__URL=http://vllm:8000` or `GUARDSTREAM__CACHE__REDIS_URL=...`.
-Values are parsed as YAML scalars, so `GUARDSTREAM__POLICY__MODE=shadow` works.
+Values are parsed as YAML scalars, so `GUARDSTREAM__POLICIES__DEFAULT__MODE=shadow` and
+`GUARDSTREAM__UPSTREAM__POOL_SIZE=512` work (tests/test_config_docs.py checks every example).
 """
 
 from __future__ import annotations
@@ -263,7 +264,17 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if name.startswith(ENV_PREFIX):
             keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
             if keys:
-                _set_path(raw, keys, yaml.safe_load(value) if value else value)
+                _set_path(raw, keys, _env_value(value))
+
+
+def _env_value(value: str) -> Any:
+    """An environment value parsed as a YAML scalar (`true`, `512`, `null`); text YAML cannot read stays text."""
+    if not value:
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
