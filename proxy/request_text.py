@@ -100,6 +100,10 @@ def chat_input(body: dict[str, Any]) -> tuple[EvalItem, RequestText]:
     """The input item of a chat request: the last user turn judged in the context of the turns before it, and
     the whole request's text for the rules."""
     messages = [m for m in body.get("messages", ()) if isinstance(m, dict)]
+    if len(messages) == 1 and len(only := messages[0]) == 2 and isinstance(only.get("content"), str):
+        content = only["content"]  # the usual request, {role, content}: the judged turn is all there is to scan
+        turn = Turn(str(only.get("role", "user")), content)
+        return EvalItem(turns=(turn,), stage="input"), RequestText(content, (Piece(only, "content", 0, len(content)),))
     places: list[tuple[MutableMapping[str, Any], str]] = []
     firsts: list[int] = []  # index of each message's first piece
     for message in messages:
