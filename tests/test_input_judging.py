@@ -177,6 +177,9 @@ DUPLICATES = {
                            + b'"}], "messages": [{"role": "user", "content": "hello"}]}', "messages"),
     "content inside a message": (b'{"model": "demo-model", "messages": [{"role": "user", "content": "'
                                  + AWS.encode() + b'", "content": "hello"}]}', "content"),
+    "the same key spelt with an escape": (b'{"model": "demo-model", "messages": [{"role": "user", "content": "hi"}],'
+                                          b' "\\u006dessages": [{"role": "user", "content": "' + AWS.encode()
+                                          + b'"}]}', "messages"),
     "deep inside tools": (b'{"model": "demo-model", "messages": [{"role": "user", "content": "hi"}], "tools": [{'
                           b'"type": "function", "function": {"name": "f", "parameters": {"type": "object", '
                           b'"properties": {"a": {"type": "string"}, "a": {"type": "integer"}}}}}]}', "a"),
