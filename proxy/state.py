@@ -42,7 +42,8 @@ class ProxyState:
         upstream = Upstream(settings.upstream)
         return cls(settings=settings, keyring=KeyRing(settings.client_keys), evaluators=evaluators, cache=cache,
                    audit=audit, guard=Guard(settings, evaluators, cache),
-                   recorder=Recorder(audit, settings.audit, upstream.display_url, settings.logging.log_content), upstream=upstream,
+                   recorder=Recorder(audit, settings.audit, upstream.display_url, settings.logging.log_content),
+                   upstream=upstream,
                    tenants=TenantLimits(*settings.tenant_limits()))
 
     async def start(self) -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import openai
 import pytest
@@ -34,11 +34,11 @@ def upstream(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
 
 
 def ask(client: openai.OpenAI, prompt: str, stream: bool) -> str:
-    messages = [{"role": "user", "content": prompt}]
+    messages: list[Any] = [{"role": "user", "content": prompt}]
     if stream:
-        chunks = client.chat.completions.create(model="demo-model", messages=messages, stream=True)  # type: ignore[arg-type]
+        chunks = client.chat.completions.create(model="demo-model", messages=messages, stream=True)
         return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    return client.chat.completions.create(model="demo-model", messages=messages).choices[0].message.content or ""  # type: ignore[arg-type]
+    return client.chat.completions.create(model="demo-model", messages=messages).choices[0].message.content or ""
 
 
 @pytest.mark.parametrize("upstream", [("--reply", "Bonjour from the demo.")], indirect=True)

@@ -18,8 +18,8 @@ from consumers.store.models import (DeadLetter, IncomingEvent, Label, Position, 
                                     WriteResult)
 from consumers.store.writes import write_batch
 
-__all__ = ["Store", "StoreError", "open_store", "DeadLetter", "IncomingEvent", "Label", "Position", "QueueFilter", "QueueRow",
-           "StoredEvent", "WriteResult"]
+__all__ = ["Store", "StoreError", "open_store", "DeadLetter", "IncomingEvent", "Label", "Position", "QueueFilter",
+           "QueueRow", "StoredEvent", "WriteResult"]
 
 
 class Store:
