@@ -138,3 +138,29 @@ def test_limits_are_validated(tmp_path: Path) -> None:
         settings(tmp_path, tenants={"a": {"max_concurrent": 0}})
     with pytest.raises(ValidationError):
         settings(tmp_path, tenants={"a": {"max_concurent": 3}})
+
+
+def test_a_slot_is_given_back_when_the_client_goes_away(tmp_path: Path) -> None:
+    """A stream the client drops mid-way, an upstream error and a blocked prompt all give the slot back."""
+    h = start(tmp_path, tenants={"b": {"max_concurrent": 1}})
+    try:
+        async def go() -> list[int]:
+            headers = {"authorization": "Bearer key-b"}
+            body = {"model": "demo-model", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+            async with aiohttp.ClientSession() as s:
+                r = await s.post(h.base_url + "/v1/chat/completions", json=body, headers=headers)
+                await r.content.readline()
+                r.close()  # the client goes away mid-stream
+            statuses = []
+            for model in ("error-503", "demo-model"):
+                await asyncio.sleep(0.3)
+                async with aiohttp.ClientSession() as s:
+                    async with s.post(h.base_url + "/v1/chat/completions", headers=headers,
+                                      json={**body, "model": model, "stream": False}) as r:
+                        statuses.append(r.status)
+            return statuses
+
+        assert h.call(go()) == [503, 200]
+        assert h.state is not None and h.state.tenants.open == {}
+    finally:
+        h.stop()
