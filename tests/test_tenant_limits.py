@@ -17,7 +17,7 @@ from proxy.config import Settings
 from proxy.demo_upstream import DemoUpstream
 from tests.proxy_harness import ProxyHarness
 
-LONG = " ".join(f"w{i}" for i in range(200))  # 200 chunks, 20 ms apart: a stream stays open about 4 s
+LONG = " ".join(f"w{i}" for i in range(500))  # 500 chunks, 20 ms apart: a stream stays open about 10 s
 
 
 def settings(tmp_path: Path, **extra: Any) -> Settings:
@@ -51,15 +51,17 @@ async def open_streams(url: str, key: str, count: int, stop: asyncio.Event) -> l
         return list(await asyncio.gather(*(one(session) for _ in range(count))))
 
 
-def run_saturated(h: ProxyHarness, streams: int, then: Any) -> tuple[list[tuple[int, dict[str, Any]]], Any]:
-    """Tenant a opens `streams` long streams; once they are in, `then()` runs (in a thread) while they stay open."""
+def run_saturated(h: ProxyHarness, streams: int, admitted: int,
+                  then: Any) -> tuple[list[tuple[int, dict[str, Any]]], Any]:
+    """Tenant a opens `streams` long streams; once the upstream holds the `admitted` ones, `then()` runs (in a
+    thread) while they stay open."""
     async def go() -> tuple[list[tuple[int, dict[str, Any]]], Any]:
         stop = asyncio.Event()
         saturating = asyncio.create_task(open_streams(h.base_url, "key-a", streams, stop))
-        for _ in range(200):  # until the upstream holds every admitted stream
+        for _ in range(250):
             await asyncio.sleep(0.02)
-            if len(h.upstream.requests) >= 4 and saturating.done() is False:
-                await asyncio.sleep(0.2)
+            if len(h.upstream.requests) >= admitted:
+                await asyncio.sleep(0.2)  # the rejected ones are answered by now
                 break
         try:
             result = await asyncio.wait_for(asyncio.to_thread(then), 10)
@@ -82,7 +84,7 @@ def test_one_tenant_cannot_starve_another(tmp_path: Path) -> None:
     request is answered at once while a's streams are still open."""
     h = start(tmp_path)
     try:
-        results, answer = run_saturated(h, 12, lambda: tenant_b_asks(h))
+        results, answer = run_saturated(h, 12, 4, lambda: tenant_b_asks(h))
         assert answer == LONG
         statuses = sorted(status for status, _ in results)
         assert statuses == [200] * 4 + [429] * 8
@@ -98,7 +100,7 @@ def test_one_tenant_cannot_starve_another(tmp_path: Path) -> None:
 def test_a_tenant_limit_is_configurable_and_counted(tmp_path: Path) -> None:
     h = start(tmp_path, tenants={"a": {"max_concurrent": 2}})
     try:
-        results, _ = run_saturated(h, 5, lambda: None)
+        results, _ = run_saturated(h, 5, 2, lambda: None)
         assert sorted(status for status, _ in results) == [200, 200, 429, 429, 429]
 
         async def metrics() -> str:
