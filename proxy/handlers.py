@@ -58,13 +58,15 @@ async def read_json(request: web.Request, limit: int, timeout_s: float | None = 
 
 
 class DuplicateKey(Exception):
+    """A JSON object named `key` twice (raised from inside the parser, turned into a 400)."""
+
     def __init__(self, key: str) -> None:
         self.key = key
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object, refusing a key named twice (Python keeps the last value, other parsers the first: the
-    upstream must read what the proxy judged). Costs about 1.5 µs on a one-message request."""
+    upstream must read what the proxy judged). Costs about 2 µs on a one-message request."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
