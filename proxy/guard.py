@@ -14,9 +14,9 @@ from typing import Callable, Mapping, Sequence
 
 import structlog
 
-from evaluators.base import EvalItem, Evaluator, Stage, Verdict
+from evaluators.base import STAGES, EvalItem, Evaluator, Stage, Verdict
 from proxy.cache import VerdictCache, cache_key
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
 from proxy.policy import Decision, decide
 from proxy.shadow import Shadows
@@ -29,10 +29,15 @@ SyncEvaluate = Callable[[Sequence[EvalItem]], "list[Verdict] | None"]
 class Guard:
     """The guard pipeline: evaluators by name, the verdict cache, and the policies that use them."""
 
-    def __init__(self, settings: Settings, evaluators: Mapping[str, Evaluator], cache: VerdictCache) -> None:
+    def __init__(self, settings: Settings, evaluators: Mapping[str, Evaluator], cache: VerdictCache, *,
+                 strict: bool = True) -> None:
         self.settings = settings
         self.evaluators = dict(evaluators)
         self.cache = cache
+        #: policy -> stage -> the evaluators judging it (an evaluator whose `stages` exclude a stage never runs there)
+        self._stage_names = {name: {stage: _judges(name, stage, getattr(policy, stage).evaluators, self.evaluators,
+                                                   strict) for stage in STAGES}
+                             for name, policy in settings.policies.items()}
         self._policy_hashes = {name: settings.policy_hash(name) for name in settings.policies}
         self._cached = {name: _wants_cache(settings.evaluators[name].cache, ev) for name, ev in self.evaluators.items()}
         #: inline judges: uncached engines offering `evaluate_sync`
@@ -43,12 +48,12 @@ class Guard:
         self.shadows = Shadows(settings, self._shadow_verdict)
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
-        return list(getattr(self.settings.policies[policy], stage).evaluators)
+        return list(self._stage_names[policy][stage])
 
     async def check(self, policy: str, item: EvalItem) -> Decision:
         """Judge one item under a policy's stage and record the outcome in metrics."""
         started = time.perf_counter()
-        names = getattr(self.settings.policies[policy], item.stage).evaluators
+        names = self._stage_names[policy][item.stage]
         verdicts: list[Verdict | None] = [self._verdict_now(n, item) if n in self._sync else None for n in names]
         waiting = [i for i, v in enumerate(verdicts) if v is None]
         if len(waiting) == 1:
@@ -121,6 +126,24 @@ class Guard:
         if kind:
             EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
         return verdict
+
+
+def _judges(policy: str, stage: Stage, names: Sequence[str], evaluators: Mapping[str, Evaluator],
+            strict: bool) -> list[str]:
+    """The evaluators of a policy's stage that judge that stage; one that does not is a ConfigError (`strict`,
+    the proxy's start-up) or, for evaluators built by hand, left out with a warning."""
+    judging = []
+    for name in names:
+        stages = getattr(evaluators[name], "stages", STAGES)
+        if stage in stages:
+            judging.append(name)
+            continue
+        problem = (f"policies.{policy}.{stage}.evaluators: evaluator {name!r} does not judge the {stage} stage "
+                   f"(its stages: {', '.join(sorted(stages))}); remove it there or change its options.stages")
+        if strict:
+            raise ConfigError(problem)
+        log.warning("evaluator_stage_skipped", detail=problem)
+    return judging
 
 
 def _wants_cache(configured: bool | None, evaluator: Evaluator) -> bool:
