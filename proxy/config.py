@@ -2,7 +2,8 @@
 
 Environment overrides use `GUARDSTREAM__` and `__` between keys, e.g.
 `GUARDSTREAM__UPSTREAM__URL=http://vllm:8000` or `GUARDSTREAM__CACHE__REDIS_URL=...`.
-Values are parsed as YAML scalars, so `GUARDSTREAM__POLICY__MODE=shadow` works.
+Values are parsed as YAML scalars, so `GUARDSTREAM__POLICIES__DEFAULT__MODE=shadow` and
+`GUARDSTREAM__UPSTREAM__POOL_SIZE=512` work (tests/test_config_docs.py checks every example).
 """
 
 from __future__ import annotations
@@ -214,11 +215,22 @@ class UpstreamConfig(Strict):
         default=256 * 1024, ge=4096,
         description="SO_RCVBUF of upstream connections: what the kernel holds of an answer the proxy has not read"
                     " (null: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum)")
+    tenant_max_concurrent: int | None = Field(
+        default=None, gt=0,
+        description="upstream requests and streams one tenant may have open at once; more get a 429 (null: half of"
+                    " pool_size when the client keys name several tenants, else pool_size); `tenants` overrides it")
 
     def resolved_api_key(self) -> str | None:
         if self.api_key_env:
             return os.environ.get(self.api_key_env) or self.api_key
         return self.api_key
+
+
+class TenantConfig(Strict):
+    """Limits of one tenant (the `tenant` of its client keys)."""
+
+    max_concurrent: int | None = Field(default=None, gt=0, description=(
+        "upstream requests and streams this tenant may have open at once (null: upstream.tenant_max_concurrent)"))
 
 
 class ServerConfig(Strict):
@@ -283,6 +295,8 @@ class Settings(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     client_keys: list[ClientKey] = Field(default_factory=list)
+    #: per-tenant limits by tenant name
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     evaluators: dict[str, EvaluatorConfig] = Field(default_factory=dict)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -308,6 +322,13 @@ class Settings(Strict):
             if key.policy not in self.policies:
                 raise ValueError(f"client_keys.{i}.policy: unknown policy {key.policy!r}")
         return self
+
+    def tenant_limits(self) -> tuple[int, dict[str, int]]:
+        """(the default limit of concurrent upstream requests per tenant, the limits of tenants that override it)."""
+        pool = self.upstream.pool_size
+        several = len({key.tenant for key in self.client_keys}) > 1
+        default = self.upstream.tenant_max_concurrent or (max(1, pool // 2) if several else pool)
+        return default, {name: t.max_concurrent for name, t in self.tenants.items() if t.max_concurrent}
 
     def policy_hash(self, policy_name: str) -> str:
         """A digest of a policy and the evaluators it uses: part of every cache key. Shadows and comparisons are
@@ -385,7 +406,17 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if name.startswith(ENV_PREFIX):
             keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
             if keys:
-                _set_path(raw, keys, yaml.safe_load(value) if value else value)
+                _set_path(raw, keys, _env_value(value))
+
+
+def _env_value(value: str) -> Any:
+    """An environment value parsed as a YAML scalar (`true`, `512`, `null`); text YAML cannot read stays text."""
+    if not value:
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:

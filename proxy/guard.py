@@ -14,9 +14,9 @@ from typing import Callable, Mapping, Sequence
 
 import structlog
 
-from evaluators.base import EvalItem, Evaluator, Stage, Verdict
+from evaluators.base import STAGES, EvalItem, Evaluator, Stage, Verdict
 from proxy.cache import VerdictCache, cache_key
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
 from proxy.policy import Decision, decide
 from proxy.shadow import Shadows
@@ -29,10 +29,15 @@ SyncEvaluate = Callable[[Sequence[EvalItem]], "list[Verdict] | None"]
 class Guard:
     """The guard pipeline: evaluators by name, the verdict cache, and the policies that use them."""
 
-    def __init__(self, settings: Settings, evaluators: Mapping[str, Evaluator], cache: VerdictCache) -> None:
+    def __init__(self, settings: Settings, evaluators: Mapping[str, Evaluator], cache: VerdictCache, *,
+                 strict: bool = True) -> None:
         self.settings = settings
         self.evaluators = dict(evaluators)
         self.cache = cache
+        #: policy -> stage -> the evaluators judging it (an evaluator whose `stages` exclude a stage never runs there)
+        self._stage_names = {name: {stage: _judges(name, stage, getattr(policy, stage).evaluators, self.evaluators,
+                                                   strict) for stage in STAGES}
+                             for name, policy in settings.policies.items()}
         self._policy_hashes = {name: settings.policy_hash(name) for name in settings.policies}
         self._cached = {name: _wants_cache(settings.evaluators[name].cache, ev) for name, ev in self.evaluators.items()}
         #: inline judges: uncached engines offering `evaluate_sync`
@@ -45,17 +50,16 @@ class Guard:
         self.whole_answers = {n for n, ev in self.evaluators.items() if getattr(ev, "whole_answers", False)}
         #: evaluators that judge quality, not safety (a comparison's safety check leaves them out)
         self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
-        self._window_names = {p: [n for n in cfg.output.evaluators if n not in self.whole_answers]
-                              for p, cfg in settings.policies.items()}
+        self._window_names = {p: [n for n in stages["output"] if n not in self.whole_answers]
+                              for p, stages in self._stage_names.items()}
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
-        return list(getattr(self.settings.policies[policy], stage).evaluators)
+        return list(self._stage_names[policy][stage])
 
     async def check(self, policy: str, item: EvalItem) -> Decision:
         """Judge one item under a policy's stage and record the outcome in metrics. A piece of an answer (a
         streamed window, `item.partial`) is judged without the evaluators that read whole answers only."""
-        names = self._window_names[policy] if item.partial else getattr(self.settings.policies[policy],
-                                                                          item.stage).evaluators
+        names = self._window_names[policy] if item.partial else self._stage_names[policy][item.stage]
         decision = await self._decide(policy, item, names)
         _count(decision)
         if self.shadows.configured(policy, item.stage):
@@ -65,7 +69,7 @@ class Guard:
     async def check_whole(self, policy: str, item: EvalItem) -> Decision:
         """A streamed answer, whole, after its stream: judged by the output evaluators its windows left out
         (whole-answer ones). Nothing can be stopped any more, so a block is recorded as not enforced."""
-        names = [n for n in self.settings.policies[policy].output.evaluators if n in self.whole_answers]
+        names = [n for n in self._stage_names[policy]["output"] if n in self.whole_answers]
         decision = await self._decide(policy, item, names)
         decision.enforced = False
         _count(decision)
@@ -74,7 +78,7 @@ class Guard:
     async def assess(self, policy: str, item: EvalItem) -> Decision:
         """What the policy's safety evaluators of the item's stage (quality ones left out) make of an item that
         is not served (a candidate model's answer): counted nowhere, no shadows."""
-        names = [n for n in getattr(self.settings.policies[policy], item.stage).evaluators if n not in self.quality]
+        names = [n for n in self._stage_names[policy][item.stage] if n not in self.quality]
         return await self._decide(policy, item, names)
 
     async def _decide(self, policy: str, item: EvalItem, names: list[str]) -> Decision:
@@ -149,6 +153,24 @@ class Guard:
         if kind:
             EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
         return verdict
+
+
+def _judges(policy: str, stage: Stage, names: Sequence[str], evaluators: Mapping[str, Evaluator],
+            strict: bool) -> list[str]:
+    """The evaluators of a policy's stage that judge that stage; one that does not is a ConfigError (`strict`,
+    the proxy's start-up) or, for evaluators built by hand, left out with a warning."""
+    judging = []
+    for name in names:
+        stages = getattr(evaluators[name], "stages", STAGES)
+        if stage in stages:
+            judging.append(name)
+            continue
+        problem = (f"policies.{policy}.{stage}.evaluators: evaluator {name!r} does not judge the {stage} stage "
+                   f"(its stages: {', '.join(sorted(stages))}); remove it there or change its options.stages")
+        if strict:
+            raise ConfigError(problem)
+        log.warning("evaluator_stage_skipped", detail=problem)
+    return judging
 
 
 def _wants_cache(configured: bool | None, evaluator: Evaluator) -> bool:

@@ -27,6 +27,9 @@ PROXY_OVERHEAD = Histogram("guardstream_proxy_overhead_seconds",
                            ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 UPSTREAM_ERRORS = Counter("guardstream_upstream_errors_total", "Upstream failures by kind", ["kind"],
                           registry=REGISTRY)
+TENANT_REJECTIONS = Counter("guardstream_tenant_rejections_total",
+                            "Requests refused with 429: the tenant already had its limit of upstream requests open",
+                            ["tenant"], registry=REGISTRY)
 INFLIGHT = Gauge("guardstream_inflight_requests", "Requests being served", registry=REGISTRY)
 SLOW_CLIENT_DISCONNECTS = Counter("guardstream_slow_client_disconnects_total",
                                   "Streaming clients disconnected for accepting no bytes for write_timeout_s",

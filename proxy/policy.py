@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from evaluators.base import Stage, Verdict
+from evaluators.base import Finding, Stage, Verdict
 from proxy.config import EvaluatorConfig, PolicyConfig
 
 Outcome = Literal["block", "redact", "flag", "allow"]
@@ -86,3 +86,10 @@ def decide(stage: Stage, verdicts: list[Verdict], policy: PolicyConfig,
                 action = wanted
     return Decision(stage=stage, action=action, categories=list(wanted_for), verdicts=verdicts,
                     enforced=policy.mode == "enforce", failed_open=failed_open, category_actions=wanted_for)
+
+
+def redacted_findings(decision: Decision, policy: PolicyConfig) -> list[Finding]:
+    """The findings `redact` masks: those of categories the policy redacts (a flagged injection phrase beside a
+    redacted e-mail address stays as written)."""
+    return [f for v in decision.verdicts if not v.error for f in v.findings
+            if policy.action_for(f.category) == "redact"]

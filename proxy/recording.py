@@ -45,12 +45,14 @@ class Recorder:
     traffic."""
 
     def __init__(self, sink: AuditSink, cfg: AuditConfig, upstream: str,
-                 thresholds: Mapping[str, float] | None = None, scores: ScoreTally | None = None) -> None:
+                 thresholds: Mapping[str, float] | None = None, log_content: bool = False,
+                 scores: ScoreTally | None = None) -> None:
         self.sink = sink
         self.cfg = cfg
         self.upstream = upstream
         #: evaluator -> the score at which it calls an item unsafe (reviewers see how close a score came)
         self.thresholds = dict(thresholds or {})
+        self.log_content = log_content  # `logging.log_content`: decision log lines carry the text
         #: reward scores of answers, per evaluator and model (None: no reward model configured)
         self.scores = scores
 
@@ -101,6 +103,8 @@ class Recorder:
             completion = clean_text(completion)
         turns = [{"role": clean_text(str(m.get("role", "user"))),
                   "content": clean_text(content_text(m.get("content")))} for m in messages or []]
+        if decision.worth_auditing:
+            self._log(ctx, decision, turns, completion)
         event = new_event(
             request_id=ctx.request_id,
             tenant=ctx.principal.tenant,
@@ -132,6 +136,18 @@ class Recorder:
         if threshold is not None:
             out["threshold"] = threshold
         return out
+
+    def _log(self, ctx: RequestContext, decision: Decision, turns: list[dict[str, str]],
+             completion: str | None) -> None:
+        """One `guard_decision` line per decision that is not `allow`; its text only with `log_content`."""
+        fields: dict[str, Any] = {}
+        if self.log_content:
+            *kept, answer = fit([t["content"] for t in turns] + [completion], self.cfg.max_content_chars)
+            fields["content"] = {"messages": [{"role": t["role"], "content": text or ""}
+                                              for t, text in zip(turns, kept)], "completion": answer}
+        log.info("guard_decision", stage=decision.stage, action=decision.action, enforced=decision.enforced,
+                 categories=list(decision.categories), evaluators=decision.evaluators,
+                 failed_open=list(decision.failed_open), tenant=ctx.principal.tenant, **fields)
 
     def _content(self, turns: list[dict[str, str]], completion: str | None) -> dict[str, Any]:
         digest = content_digest(turns, completion)

@@ -7,16 +7,18 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from evaluators.base import Evaluator
+from evaluators.base import Evaluator, OptionError
+from evaluators.registry import UnknownEvaluatorType
 from evaluators.registry import create as create_evaluator
 from proxy.audit import AuditSink, build_audit
 from proxy.auth import KeyRing
 from proxy.cache import VerdictCache, build_cache
 from proxy.comparison import Comparisons
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.guard import Guard
 from proxy.quality import AfterStream, ScoreTally
 from proxy.recording import Recorder
+from proxy.tenants import TenantLimits
 from proxy.upstream import Upstream
 
 log = structlog.get_logger("guardstream")
@@ -32,6 +34,7 @@ class ProxyState:
     guard: Guard
     recorder: Recorder
     upstream: Upstream
+    tenants: TenantLimits
     #: reward score histograms (None: no reward model configured)
     scores: ScoreTally | None
     after_stream: AfterStream
@@ -39,7 +42,7 @@ class ProxyState:
 
     @classmethod
     def build(cls, settings: Settings) -> "ProxyState":
-        evaluators = {name: create_evaluator(cfg.type, name, cfg.options) for name, cfg in settings.evaluators.items()}
+        evaluators = build_evaluators(settings)
         cache = build_cache(settings.cache)
         audit = build_audit(settings.audit)
         upstream = Upstream(settings.upstream)
@@ -47,9 +50,10 @@ class ProxyState:
         rewards = {name for name, ev in evaluators.items() if callable(getattr(ev, "rewards", None))}
         scores = ScoreTally(rewards, settings.quality.tally_interval_s) if rewards else None
         recorder = Recorder(audit, settings.audit, upstream.display_url, thresholds=_thresholds(evaluators),
-                            scores=scores)
+                            log_content=settings.logging.log_content, scores=scores)
         return cls(settings=settings, keyring=KeyRing(settings.client_keys), evaluators=evaluators, cache=cache,
-                   audit=audit, guard=guard, recorder=recorder, upstream=upstream, scores=scores,
+                   audit=audit, guard=guard, recorder=recorder, upstream=upstream,
+                   tenants=TenantLimits(*settings.tenant_limits()), scores=scores,
                    after_stream=AfterStream(settings, guard, recorder),
                    comparisons=Comparisons(settings, guard, recorder, scores))
 
@@ -93,6 +97,26 @@ def _thresholds(evaluators: dict[str, Evaluator]) -> dict[str, float]:
         if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
             out[name] = float(threshold)
     return out
+
+
+def build_evaluators(settings: Settings) -> dict[str, Evaluator]:
+    """Every configured evaluator, built; a bad type or option is a ConfigError of one line naming the key."""
+    built: dict[str, Evaluator] = {}
+    for name, cfg in settings.evaluators.items():
+        try:
+            built[name] = create_evaluator(cfg.type, name, cfg.options)
+        except OptionError as exc:
+            raise ConfigError(f"evaluators.{name}.options.{exc.option}: {_one_line(exc.reason)}") from None
+        except UnknownEvaluatorType as exc:
+            raise ConfigError(f"evaluators.{name}.type: {exc}") from None
+        except Exception as exc:  # an engine's own error (a model that does not load, a missing extra)
+            raise ConfigError(f"evaluators.{name}: {type(exc).__name__}: {_one_line(str(exc))}") from None
+    return built
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
+    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
 
 
 STATE = web.AppKey("guardstream_state", ProxyState)

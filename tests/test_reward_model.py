@@ -79,16 +79,19 @@ def test_rendering_plain_and_chat_template() -> None:
 
 
 def test_options_are_checked(tmp_path: Path) -> None:
-    from pydantic import ValidationError
+    from evaluators.base import OptionError
 
-    with pytest.raises(ValidationError, match="path"):
-        create("reward_model", "rm", {})
-    with pytest.raises(ValidationError, match="model"):
-        create("reward_model", "rm", {"backend": "vllm"})
-    with pytest.raises(ValidationError, match="thresold"):
-        create("reward_model", "rm", {"path": "x", "thresold": 1})
-    with pytest.raises(ValueError, match="no config.json"):
-        create("reward_model", "rm", {"path": str(tmp_path)})
+    def error(options: dict[str, Any]) -> tuple[str, str]:
+        with pytest.raises(OptionError) as caught:
+            create("reward_model", "rm", options)
+        return caught.value.option, caught.value.reason
+
+    assert error({}) == ("path", "the transformers backend needs a model directory")
+    assert error({"backend": "vllm"}) == ("model", "the vllm backend needs the served model name")
+    assert error({"path": "x", "thresold": 1})[0] == "thresold"
+    assert error({"path": str(tmp_path)})[0] == "path" and "no config.json" in error({"path": str(tmp_path)})[1]
+    assert error({"backend": "vllm", "model": "m", "endpoint": "pooling", "input_format": "chat_template"})[0] == \
+        "input_format"
 
 
 def test_finetune_artifacts_are_recognised(tmp_path: Path, model_dir: Path) -> None:
@@ -172,3 +175,17 @@ async def test_vllm_failures_raise_backend_errors(pooling_server: Any) -> None:
             await ev.evaluate([item("n?", "1")])
     finally:
         await ev.aclose()
+
+
+def test_a_classifier_with_two_labels_is_not_a_reward_model(tmp_path: Path, model_dir: Path) -> None:
+    import shutil
+
+    from evaluators.base import OptionError
+
+    two = tmp_path / "two"
+    shutil.copytree(model_dir, two)
+    config = json.loads((two / "config.json").read_text())
+    (two / "config.json").write_text(json.dumps({**config, "num_labels": 2,
+                                                 "id2label": {"0": "a", "1": "b"}, "label2id": {"a": 0, "b": 1}}))
+    with pytest.raises((OptionError, ValueError, RuntimeError), match="labels|size"):
+        create("reward_model", "rm", {"path": str(two)})

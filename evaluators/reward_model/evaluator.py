@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
-from evaluators.base import BaseEvaluator, EvalItem, Stage, Turn, Verdict
+from evaluators.base import BaseEvaluator, EvalItem, OptionError, Stage, Turn, Verdict
 from evaluators.reward_model.artifact import ArtifactError, resolve
 from evaluators.reward_model.backends import RewardBackend, RewardBackendError
 from evaluators.reward_model.options import RewardModelOptions
@@ -63,6 +63,10 @@ def judged_turns(item: EvalItem) -> tuple[Turn, ...]:
 
 def create(name: str, options: Mapping[str, Any]) -> RewardModelEvaluator:
     opts = RewardModelOptions.model_validate(dict(options))
+    if opts.backend == "transformers" and not opts.path:
+        raise OptionError("path", "the transformers backend needs a model directory")
+    if opts.backend == "vllm" and not opts.model:
+        raise OptionError("model", "the vllm backend needs the served model name")
     if opts.backend == "vllm":
         from evaluators.reward_model.backends.vllm_http import VLLMRewardBackend
 
@@ -77,7 +81,7 @@ def create(name: str, options: Mapping[str, Any]) -> RewardModelEvaluator:
         try:
             source = resolve(str(opts.path))
         except ArtifactError as exc:
-            raise ValueError(f"path: {exc}") from None
+            raise OptionError("path", str(exc)) from None
         backend = TransformersRewardBackend(
             source, input_format=opts.input_format, max_length=opts.max_length, device=opts.device,
             dtype=opts.dtype, max_batch_size=opts.max_batch_size, max_wait_ms=opts.max_wait_ms,

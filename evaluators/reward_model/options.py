@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RewardModelOptions(BaseModel):
@@ -41,11 +41,3 @@ class RewardModelOptions(BaseModel):
     retries: int = Field(default=1, ge=0, le=10)
     pool_size: int = Field(default=16, gt=0)
     request_batch_size: int = Field(default=16, gt=0)
-
-    @model_validator(mode="after")
-    def _backend_needs(self) -> "RewardModelOptions":
-        if self.backend == "transformers" and not self.path:
-            raise ValueError("path: the transformers backend needs a model directory")
-        if self.backend == "vllm" and not self.model:
-            raise ValueError("model: the vllm backend needs the served model name")
-        return self

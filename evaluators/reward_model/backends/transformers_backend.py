@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import structlog
 
-from evaluators.base import Turn
+from evaluators.base import OptionError, Turn
 from evaluators.batching import MicroBatcher
 from evaluators.reward_model.artifact import ModelSource
 from evaluators.reward_model.backends import RewardBackendError
@@ -45,12 +45,14 @@ class TransformersRewardBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = "left"
-        model = AutoModelForSequenceClassification.from_pretrained(str(source.base), num_labels=1, dtype=torch_dtype,
-                                                                   local_files_only=True)
+        # an artifact's base is a plain model: its score head (one label) comes with the adapter
+        head = {"num_labels": 1} if source.adapter is not None else {}
+        model = AutoModelForSequenceClassification.from_pretrained(str(source.base), dtype=torch_dtype,
+                                                                   local_files_only=True, **head)
         if source.adapter is not None:
             model = _merge_adapter(model, source.adapter)
         if int(getattr(model.config, "num_labels", 1)) != 1:
-            raise RewardBackendError(f"{source.base}: {model.config.num_labels} labels; a reward model has one")
+            raise OptionError("path", f"{source.base}: {model.config.num_labels} labels; a reward model has one")
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = model.to(self.device).eval()
         self.input_format: InputFormat = _format(input_format, source.input_format, self.tokenizer)
@@ -87,7 +89,7 @@ def _format(wanted: str, trained_with: str | None, tokenizer: Any) -> InputForma
     if wanted == "auto":
         wanted = trained_with or ("chat_template" if has_chat_template(tokenizer) else "plain")
     if wanted == "chat_template" and not has_chat_template(tokenizer):
-        raise RewardBackendError("input_format chat_template: the tokenizer has no chat template")
+        raise OptionError("input_format", "chat_template, but the tokenizer has no chat template")
     return "chat_template" if wanted == "chat_template" else "plain"
 
 
@@ -95,6 +97,6 @@ def _merge_adapter(model: Any, adapter: Any) -> Any:
     try:
         from peft import PeftModel
     except ImportError as exc:
-        raise RewardBackendError("a finetune artifact's LoRA adapter needs peft: pip install 'guardstream[finetune]'"
-                                 ) from exc
+        raise OptionError("path", "a finetune artifact's LoRA adapter needs peft: pip install 'guardstream[finetune]'"
+                          ) from exc
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()

@@ -20,7 +20,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from evaluators.base import Turn
+from evaluators.base import OptionError, Turn
 from evaluators.http_json import HTTPJSONError, JSONPoster
 from evaluators.reward_model.backends import RewardBackendError
 from evaluators.reward_model.render import messages_of, plain_text
@@ -40,7 +40,7 @@ class VLLMRewardBackend:
         self.model = model
         self.chat = input_format == "chat_template"
         if self.chat and endpoint != "classify":
-            raise RewardBackendError("input_format chat_template needs endpoint classify (it sends messages)")
+            raise OptionError("input_format", "chat_template needs endpoint classify (it sends messages)")
         self.sigmoid = server_scale == "sigmoid"
         self.batch = max(1, request_batch_size)
         self.version = f"vllm-{model}-{endpoint}-{'chat' if self.chat else 'plain'}"
