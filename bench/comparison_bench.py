@@ -8,8 +8,10 @@ no `compare:` at all (the baseline), and with a candidate compared on a share of
 `bench.upstream` processes (the candidate answers after `--candidate-delay-ms`, like a model); the judge is a
 reward model behind a vLLM-shaped pooling server (tests/fake_vllm_pooling.py, in its own process). Each
 configuration gets a fresh proxy and `bench.load` (its own process) sends distinct prompts (no verdict cache
-hits) at a fixed concurrency. Requests/s and latency are reported with their ratio to the baseline measured in
-the same run; configurations are interleaved over `--rounds` and the median per configuration is kept.
+hits) at a fixed concurrency. Requests/s, latency and the proxy's CPU time per request are reported with their
+ratio to the baseline measured in the same round; configurations are interleaved over `--rounds` and the
+median per configuration is kept. On a shared machine req/s drifts with the neighbours' load; CPU per request
+much less.
 Comparisons done and skipped are read from the proxy's /metrics after each run.
 """
 
@@ -83,22 +85,28 @@ def run_one(name: str, sample: float | None, env: dict[str, Any], args: argparse
     port, group, workdir = free_port(), ProcGroup(), env["workdir"]
     path = workdir / f"proxy-{port}.yaml"
     path.write_text(yaml.safe_dump(config(port, env["upstream"], env["candidate"], env["reward"], sample, workdir)))
-    group.start(f"proxy-{port}", [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path)], workdir,
-                cwd=REPO)
+    proxy = group.start(f"proxy-{port}", [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path)],
+                        workdir, cwd=REPO)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         wait_ready(url, {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
                    {"authorization": f"Bearer {KEY}"}, group.procs)
+        cpu_before = proxy.cpu_seconds()
         load = subprocess.run([sys.executable, "-m", "bench.load", "--url", url, "--concurrency",
                                str(args.concurrency), "--duration", str(args.duration), "--warmup", str(args.warmup),
                                "--unique", "--api-key", KEY], capture_output=True, text=True, cwd=REPO, check=True)
         result = json.loads(load.stdout)
         time.sleep(0.5)  # comparisons still running finish (they are not the client's)
+        # the proxy's CPU per request (load-independent, unlike req/s on a shared machine); the warm-up's requests
+        # are estimated at the recorded rate
+        served = result["requests"] * (args.duration + args.warmup) / args.duration
+        cpu_ms = (proxy.cpu_seconds() - cpu_before) * 1000 / max(served, 1)
         counts = comparison_counts(f"http://127.0.0.1:{port}/metrics") if sample is not None else {}
     finally:
         group.stop()
     return {"config": name, "sample": sample, "rps": result["rps"], "latency_ms": result["latency_ms"],
-            "errors": result["errors"], "requests": result["requests"], "comparisons": counts}
+            "errors": result["errors"], "requests": result["requests"], "comparisons": counts,
+            "proxy_cpu_ms_per_request": cpu_ms}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +170,9 @@ def summarise(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             "p50_added_ms": _median_added(rs, base, "p50"),
             "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in rs),
             "p99_added_ms": _median_added(rs, base, "p99"),
+            "cpu_ms": statistics.median(r["proxy_cpu_ms_per_request"] for r in rs),
+            "cpu_ratio": statistics.median(r["proxy_cpu_ms_per_request"] / b["proxy_cpu_ms_per_request"]
+                                           for r, b in zip(rs, base)),
             "errors": sum(r["errors"] for r in rs), "comparisons": counts, "runs": rs})
     return {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -181,13 +192,14 @@ def print_table(report: dict[str, Any]) -> None:
 
     table = Table(title="Shadow comparison: the client's requests/s and latency (medians over rounds; ratios and "
                         "added latency against the same round's run without compare:)")
-    for col in ("config", "req/s", "vs no compare", "p50 ms", "p50 added", "p99 ms", "p99 added", "compared",
-                "skipped busy", "errors"):
+    for col in ("config", "req/s", "vs no compare", "p50 ms", "p50 added", "p99 ms", "p99 added",
+                "proxy CPU ms/req", "CPU vs no compare", "compared", "skipped busy", "errors"):
         table.add_column(col, justify="left" if col == "config" else "right")
     for r in report["rows"]:
         c = r["comparisons"]
         table.add_row(r["config"], f"{r['rps']:.0f}", f"{r['rps_ratio']:.2f}x", f"{r['p50_ms']:.1f}",
                       f"{r['p50_added_ms']:+.1f}", f"{r['p99_ms']:.1f}", f"{r['p99_added_ms']:+.1f}",
+                      f"{r['cpu_ms']:.2f}", f"{r['cpu_ratio']:.2f}x",
                       f"{c.get('compared', 0):.0f}", f"{c.get('skipped_busy', 0):.0f}", str(r["errors"]))
     Console().print(table)
 
