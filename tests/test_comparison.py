@@ -232,3 +232,14 @@ def test_an_llm_judge_through_the_proxy(start: Any, servers: Servers) -> None:
     assert event["judge"] == {"kind": "llm", "name": "judge-1", "margin": 0.0, "tie_margin": 0.1,
                               "votes": ["baseline", "candidate"]}
     assert event["outcome"] == "tie" and len(seen) == 2
+
+
+def test_a_judge_without_a_verdict_counts_and_sends_nothing(start: Any, servers: Servers) -> None:
+    from tests.test_llm_judge import judge_server
+
+    app, _ = judge_server(lambda a, b: "Both answers have merits; I cannot choose.")
+    url = servers.add(app)
+    h, _ = start(Candidate(numbered), "undecided", judge={"llm": {"url": url, "model": "judge-1"}})
+    assert post(h)[0] == chat_bytes(BASE_ANSWER)
+    assert wait_runs("undecided", 1) == {"judge_error": 1}
+    assert events(h) == []

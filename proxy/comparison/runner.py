@@ -175,9 +175,9 @@ class Comparisons:
             live = baseline.decision.verdicts if baseline.decision is not None else []
             try:
                 judgement = await policy.judge.judge(policy.name, turns, baseline.text, candidate_text, live)
-            except JudgeError as exc:
+            except JudgeError:  # logged without its detail: a server's error body may quote the texts
                 child(COMPARISON_RUNS, label, "judge_error").inc()
-                log.warning("comparison_judge_failed", candidate=label, error=str(exc)[:300])
+                log.warning("comparison_judge_failed", candidate=label, judge=policy.judge.name)
                 return
             outcome = outcome_of(judgement.margin, cfg.judge.tie_margin)
         else:
