@@ -162,7 +162,8 @@ class Recorder:
         mode = self.cfg.content
         if mode == "hash":
             return "hash", None, [None] * len(answers)
-        kept = fit([t["content"] for t in turns] + list(answers), self.cfg.max_content_chars)
+        texts: list[str | None] = [t["content"] for t in turns]
+        kept = fit(texts + list(answers), self.cfg.max_content_chars)
         kept_turns = [{"role": t["role"], "content": text or ""} for t, text in zip(turns, kept)]
         kept_answers = kept[len(turns):]
         if mode == "redacted":

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FINETUNE_SCHEMA = "guardstream.finetune.v1"
 #: artifact files and folders left out of the digest (training state, not the served model)
@@ -50,10 +51,11 @@ def resolve(path: str | Path) -> ModelSource:
     return ModelSource(base=root, tokenizer=root, adapter=None, input_format=None, digest=digest(root))
 
 
-def _artifact(root: Path, manifest: dict[str, object]) -> ModelSource:
+def _artifact(root: Path, manifest: dict[str, Any]) -> ModelSource:
     if manifest.get("kind") != "reward":
         raise ArtifactError(f"{root} is a {manifest.get('kind')} artifact, not a reward model")
-    base = (manifest.get("base_model") or {}).get("path") if isinstance(manifest.get("base_model"), dict) else None
+    entry = manifest.get("base_model")
+    base = entry.get("path") if isinstance(entry, dict) else None
     if not base or not Path(str(base)).is_dir():
         raise ArtifactError(f"{root}/manifest.json: base_model.path {base!r} is not a directory here")
     fmt = manifest.get("input_format")

@@ -46,7 +46,7 @@ class TransformersRewardBackend:
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = "left"
         # an artifact's base is a plain model: its score head (one label) comes with the adapter
-        head = {"num_labels": 1} if source.adapter is not None else {}
+        head: dict[str, Any] = {"num_labels": 1} if source.adapter is not None else {}
         model = AutoModelForSequenceClassification.from_pretrained(str(source.base), dtype=torch_dtype,
                                                                    local_files_only=True, **head)
         if source.adapter is not None:

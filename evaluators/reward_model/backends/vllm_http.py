@@ -6,8 +6,9 @@ task. Requests follow vLLM's pooling API:
 - `POST /classify` `{"model": M, "input": [text, ...], "use_activation": false}` -> `{"data": [{"index": i,
   "probs": [reward], "num_classes": 1}, ...]}`: with the activation off, `probs` holds the raw logit. For a
   server without `use_activation` (it applies a sigmoid to a one-label model) set `server_scale: sigmoid`:
-  nothing is asked of the activation and the logit is recovered from the probability. With `input_format: chat_template` each conversation is sent as `messages` instead (the
-  server applies the model's chat template), one request per conversation.
+  nothing is asked of the activation and the logit is recovered from the probability. With
+  `input_format: chat_template` each conversation is sent as `messages` instead (the server applies the model's
+  chat template), one request per conversation.
 - `POST /pooling` `{"model": M, "input": [text, ...]}` -> `{"data": [{"index": i, "data": [...]}]}`: for
   models vLLM pools per token (`*ForRewardModeling`, `ALL` pooling) the reward is the last token's value; a
   flat list gives its last number.
