@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, select_kinds
+from evaluators.rules._incremental import compile_partial, open_start
 
 CATEGORY = "pii"
 #: in priority order: where two kinds overlap, the earlier one wins
@@ -135,6 +136,26 @@ class PiiEvaluator(RuleEvaluator):
             found += us_phones
         return drop_overlaps(found) if len(found) > 1 else found
 
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """E-mail addresses (and IBANs or numbers written without spaces) are one run of non-whitespace: held
+        while it may grow. Cards, SSNs, phones and IBANs written in groups hold spaces: held from where one
+        could start in the trailing run of their characters."""
+        hold = run
+        n = len(text)
+        low = max(start, n - _NUMBER_SPAN)
+        i = n
+        while i > low and text[i - 1] in _NUMBER_CHARS:
+            i -= 1
+        if i < n:  # a number may start in text[i:]: at a digit that begins one, a '+' or a '('
+            starter = _NUMBER_START.search(text, i)
+            if starter is not None and starter.start() < hold:
+                hold = starter.start()
+        if "iban" in self.kinds and hold > low:
+            iban = open_start(_IBAN_OPEN, text, low, slack=2)
+            if iban is not None and iban < hold:
+                hold = iban
+        return hold
+
     def _numbers(self, text: str) -> tuple[list[Finding], list[Finding]]:
         """Cards and SSNs, and US phones, looked for only inside regions dense with digits."""
         out: list[Finding] = []
@@ -162,6 +183,11 @@ class PiiEvaluator(RuleEvaluator):
 
 
 _DIGIT_KINDS = frozenset({"credit_card", "ssn", "phone"})
+#: what cards, SSNs and phones are made of, and how long one is at most (with the lookahead past its end)
+_NUMBER_CHARS = frozenset("0123456789 ().+-")
+_NUMBER_SPAN = 52
+_NUMBER_START = re.compile(r"(?<![\w-])\d|[+(]")
+_IBAN_OPEN = compile_partial(_IBAN.pattern)
 _SSN_PARTS = re.compile(r"[- ]")
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, lower_same_length, select_kinds, shannon_entropy
+from evaluators.rules._incremental import compile_partial, open_start
 
 CATEGORY = "secret"
 #: in priority order: where two kinds overlap, the earlier one wins
@@ -40,8 +41,11 @@ DEFAULT_ENTROPY_THRESHOLD = 3.0
 
 _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY(?: BLOCK)?-----")
 # the armoured body: "Header: value" lines and base64 lines (atomic, so it never backtracks)
-_PEM_BODY = re.compile(r"(?:\s*+(?:[\w-]++:[^\n]*+|[A-Za-z0-9+/=]{4,}+))++")
+_PEM_LINE = r"(?:\s*+(?:[\w-]++:[^\n]*+|[A-Za-z0-9+/=]{4,}+))"
+_PEM_BODY = re.compile(_PEM_LINE + "++")
 _PEM_END = re.compile(r"\s*-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
+#: a whole PEM block, END line included: a partial match is a block still being streamed (header or body)
+_PEM_OPEN = compile_partial(_PEM_BEGIN.pattern + _PEM_LINE + "*+" + _PEM_END.pattern)
 
 
 class _Token:
@@ -149,6 +153,16 @@ class SecretsEvaluator(RuleEvaluator):
         if "generic_secret" in kinds and ("=" in text or ":" in text):
             found += _values(text, low, _ASSIGNMENT, "generic_secret", random_enough)
         return drop_overlaps(found) if len(found) > 1 else found
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """Every kind but private keys is one run of non-whitespace (its finding is the token or the value; what
+        precedes it, `password = ` or `Bearer `, is context): held while it may still grow. A PEM block holds
+        whitespace: held from its header until its END line, or until its body stops looking like one."""
+        if "private_key" in self.kinds and text.find("-", start) >= 0:
+            pem = open_start(_PEM_OPEN, text, start)
+            if pem is not None and pem < run:
+                return pem
+        return run
 
 
 def _values(text: str, low: str, pattern: re.Pattern[str], kind: str, accept: Callable[[str], bool]) -> list[Finding]:
