@@ -75,8 +75,10 @@ class InjectionEvaluator(RuleEvaluator):
         self.decode_base64 = bool(self.options.get("decode_base64", True)) and "encoded_payload" not in disable
         self._phrases = _automaton(self.heuristics)
         self._requires = {h.name: h.requires for h in self.heuristics if h.requires}
-        self._open_low = _partial_union([h for h in self.heuristics if not h.on_original])
-        self._open_original = _partial_union([h for h in self.heuristics if h.on_original])
+        self._open = [compile_partial(h.pattern.pattern) for h in self.heuristics]
+        starts = {phrase for h in self.heuristics for phrase in h.starts}
+        self._start_prefixes = frozenset(p[:k] for p in starts for k in range(1, len(p)))
+        self._longest_start = max(map(len, starts), default=0)
 
     def scan(self, text: str) -> list[Finding]:
         return self.analyse(text)[0]
@@ -130,15 +132,28 @@ class InjectionEvaluator(RuleEvaluator):
 
     def open_from(self, text: str, start: int, run: int) -> int:
         """A base64 payload is one run of non-whitespace: held while it may grow. Phrases hold spaces: held from
-        where one of the heuristics is still partly matched (or matched up to the last two characters)."""
+        an anchor phrase where its heuristic is still partly matched (or matched up to the last two
+        characters), or from a start phrase begun at the very end."""
         hold = run
         lo = max(start, len(text) - _PHRASE_SPAN)
         window = text[lo:]
-        for pattern, subject in ((self._open_low, lower_same_length(window)), (self._open_original, window)):
-            if pattern is not None:
-                found = open_start(pattern, subject, 0, slack=2)
-                if found is not None and lo + found < hold:
-                    hold = lo + found
+        low = lower_same_length(window)
+        last = len(window) - 2
+        for end, (phrase, start_of) in self._phrases.iter(low):
+            pos = end - len(phrase) + 1
+            if lo + pos >= hold:
+                continue
+            for i in start_of:
+                m = self._open[i].match(window if self.heuristics[i].on_original else low, pos, partial=True)
+                if m is not None and (m.partial or m.end() >= last):
+                    hold = lo + pos
+                    break
+        for k in range(min(self._longest_start, len(low)), 0, -1):  # longest first: the earliest start
+            if lo + len(low) - k >= hold:
+                break
+            if low[-k:] in self._start_prefixes:
+                hold = lo + len(low) - k
+                break
         return hold
 
     def incremental(self) -> IncrementalScanner | None:
@@ -168,13 +183,6 @@ class InjectionEvaluator(RuleEvaluator):
 
 #: characters before the end of a streamed answer where a phrase still being written may start
 _PHRASE_SPAN = 256
-
-
-def _partial_union(heuristics: list[Heuristic]) -> Any:
-    """One pattern matching any of the heuristics, for partial matching (None when there are none)."""
-    if not heuristics:
-        return None
-    return compile_partial("|".join(f"(?:{h.pattern.pattern})" for h in heuristics))
 
 
 class InjectionScanner(TailScanner):
