@@ -7,6 +7,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+from evaluators.base import Finding
+from evaluators.registry import create as create_evaluator
+from proxy.auth import hash_key
 from proxy.config import Settings
 
 RSA_KEY = (
@@ -92,14 +95,32 @@ EVALUATORS: dict[str, Any] = {
 }
 
 
+def first_finding(answer: str) -> Finding:
+    """Where the non-streamed scan of the whole answer by the rules finds something first (the oracle)."""
+    found = [f for engine in _engines().values() for f in engine.analyse(answer)[0]]  # type: ignore[attr-defined]
+    assert found, f"the rules find nothing in {answer!r}"
+    return min(found, key=lambda f: f.start)
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def _engines() -> dict[str, Any]:
+    if not _ENGINES:
+        _ENGINES.update({name: create_evaluator(EVALUATORS[name]["type"], name, EVALUATORS[name].get("options"))
+                         for name in RULES})
+    return _ENGINES
+
+
 def settings(tmp_path: Path, **streaming: Any) -> Settings:
     """Policies `<judges>-<mode>`: judges `rules` (incremental), `window` (a keyword model), `both`; every
-    category blocks."""
+    category blocks. Client key `key-<policy>` picks a policy."""
     policies: dict[str, Any] = {}
     for judges, names in (("rules", RULES), ("window", ["keyword"]), ("both", RULES + ["keyword"])):
         for mode in ("buffered", "optimistic", "final"):
             policies[f"{judges}-{mode}"] = {
                 "input": {"evaluators": []}, "actions": {"default": "block"},
                 "output": {"evaluators": names, "streaming": {"mode": mode, **streaming}}}
-    return Settings.model_validate({"evaluators": EVALUATORS, "policies": policies,
+    keys = [{"sha256": hash_key(f"key-{name}"), "policy": name} for name in policies]
+    return Settings.model_validate({"evaluators": EVALUATORS, "policies": policies, "client_keys": keys,
                                     "audit": {"jsonl_path": str(tmp_path / "audit.jsonl"), "content": "full"}})

@@ -18,26 +18,17 @@ import random
 import pytest
 
 from evaluators.base import Finding
-from evaluators.registry import create as create_evaluator
-from tests.planted import AFTER, BEFORE, EVALUATORS, PLANTED, RULES, UNSAFE_WORD, answer_with, pieces, settings
+from tests.planted import (AFTER, BEFORE, PLANTED, UNSAFE_WORD, _engines, answer_with, first_finding, pieces,
+                           settings)
 from tests.relay_driver import Outcome, RelayDriver
 
 SIZES = (1, 2, 3, 7, 0)  # 0: random sizes
-_ENGINES = {name: create_evaluator(EVALUATORS[name]["type"], name, EVALUATORS[name].get("options"))
-            for name in RULES}
-
-
-def first_finding(answer: str) -> Finding:
-    """Where the non-streamed scan of the whole answer finds something first (the oracle)."""
-    found = [f for engine in _ENGINES.values() for f in engine.analyse(answer)[0]]  # type: ignore[attr-defined]
-    assert found, f"the rules find nothing in {answer!r}"
-    return min(found, key=lambda f: f.start)
 
 
 def decidable_at(answer: str, parts: list[str], finding: Finding) -> int:
     """How much of the answer, arriving in these deltas, the rules need before they report the finding:
     optimistic mode may have forwarded everything before the delta that completed it."""
-    for engine in _ENGINES.values():
+    for engine in _engines().values():
         scanner = engine.incremental()  # type: ignore[attr-defined]
         seen = 0
         for part in parts:
