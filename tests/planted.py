@@ -19,6 +19,18 @@ RSA_KEY = (
     "-----END RSA PRIVATE KEY-----"
 )
 
+def _base64(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") for _ in range(n))
+
+
+#: long ones, as the issue measured them leaking whole: a 1,674-character RSA key, a 764-character JWT
+LONG_RSA_KEY = ("-----BEGIN RSA PRIVATE KEY-----\n"
+                + "\n".join(_base64(64, i) for i in range(24)) + "\n" + _base64(52, 99)
+                + "\n-----END RSA PRIVATE KEY-----")
+LONG_JWT = ("eyJ" + _base64(120, 1).replace("+", "-").replace("/", "_") + ".eyJ"
+            + _base64(550, 2).replace("+", "-").replace("/", "_") + "." + _base64(86, 3).replace("+", "-").replace("/", "_"))
+
 #: kind -> planted text; each is found by the non-streamed scan of the answer it is planted in
 PLANTED: dict[str, str] = {
     "pem_rsa": RSA_KEY,
@@ -121,6 +133,8 @@ def settings(tmp_path: Path, **streaming: Any) -> Settings:
             policies[f"{judges}-{mode}"] = {
                 "input": {"evaluators": []}, "actions": {"default": "block"},
                 "output": {"evaluators": names, "streaming": {"mode": mode, **streaming}}}
+    policies["redact-buffered"] = {"input": {"evaluators": []}, "actions": {"default": "redact"},
+                                   "output": {"evaluators": RULES, "streaming": {"mode": "buffered", **streaming}}}
     keys = [{"sha256": hash_key(f"key-{name}"), "policy": name} for name in policies]
     return Settings.model_validate({"evaluators": EVALUATORS, "policies": policies, "client_keys": keys,
                                     "audit": {"jsonl_path": str(tmp_path / "audit.jsonl"), "content": "full"}})

@@ -146,7 +146,8 @@ def test_windows_end_early_at_the_hold_limit(tmp_path: Path) -> None:
     try:
         raw = raw_stream(h, chat_body(max_tokens=1500))
         assert texts(raw) == {0: tokens(1500)}
-        assert evaluator(h).calls >= 1500 * 100 // 4096 // 2  # ~100 bytes an event: a window every ~40 events
+        # ~8 kB of text, held events merged (see compaction.py): about a window per 4 kB, not one 10,000-token window
+        assert evaluator(h).calls >= 2
         cut = raw_stream(h, chat_body(max_tokens=1500, unsafe_at=1400))
         assert "hunter2" not in cut.decode() and b'"finish_reason": "content_filter"' in cut.replace(b'":"', b'": "')
         assert texts(cut)[0].startswith(tokens(1000))  # what came before the unsafe window got through

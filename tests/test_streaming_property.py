@@ -17,7 +17,10 @@ import random
 
 import pytest
 
+import tests.planted
+
 from evaluators.base import Finding
+from evaluators.rules.redact import redact
 from tests.planted import (AFTER, BEFORE, PLANTED, UNSAFE_WORD, _engines, answer_with, first_finding, pieces,
                            settings)
 from tests.relay_driver import Outcome, RelayDriver
@@ -154,3 +157,29 @@ def test_every_upstream_read_is_judged_once_whatever_its_size(driver: RelayDrive
         outcome = driver.run("rules-buffered", [pieces(answer, 3)], per_read=per_read)[0]
         check_cut(outcome, answer)
         assert len(outcome.text) <= finding.start
+
+
+@pytest.mark.parametrize("kind", ["email", "card_spaced", "iban_grouped", "jwt", "pem_rsa", "password", "ssn"])
+def test_buffered_redaction_masks_exactly_what_the_whole_answer_scan_masks(driver: RelayDriver, kind: str) -> None:
+    """`redact` on a stream: whatever the split, the client gets the answer the non-streamed path would give,
+    each finding replaced by its placeholder."""
+    todo = cases(PLANTED[kind] + " and " + PLANTED["email"], range(0, len(BEFORE) + 1, 3))
+    outcomes = driver.run("redact-buffered", [parts for *_, parts in todo])
+    for (offset, size, answer, _), outcome in zip(todo, outcomes):
+        findings = [f for engine in _engines().values() for f in engine.analyse(answer)[0]]  # type: ignore
+        assert (outcome.text, outcome.finish) == (redact(answer, findings), "stop"), (offset, size)
+
+
+@pytest.mark.parametrize("secret", ["LONG_RSA_KEY", "LONG_JWT"])
+def test_long_secrets_are_never_sent_in_small_pieces(driver: RelayDriver, secret: str) -> None:
+    """The issue's measurements: a 1,674-character RSA key and a 764-character JWT in 1- and 4-character
+    pieces reached the client whole (the window holding the header was approved, the next window's context
+    no longer held it)."""
+    planted = getattr(tests.planted, secret)
+    assert len(planted) in (1674, 764)
+    todo = [(offset, size, answer_with(planted, offset)) for offset in range(0, len(BEFORE) + 1, 9)
+            for size in (1, 4)]
+    outcomes = driver.run("rules-buffered", [pieces(answer, size) for _, size, answer in todo])
+    for (offset, size, answer), outcome in zip(todo, outcomes):
+        check_cut(outcome, answer)
+        assert len(outcome.text) <= answer.index(planted), (offset, size)

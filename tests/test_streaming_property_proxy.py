@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import tests.planted
+
 from tests.planted import PLANTED, UNSAFE_WORD, answer_with, first_finding, pieces, settings
 from tests.proxy_harness import ProxyHarness
 from tests.relay_driver import assemble
@@ -45,7 +47,8 @@ class PiecesUpstream:
             await response.write(event({"role": "assistant", "content": ""}))
             for piece in body["x_pieces"]:
                 await response.write(event({"content": piece}))
-                await asyncio.sleep(body.get("x_delay_ms", 1) / 1000)
+                if body["x_delay_ms"]:
+                    await asyncio.sleep(body["x_delay_ms"] / 1000)
             await response.write(event({}, "stop") + b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
@@ -69,8 +72,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Any:
     h.stop()
 
 
-async def _stream(url: str, policy: str, deltas: list[str]) -> bytes:
-    body = {"model": "m", "messages": [{"role": "user", "content": "go"}], "stream": True, "x_pieces": deltas}
+async def _stream(url: str, policy: str, deltas: list[str], delay_ms: float = 1) -> bytes:
+    body = {"model": "m", "messages": [{"role": "user", "content": "go"}], "stream": True, "x_pieces": deltas,
+            "x_delay_ms": delay_ms}
     async with aiohttp.ClientSession() as s:
         async with s.post(url + "/v1/chat/completions", json=body,
                           headers={"authorization": f"Bearer key-{policy}"}) as r:
@@ -112,3 +116,14 @@ def test_cuts_are_audited_with_the_stream_mode(proxy: ProxyHarness) -> None:
     assert [(e["action"], e["stream_mode"], e["categories"]) for e in events] == [
         ("block", "buffered", ["secret"]), ("block", "optimistic", ["secret"])]
     assert events[0]["verdicts"][0]["findings"][0]["kind"] == "jwt"
+
+
+@pytest.mark.parametrize(("secret", "size"), [("LONG_RSA_KEY", 1), ("LONG_JWT", 4)])
+def test_the_issues_long_secrets_in_small_pieces(proxy: ProxyHarness, secret: str, size: int) -> None:
+    """A 1,674-character RSA key in 1-character deltas (~250 kB of events, past the 64 kB hold limit: held
+    events are merged, the limit is about text) and a 764-character JWT in 4-character deltas."""
+    planted = getattr(tests.planted, secret)
+    answer = answer_with(planted, 17)
+    raw = proxy.call(_stream(proxy.base_url, "rules-buffered", pieces(answer, size), delay_ms=0))
+    text, finish = assemble(raw)
+    assert finish == "content_filter" and len(text) <= answer.index(planted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from hypothesis import given, settings
@@ -188,3 +189,28 @@ def test_redactions_from_consecutive_windows_mask_each_span_once() -> None:
     choice.redact([(6, 11, "[Y]")])  # window 1 (context "bb cc ") found "cc dd" as one thing
     windows.approve(last)
     assert b"".join(released + choice.release()) == b"aa bb [Y] ee "
+
+
+def test_held_text_events_merge_under_pressure() -> None:
+    """One-character deltas cost ~150 bytes of event each: compacted, held bytes are about the text."""
+    from proxy.sse import encode_event
+    from tests.relay_driver import assemble
+
+    def delta(d: dict[str, object], finish: str | None = None) -> bytes:
+        return encode_event({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                             "choices": [{"index": 0, "delta": d, "finish_reason": finish}]})
+
+    choice = ChoiceStream(0, None, None, 0, hold=True)
+    events = [delta({"role": "assistant", "content": ""})] + [delta({"content": ch}) for ch in "held text"]
+    events += [delta({"reasoning_content": "hm"}), delta({"content": "!"}), delta({}, "stop")]
+    for raw in events:
+        body = json.loads(raw[6:])["choices"][0]
+        choice.add(raw, (body["delta"].get("reasoning_content") or "") + (body["delta"].get("content") or ""),
+                   bool(body["finish_reason"]))
+    before = choice.held_bytes
+    choice.compact()
+    assert len(choice.entries) == 5  # role, "held text", reasoning, "!", finish: one-event runs stay as sent
+    assert choice.held_bytes < before / 2
+    assert [(e.char_start, e.char_end) for e in choice.entries][:3] == [(0, 0), (0, 9), (9, 11)]
+    out = b"".join(e.raw for e in choice.entries) + b"data: [DONE]\n\n"
+    assert assemble(out) == ("held text!", "stop")

@@ -10,11 +10,15 @@ from typing import Callable
 
 from evaluators.rules.redact import merge_sorted
 from proxy.elision import ElidedText
+from proxy.streaming.compaction import TextDelta, merge, text_field
 from proxy.streaming.judges import IncrementalJudges
 from proxy.streaming.windows import TokenWindows, Window, WindowQueue
 
 #: (start, end, replacement): characters of the answer to mask
 Span = tuple[int, int, str]
+
+#: the most text one merged event carries (compaction keeps release points this close together)
+MERGED_CHARS = 256
 
 
 @dataclass(slots=True)
@@ -154,6 +158,33 @@ class ChoiceStream:
                  if s < b and e > a]
         self.redactions = [span for span in self.redactions if span[1] > b]  # later events only need these
         return self.rewrite(entry.raw, spans) if spans and self.rewrite else entry.raw
+
+    def compact(self) -> None:
+        """Merge runs of held plain text events into one event each (see compaction.py)."""
+        out: deque[Entry] = deque()
+        run: list[tuple[Entry, TextDelta]] = []
+
+        def close_run() -> None:
+            if len(run) > 1:
+                first, last = run[0][0], run[-1][0]
+                out.append(Entry(merge([delta for _, delta in run]), last.end, False, first.char_start,
+                                 last.char_end))
+            else:
+                out.extend(entry for entry, _ in run)
+            run.clear()
+
+        for entry in self.entries:
+            delta = None if entry.finish else text_field(entry.raw)
+            if delta is None or (run and (run[0][1][2] != delta[2] or
+                                          entry.char_end - run[0][0].char_start > MERGED_CHARS)):
+                close_run()
+            if delta is None:
+                out.append(entry)
+            else:
+                run.append((entry, delta))
+        close_run()
+        self.entries = out
+        self.held_bytes = sum(len(e.raw) for e in out)
 
     def drop(self) -> int:
         """Forget every event not yet released (cut, or the stream failed); returns how many."""

@@ -152,7 +152,10 @@ class StreamRelay:
         return sum(c.held_bytes for c in self.choices.values())
 
     async def _wait_for_judges(self) -> None:
-        """Back-pressure: stop reading while more than `hold_limit_bytes` of events wait for judgment."""
+        """Back-pressure: stop reading while more than `hold_limit_bytes` of events wait for judgment (runs of
+        small text events merged first: the limit is about text, not framing)."""
+        for choice in self.choices.values():
+            choice.compact()
         while not self._aborted and self._held_bytes() > self.hold_limit:
             judging = False
             for choice in self.choices.values():
