@@ -50,14 +50,19 @@ class Guard:
         names = self.settings.policies[policy].output.evaluators
         return [n for n in names if n in self._incremental], [n for n in names if n not in self._incremental]
 
-    def scanners(self, names: Sequence[str]) -> list[tuple[str, str, IncrementalScanner]]:
-        """(name, version, scanner) for one streamed answer, per incremental judge."""
+    def scanners(self, policy: str, names: Sequence[str]) -> list[tuple[str, str, IncrementalScanner, bool]]:
+        """(name, version, scanner, holds) for one streamed answer, per incremental judge. `holds`: what the
+        judge finds is blocked or redacted under the policy, so text waits for it; a judge whose findings are
+        only flagged (or allowed) judges beside the stream."""
         out = []
+        actions = self.settings.policies[policy]
         for name in names:
             evaluator = self.evaluators[name]
             scanner = evaluator.incremental()  # type: ignore[attr-defined]
             if scanner is not None:
-                out.append((name, evaluator.version, scanner))
+                category = getattr(evaluator, "category", None)
+                holds = category is None or actions.action_for(category) in ("block", "redact")
+                out.append((name, evaluator.version, scanner, holds))
         return out
 
     def decide(self, policy: str, stage: Stage, verdicts: list[Verdict]) -> Decision:

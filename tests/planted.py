@@ -135,6 +135,9 @@ def settings(tmp_path: Path, **streaming: Any) -> Settings:
                 "output": {"evaluators": names, "streaming": {"mode": mode, **streaming}}}
     policies["redact-buffered"] = {"input": {"evaluators": []}, "actions": {"default": "redact"},
                                    "output": {"evaluators": RULES, "streaming": {"mode": "buffered", **streaming}}}
+    policies["builtin-buffered"] = {  # the built-in default policy's output stage: secrets block, the rest flags
+        "input": {"evaluators": []}, "actions": {"secret": "block", "pii": "flag", "unicode": "flag", "default": "block"},
+        "output": {"evaluators": ["secrets", "pii", "unicode"], "streaming": {"mode": "buffered", **streaming}}}
     keys = [{"sha256": hash_key(f"key-{name}"), "policy": name} for name in policies]
     return Settings.model_validate({"evaluators": EVALUATORS, "policies": policies, "client_keys": keys,
                                     "audit": {"jsonl_path": str(tmp_path / "audit.jsonl"), "content": "full"}})

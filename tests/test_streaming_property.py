@@ -183,3 +183,20 @@ def test_long_secrets_are_never_sent_in_small_pieces(driver: RelayDriver, secret
     for (offset, size, answer), outcome in zip(todo, outcomes):
         check_cut(outcome, answer)
         assert len(outcome.text) <= answer.index(planted), (offset, size)
+
+
+def test_flagged_findings_hold_nothing_back_and_are_audited(driver: RelayDriver) -> None:
+    """Under the built-in policy personal data is flagged, not blocked: the judges that only flag hold no text
+    back (a word is not held in case it is an e-mail's local part), and each finding is audited."""
+    answer = answer_with("write to " + PLANTED["email"] + " or call " + PLANTED["phone_intl"], 20)
+    outcomes = driver.run("builtin-buffered", [pieces(answer, size, random.Random(1)) for size in SIZES])
+    for outcome in outcomes:
+        assert (outcome.text, outcome.finish) == (answer, "stop")
+        flagged = [(e["action"], e["categories"]) for e in outcome.events]
+        assert flagged and all(f == ("flag", ["pii"]) for f in flagged)
+        kinds = {f["kind"] for e in outcome.events for v in e["verdicts"] for f in v["findings"]}
+        assert kinds == {"email", "phone"}
+    secret = answer_with(PLANTED["github_token"], 20)
+    outcome = driver.run("builtin-buffered", [pieces(secret, 1)])[0]
+    check_cut(outcome, secret)
+    assert len(outcome.text) <= first_finding(secret).start

@@ -14,6 +14,8 @@ value only, so redaction keeps the key name for context.
 from __future__ import annotations
 
 import re
+
+import regex
 from typing import Any, Callable, Mapping
 
 from evaluators.base import Finding
@@ -96,6 +98,11 @@ _ASSIGNMENT = re.compile(
 _BEARER = re.compile(r"bearer\s{1,5}([a-z0-9._~+/-]{20,512}=*)(?![a-z0-9._~+/=-])")
 _URL_PASSWORD = re.compile(r"://(?<=[a-z0-9]://)[^\s:/@]*:([^\s/@]{1,256})@[\w.-]+")
 
+_MAX_LEAD = max(t.lead for t in _TOKENS)
+#: streams: a value's name and operator come at most this many characters before it
+_VALUE_CONTEXT = 64
+_VALUE_KEYS = re.compile(r"pass|pwd|secret|api|key|token|credential|bearer", re.IGNORECASE)
+
 _PLACEHOLDER = re.compile(
     r"xxxx|\*\*\*|\.\.\.|your|example|sample|changeme|change_me|placeholder|redacted|dummy|"
     r"environ|getenv|process\.env|^(?:pass(?:word)?|secret|pwd|none|null|true|false|undefined)$"
@@ -130,6 +137,15 @@ class SecretsEvaluator(RuleEvaluator):
         self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
         self.entropy_threshold = float(self.options.get("entropy_threshold", DEFAULT_ENTROPY_THRESHOLD))
         self._tokens = [t for t in _TOKENS if t.kind in self.kinds]
+        # streams: where a token (in one run of non-whitespace) or a value (after its name) may still be arriving
+        within = [t.pattern.pattern for t in self._tokens]
+        if "connection_string" in self.kinds:
+            within.append(f"(?i:{_URL_PASSWORD.pattern})")  # matched on the lower-cased text
+        self._open_tokens = compile_partial("|".join(f"(?:{p})" for p in within) or "(?!)")
+        values = [p.pattern.replace("|$)", ")") for kind, p in (("generic_secret", _ASSIGNMENT),
+                  ("bearer_token", _BEARER), ("aws_secret_key", _AWS_SECRET)) if kind in self.kinds]
+        self._open_values = compile_partial("|".join(f"(?:{p})" for p in values), regex.IGNORECASE) \
+            if values else None
 
     def scan(self, text: str) -> list[Finding]:
         kinds = self.kinds
@@ -155,14 +171,27 @@ class SecretsEvaluator(RuleEvaluator):
         return drop_overlaps(found) if len(found) > 1 else found
 
     def open_from(self, text: str, start: int, run: int) -> int:
-        """Every kind but private keys is one run of non-whitespace (its finding is the token or the value; what
-        precedes it, `password = ` or `Bearer `, is context): held while it may still grow. A PEM block holds
-        whitespace: held from its header until its END line, or until its body stops looking like one."""
-        if "private_key" in self.kinds and text.find("-", start) >= 0:
+        """Where a secret may still be streaming: a trailing run of non-whitespace that is (the start of) a
+        token, a JWT or a URL's password; a value after `password = ` or `Bearer ` (the name is context, the
+        value the finding); a PEM block from its header until its END line, or until its body stops looking
+        like one. Ordinary words are cleared as they end... or at once, when they cannot start a token."""
+        n = len(text)
+        hold = n
+        if run < n:
+            found = open_start(self._open_tokens, text, run, slack=0)
+            if found is not None:
+                hold = max(run, found - _MAX_LEAD)  # a token's finding may start before its pattern (`lead`)
+        if hold > start and self._open_values is not None:
+            lo = max(0, start - _VALUE_CONTEXT)
+            if _VALUE_KEYS.search(text, lo) is not None:
+                found = open_start(self._open_values, text, lo, slack=0)
+                if found is not None:
+                    hold = min(hold, max(found, start))
+        if "private_key" in self.kinds and hold > start and text.find("-", start) >= 0:
             pem = open_start(_PEM_OPEN, text, start)
-            if pem is not None and pem < run:
-                return pem
-        return run
+            if pem is not None and pem < hold:
+                hold = pem
+        return hold
 
 
 def _values(text: str, low: str, pattern: re.Pattern[str], kind: str, accept: Callable[[str], bool]) -> list[Finding]:

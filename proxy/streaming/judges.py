@@ -2,7 +2,7 @@
 
 The relay feeds them once per batch of upstream events (not once per event: under load one read holds many),
 turns what they found into verdicts for the policy, and releases text up to `cleared`, the least of what every
-scanner cleared.
+holding scanner cleared (a scanner whose findings the policy only flags holds nothing back).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class ScannerSlot:
     name: str
     version: str
     scanner: IncrementalScanner
+    holds: bool = True  # text waits for it (its findings are blocked or redacted); else it judges beside
     cleared: float = 0
     seconds: float = 0.0  # time spent scanning this answer
     failed: bool = False  # raised: its verdict was an error, it judges no more (and holds nothing back)
@@ -59,7 +60,8 @@ class IncrementalJudges:
             finally:
                 slot.seconds += time.perf_counter() - started
             slot.cleared = step.cleared
-            cleared = min(cleared, step.cleared)
+            if slot.holds:
+                cleared = min(cleared, step.cleared)
             if step.findings:
                 verdicts.append(Verdict(safe=False, evaluator=slot.name, version=slot.version,
                                         categories=sorted({f.category for f in step.findings}), score=step.score,

@@ -72,9 +72,8 @@ class ModePlan:
         """Windows before the end of the answer (not final mode's single window)."""
         return self.chunk_size is not None
 
-    def new_choice(self, index: int, scanners: list[tuple[str, str, IncrementalScanner]],
+    def new_choice(self, index: int, scanners: list[tuple[str, str, IncrementalScanner, bool]],
                    window_judges: bool) -> ChoiceStream:
         windows = TokenWindows(self.chunk_size, self.context_size, self.first_size) if window_judges else None
-        judges = IncrementalJudges([ScannerSlot(name, version, scanner) for name, version, scanner in scanners]) \
-            if scanners else None
+        judges = IncrementalJudges([ScannerSlot(*scanner) for scanner in scanners]) if scanners else None
         return ChoiceStream(index, windows, judges, self.lead, self.hold, self.keep_chars)

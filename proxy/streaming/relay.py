@@ -261,7 +261,7 @@ class StreamRelay:
         index = index if isinstance(index, int) else 0
         choice = self.choices.get(index)
         if choice is None:
-            choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self._scanning),
+            choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy_name, self._scanning),
                                                                 bool(self._windowed))
             choice.rewrite = self._mask_event
         if choice.cut:
