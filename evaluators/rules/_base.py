@@ -64,6 +64,11 @@ class RuleEvaluator(BaseEvaluator):
         incrementally; it must never answer later than the true start (holding more is safe, less leaks)."""
         raise NotImplementedError
 
+    def certain(self, text: str, start: int) -> list[Finding]:
+        """Streams: matches starting at or after `start` (text still held: they may grow) that more text cannot
+        undo, so a stream can be cut before they end. None by default."""
+        return []
+
     def incremental(self) -> IncrementalScanner | None:
         """A scanner for one streamed answer (None when the engine has no `open_from`)."""
         if type(self).open_from is RuleEvaluator.open_from:

@@ -57,7 +57,7 @@ def compile_partial(source: str, flags: int = 0) -> Any:
 class TailScanner:
     """The incremental scanner of one rule engine for one answer (see the module docstring)."""
 
-    __slots__ = ("engine", "_text", "_base", "_cleared", "_run")
+    __slots__ = ("engine", "_text", "_base", "_cleared", "_run", "_reported")
 
     def __init__(self, engine: "RuleEvaluator") -> None:
         self.engine = engine
@@ -65,6 +65,7 @@ class TailScanner:
         self._base = 0
         self._cleared = 0  # absolute: no match can still touch the answer before this
         self._run = 0  # absolute: where the trailing run of non-whitespace starts
+        self._reported: set[int] = set()  # starts of matches reported early (see `_early`)
 
     def feed(self, piece: str) -> ScanStep:
         if not piece:
@@ -76,9 +77,13 @@ class TailScanner:
             self._run = self._base + start_of_piece + space.end()
         start = self._cleared - self._base
         hold = self.engine.open_from(text, start, self._run - self._base)
+        early = self._early(text, hold) if hold < len(text) else []
         if hold <= start:
-            return ScanStep([], self._cleared)
-        return self._step(text, start, hold, final=False)
+            return ScanStep(early, self._cleared)
+        step = self._step(text, start, hold, final=False)
+        if early:
+            step.findings.extend(early)
+        return step
 
     def flush(self) -> ScanStep:
         text = self._text
@@ -105,3 +110,14 @@ class TailScanner:
         `final`: the text ends here for good (an end-of-text anchor may match)."""
         found, score = self.engine.analyse(text)
         return [f for f in found if start <= f.start < hold], score
+
+    def _early(self, text: str, hold: int) -> list[Finding]:
+        """Matches still held (they may grow) but certain already (more text cannot undo them): reported now,
+        so a cut comes as soon as the answer is sure to hold one; each once (and again, whole, once cleared)."""
+        out = []
+        for f in self.engine.certain(text, hold):
+            at = self._base + f.start
+            if at not in self._reported:
+                self._reported.add(at)
+                out.append(Finding(f.category, f.kind, at, self._base + f.end))
+        return out

@@ -194,6 +194,13 @@ class SecretsEvaluator(RuleEvaluator):
         return hold
 
 
+    def certain(self, text: str, start: int) -> list[Finding]:
+        """A PEM header followed by 40 characters of key material is a private key whatever follows."""
+        if "private_key" not in self.kinds or text.find("-----BEGIN", start) < 0:
+            return []
+        return _private_keys(text, start)
+
+
 def _values(text: str, low: str, pattern: re.Pattern[str], kind: str, accept: Callable[[str], bool]) -> list[Finding]:
     """Findings over group 1 of `pattern` (matched on the lower-cased text), judged on the original value."""
     out = []
@@ -216,10 +223,10 @@ def _url_password_ok(value: str) -> bool:
     return len(set(value)) > 2
 
 
-def _private_keys(text: str) -> list[Finding]:
+def _private_keys(text: str, pos: int = 0) -> list[Finding]:
     """PEM / OpenSSH / PGP private-key blocks: header, at least 40 characters of key material, END line if present."""
     out = []
-    for m in _PEM_BEGIN.finditer(text):
+    for m in _PEM_BEGIN.finditer(text, pos):
         body = _PEM_BODY.match(text, m.end())
         if body is None or sum(c.isalnum() for c in body.group()) < 40:
             continue
