@@ -33,7 +33,7 @@ from evaluators.rules.redact import placeholder_spans
 from proxy.guard import Guard
 from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
-from proxy.policy import EVALUATOR_ERROR, Decision
+from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
@@ -68,7 +68,7 @@ class StreamRelay:
         self.mode = self.plan.mode
         scanning, windowed = guard.stream_judges(policy_name)
         self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
-        self._windowed = windowed if self.plan.incremental else list(self.policy.output.evaluators)
+        self._windowed = windowed if self.plan.incremental else scanning + windowed
         self.conversations = conversations
         self.n = n
         self.upstream = upstream
@@ -295,8 +295,7 @@ class StreamRelay:
             return
         decision = self.guard.decide(self.policy_name, "output", verdicts)
         if decision.redacts:
-            findings = [f for v in decision.verdicts for f in v.findings]
-            choice.redact(placeholder_spans(findings, choice.chars))
+            choice.redact(placeholder_spans(redacted_findings(decision, self.policy), choice.chars))
         conversation = conversation_of(self.conversations, self.n, choice.index)
         self.recorder.record(self.ctx, decision, conversation, lambda: str(choice.answer),
                              choice_index=choice.index, stream_mode=self.mode,
@@ -359,7 +358,7 @@ class StreamRelay:
     def _redact(self, choice: ChoiceStream, window: Window, decision: Decision, context_len: int) -> None:
         """A window judge's `redact` verdict: the findings in this window and its context are masked in the held
         events as they are released (only what is still held can be masked)."""
-        findings = [f for v in decision.verdicts for f in v.findings]
+        findings = redacted_findings(decision, self.policy)
         offset = window.char_start - context_len  # the context is the approved text just before the window
         length = context_len + window.char_end - window.char_start
         choice.redact([(offset + start, offset + end, text)
