@@ -68,7 +68,7 @@ class StreamRelay:
         self.mode = self.plan.mode
         scanning, windowed = guard.stream_judges(policy_name)
         self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
-        self._windowed = windowed if self.plan.incremental else scanning + windowed
+        self._windowed = windowed if self.plan.incremental else guard.evaluator_names(policy_name, "output")
         self.conversations = conversations
         self.n = n
         self.upstream = upstream
