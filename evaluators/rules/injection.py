@@ -33,6 +33,7 @@ import ahocorasick
 from evaluators.base import Finding, IncrementalScanner
 from evaluators.rules._base import RuleEvaluator, lower_same_length
 from evaluators.rules._incremental import TailScanner, compile_partial, open_start
+from evaluators.rules._prefilter import Triggers
 from evaluators.rules._injection_heuristics import HEURISTICS, Heuristic
 
 CATEGORY = "prompt_injection"
@@ -75,6 +76,9 @@ class InjectionEvaluator(RuleEvaluator):
         self.decode_base64 = bool(self.options.get("decode_base64", True)) and "encoded_payload" not in disable
         self._phrases = _automaton(self.heuristics)
         self._requires = {h.name: h.requires for h in self.heuristics if h.requires}
+        # Hyperscan's whitespace is not Python's (\x1c-\x1f are whitespace to `re`): such text is scanned in full
+        self._triggers = Triggers([rb"[\x0b\x1c-\x1f]"] + ([rb"[A-Za-z0-9+/]{24}"] if self.decode_base64 else []),
+                                  supersets=[h.pattern.pattern.encode() for h in self.heuristics])
         self._open = [compile_partial(h.pattern.pattern) for h in self.heuristics]
         starts = {phrase for h in self.heuristics for phrase in h.starts}
         self._start_prefixes = frozenset(p[:k] for p in starts for k in range(1, len(p)))
@@ -84,6 +88,8 @@ class InjectionEvaluator(RuleEvaluator):
         return self.analyse(text)[0]
 
     def analyse(self, text: str) -> tuple[list[Finding], float]:
+        if self._triggers.present(text) is False:
+            return [], 0.0  # no heuristic can match, no base64 run: one Hyperscan pass
         matches = self.matches(text)
         if self.decode_base64:
             matches += self._encoded(text)

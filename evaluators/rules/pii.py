@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, select_kinds
 from evaluators.rules._incremental import compile_partial, open_start
+from evaluators.rules._prefilter import Triggers
 
 CATEGORY = "pii"
 #: in priority order: where two kinds overlap, the earlier one wins
@@ -119,8 +120,11 @@ class PiiEvaluator(RuleEvaluator):
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
         self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
+        self._triggers = Triggers([p for kind, p in _TRIGGERS if kind in self.kinds])
 
     def scan(self, text: str) -> list[Finding]:
+        if self._triggers.present(text) is False:
+            return []  # no '@', nine digits, IBAN start or phone prefix: nothing to find (one Hyperscan pass)
         found: list[Finding] = []
         kinds = self.kinds
         if "email" in kinds and "@" in text:
@@ -183,6 +187,11 @@ class PiiEvaluator(RuleEvaluator):
 
 
 _DIGIT_KINDS = frozenset({"credit_card", "ssn", "phone"})
+#: what each kind cannot match without (the prefilter, `_prefilter.py`); cards, SSNs and US phones are looked for
+#: only inside `_DENSE_DIGITS` regions
+_TRIGGERS = (("email", rb"@"), ("iban", rb"[A-Z][A-Z][0-9][0-9]"),
+             *((kind, rb"[0-9(](?:[ .()\-]{0,2}[0-9]){8,}") for kind in ("credit_card", "ssn", "phone")),
+             ("phone", rb"\+[0-9]"), ("phone", rb"00[1-9]"))
 #: what cards, SSNs and phones are made of, and how long one is at most (with the lookahead past its end)
 _NUMBER_CHARS = frozenset("0123456789 ().+-")
 _NUMBER_SPAN = 52

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, lower_same_length, select_kinds, shannon_entropy
 from evaluators.rules._incremental import compile_partial, open_start
+from evaluators.rules._prefilter import Triggers
 
 CATEGORY = "secret"
 #: in priority order: where two kinds overlap, the earlier one wins
@@ -99,6 +100,19 @@ _BEARER = re.compile(r"bearer\s{1,5}([a-z0-9._~+/-]{20,512}=*)(?![a-z0-9._~+/=-]
 _URL_PASSWORD = re.compile(r"://(?<=[a-z0-9]://)[^\s:/@]*:([^\s/@]{1,256})@[\w.-]+")
 
 _MAX_LEAD = max(t.lead for t in _TOKENS)
+#: what each kind's pattern cannot match without (the prefilter, `_prefilter.py`): the literal it starts with
+_TRIGGERS = (
+    ("private_key", rb"-----BEGIN "), ("aws_access_key", rb"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|3T)"),
+    ("github_token", rb"gh[pousr]_"), ("github_token", rb"github_pat_"), ("openai_key", rb"sk-"),
+    ("slack_token", rb"xox[abposr]-"), ("slack_webhook", rb"hooks\.slack\.com/services/"),
+    ("google_api_key", rb"AIza"), ("stripe_key", rb"k_live_"), ("jwt", rb"eyJ"), ("connection_string", rb"://"),
+)
+#: ... or the name it needs before a value (matched ignoring case)
+_TRIGGERS_CASELESS = (
+    ("aws_secret_key", rb"aws_?secret"), ("bearer_token", rb"bearer"),
+    *(("generic_secret", p) for p in (rb"pass", rb"pwd", rb"secret", rb"api[_-]?key", rb"apikey",
+                                      rb"access[_-]?key", rb"token", rb"credential")),
+)
 #: streams: a value's name and operator come at most this many characters before it
 _VALUE_CONTEXT = 64
 _VALUE_KEYS = re.compile(r"pass|pwd|secret|api|key|token|credential|bearer", re.IGNORECASE)
@@ -137,6 +151,8 @@ class SecretsEvaluator(RuleEvaluator):
         self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
         self.entropy_threshold = float(self.options.get("entropy_threshold", DEFAULT_ENTROPY_THRESHOLD))
         self._tokens = [t for t in _TOKENS if t.kind in self.kinds]
+        self._triggers = Triggers([p for kind, p in _TRIGGERS if kind in self.kinds],
+                                  [p for kind, p in _TRIGGERS_CASELESS if kind in self.kinds])
         # streams: where a token (in one run of non-whitespace) or a value (after its name) may still be arriving
         within = [t.pattern.pattern for t in self._tokens]
         if "connection_string" in self.kinds:
@@ -148,6 +164,8 @@ class SecretsEvaluator(RuleEvaluator):
             if values else None
 
     def scan(self, text: str) -> list[Finding]:
+        if self._triggers.present(text) is False:
+            return []  # none of the literals every pattern needs: nothing to find (one Hyperscan pass)
         kinds = self.kinds
         found: list[Finding] = []
         if "private_key" in kinds and "-----BEGIN " in text:
