@@ -9,9 +9,9 @@ are re-encoded; everything else is still relayed byte for byte.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from proxy.jsonio import loads
 from proxy.sse import encode_event
 
 #: the text fields a mergeable delta may carry (one of them): chat content or reasoning, completions text
@@ -27,7 +27,7 @@ def text_field(raw: bytes) -> TextDelta | None:
     if not raw.startswith(b"data: ") or raw.count(b"\n") != 2:
         return None
     try:
-        payload = json.loads(raw[6:])
+        payload = loads(raw[6:])
     except ValueError:
         return None
     choices = payload.get("choices") if isinstance(payload, dict) else None

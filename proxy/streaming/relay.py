@@ -21,7 +21,6 @@ evaluator never makes the proxy hold the upstream's whole answer.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ from aiohttp import web
 
 from evaluators.rules.redact import placeholder_spans
 from proxy.guard import Guard
+from proxy.jsonio import loads
 from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
@@ -134,15 +134,20 @@ class StreamRelay:
                 UPSTREAM_ERRORS.labels("stream_interrupted").inc()
                 log.warning("upstream_stream_interrupted", error=type(exc).__name__)
                 return "interrupted"
+            held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
             for event in events:
                 if event.is_done:
                     self._settle()
                     return "done"
                 self._on_event(event)
-                if self._held_bytes() > self.hold_limit:
-                    self._settle()
-                    await self._flush()
-                    await self._wait_for_judges()
+                held += len(event.raw)
+                if held > self.hold_limit:
+                    held = self._held_bytes()
+                    if held > self.hold_limit:
+                        self._settle()
+                        await self._flush()
+                        await self._wait_for_judges()
+                        held = self._held_bytes()
             self._settle()
             await self._flush()
             if not data:
@@ -229,7 +234,7 @@ class StreamRelay:
             self._emit(event.raw)
             return
         try:
-            payload = json.loads(event.data)
+            payload = loads(event.data)
         except (ValueError, RecursionError):
             payload = None
         choices = payload.get("choices") if isinstance(payload, dict) else None
@@ -368,7 +373,7 @@ class StreamRelay:
         """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise)."""
         try:
             event = SSEParser().feed(raw)[0]
-            payload = json.loads(event.data or "")
+            payload = loads(event.data or "")
             self.route.mask_delta(payload["choices"][0], spans)
         except (ValueError, LookupError, TypeError, AttributeError):  # cannot happen for an event we judged
             log.error("stream_redaction_failed")
