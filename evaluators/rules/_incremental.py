@@ -18,7 +18,6 @@ Open-prefix detection, shared by the engines:
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import regex
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 #: characters kept before the cleared point: the longest lookbehind or prefix a finding's decision reads
 #: (a `password = ` assignment before its value, an e-mail's local part, a token's left boundary)
 CONTEXT = 128
-
-_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")
 
 
 def open_start(pattern: Any, text: str, pos: int, slack: int | None = None) -> int | None:
@@ -72,9 +69,12 @@ class TailScanner:
             return ScanStep([], self._cleared)
         start_of_piece = len(self._text)
         text = self._text = self._text + piece
-        space = _LAST_SPACE.search(piece)
-        if space is not None:
-            self._run = self._base + start_of_piece + space.end()
+        if piece[-1].isspace():
+            self._run = self._base + len(text)
+        else:
+            words = piece.rsplit(maxsplit=1)  # from the right: as far back as the last word only
+            if len(words) == 2 or piece[0].isspace():
+                self._run = self._base + len(text) - len(words[-1])
         start = self._cleared - self._base
         hold = self.engine.open_from(text, start, self._run - self._base)
         early = self._early(text, hold) if hold < len(text) else []

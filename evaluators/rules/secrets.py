@@ -160,6 +160,7 @@ class SecretsEvaluator(RuleEvaluator):
         self._open_tokens = compile_partial("|".join(f"(?:{p})" for p in within) or "(?!)")
         values = [p.pattern.replace("|$)", ")") for kind, p in (("generic_secret", _ASSIGNMENT),
                   ("bearer_token", _BEARER), ("aws_secret_key", _AWS_SECRET)) if kind in self.kinds]
+        self._value_keys = Triggers([], [p for kind, p in _TRIGGERS_CASELESS if kind in self.kinds])
         self._open_values = compile_partial("|".join(f"(?:{p})" for p in values), regex.IGNORECASE) \
             if values else None
 
@@ -201,7 +202,8 @@ class SecretsEvaluator(RuleEvaluator):
                 hold = max(run, found - _MAX_LEAD)  # a token's finding may start before its pattern (`lead`)
         if hold > start and self._open_values is not None:
             lo = max(0, start - _VALUE_CONTEXT)
-            if _VALUE_KEYS.search(text, lo) is not None:
+            keys = self._value_keys.present(text[lo:])
+            if keys or (keys is None and _VALUE_KEYS.search(text, lo) is not None):
                 found = open_start(self._open_values, text, lo, slack=0)
                 if found is not None:
                     hold = min(hold, max(found, start))
