@@ -32,9 +32,9 @@ import ahocorasick
 
 from evaluators.base import Finding, IncrementalScanner
 from evaluators.rules._base import RuleEvaluator, lower_same_length
-from evaluators.rules._incremental import TailScanner, compile_partial, open_start
-from evaluators.rules._prefilter import Triggers
+from evaluators.rules._incremental import TailScanner, compile_partial
 from evaluators.rules._injection_heuristics import HEURISTICS, Heuristic
+from evaluators.rules._prefilter import Triggers
 
 CATEGORY = "prompt_injection"
 DEFAULT_THRESHOLD = 0.5
