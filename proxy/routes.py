@@ -83,6 +83,8 @@ def _chat_delta_text(choice: dict[str, Any]) -> str:
     delta = choice.get("delta") or {}
     content = delta.get("content")
     text = content if isinstance(content, str) else ""
+    if REASONING_FIELDS[0] not in delta and REASONING_FIELDS[1] not in delta:  # the usual delta: no reasoning
+        return text
     reasoning = _reasoning(delta)
     return reasoning + text if reasoning else text
 
