@@ -215,3 +215,30 @@ def build_llama_guard_model(path: str | Path, tokenizer: Any, *, p_unsafe: float
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def build_causal_lm(path: str | Path, tokenizer: Any, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
+                    initializer_range: float = 0.2) -> Path:
+    """A tiny random `LlamaForCausalLM` (model + tokenizer saved under `path`): a base for fine-tuning tests.
+
+    `initializer_range` is larger than Llama's 0.02 so that a 64-wide model can put real probability on a
+    token (with 0.02 every logit stays near zero and LoRA alone cannot sharpen the output): the stand-in for
+    a small instruct model that already writes words.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=4096, initializer_range=initializer_range, tie_word_embeddings=False,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path

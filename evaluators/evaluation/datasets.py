@@ -224,7 +224,8 @@ def row_from_mapping(raw: Mapping[str, Any], label_true: LabelTrue | None = None
     return rows_from_mapping(raw, label_true)[0]
 
 
-def _records(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+def read_records(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(line number, parsed object) for each row of a JSONL or CSV file; DataError names file and line."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
@@ -257,7 +258,7 @@ def load_rows(path: str | Path, label_true: LabelTrue | None = None, limit: int 
     rows: list[LabelledRow] = []
     seen: set[tuple[Any, ...]] = set()
     try:
-        for line_no, record in _records(path):
+        for line_no, record in read_records(path):
             try:
                 found = rows_from_mapping(record, label_true)
             except (ValueError, TypeError) as exc:

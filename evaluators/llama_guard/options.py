@@ -35,6 +35,12 @@ class LlamaGuardOptions(_Strict):
     api_key_env: str | None = None
     #: local tokenizer directory: its chat template renders prompts and it counts tokens
     tokenizer: str | None = None
+    #: a LoRA adapter directory (`guardstream finetune`): merged into the model (transformers), sent with every
+    #: request (vllm), or only digested for the version (openai_http, where the server loaded it)
+    adapter: str | None = None
+    #: the adapter's name on a vLLM server (`--lora-modules NAME=DIR`): openai_http requests it as `model`;
+    #: default: the adapter directory's name
+    adapter_name: str | None = None
     prompt_format: Literal["auto", "builder", "chat_template"] = "auto"
     categories: list[CategoryOption] | None = None
     exclude: list[str] = Field(default_factory=list)
