@@ -242,3 +242,27 @@ def build_causal_lm(path: str | Path, tokenizer: Any, *, hidden_size: int = 64, 
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def build_lora_adapter(path: str | Path, base_dir: str | Path, *, r: int = 8, seed: int = 0,
+                       scale: float = 0.0) -> Path:
+    """A PEFT LoRA adapter for the model in `base_dir`, saved under `path`, without training.
+
+    `scale` 0 gives PEFT's own initialisation (B = 0: the adapter changes nothing); otherwise B is random
+    with that standard deviation (the adapter changes the model).
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), local_files_only=True)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear",
+                                                  task_type="CAUSAL_LM"))
+    if scale:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, scale)
+    peft_model.save_pretrained(str(path))
+    return Path(path)

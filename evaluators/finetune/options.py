@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,8 +55,7 @@ class FinetuneOptions:
         """What the manifest records (everything that changes the trained weights)."""
         keep = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "max_length", "lora_r",
                 "lora_alpha", "lora_dropout", "target_modules", "test_fraction", "input_format")
-        values = asdict(self)
-        return {k: values[k] for k in keep}
+        return {k: getattr(self, k) for k in keep}
 
 
 @dataclass(slots=True)
