@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from proxy.config import ConfigError
 
     console = Console()
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     if args.batch_size < 1:
         err.print("guardstream eval: --batch-size must be >= 1")
         return 2

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.finetune.measure import print_before_after
     from evaluators.finetune.options import FinetuneOptions
 
-    console, err = Console(), Console(stderr=True)
+    console, err = Console(), Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     try:
         categories = read_categories(args.categories) if args.categories else None
     except (OSError, ValueError) as exc:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.finetune.promote import promote
     from proxy.config import ConfigError
 
-    console, err = Console(), Console(stderr=True)
+    console, err = Console(), Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     try:
         result = promote(args.candidate, args.config, args.evaluator, data=args.data, canary=args.canary,
                          max_recall_drop=args.max_recall_drop, max_fpr_rise=args.max_fpr_rise,
