@@ -32,6 +32,14 @@ def test_finetune_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     bad.write_text("- {code: Q1}\n")
     assert main(["finetune", "judge", "--data", str(data), "--out", out, "--categories", str(bad)]) == 2
     _one_line_error(capsys, "expected a list of {code, name, description}")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({"evaluators": {"rules": {"type": "regex", "options": {"patterns": ["x"]}}},
+                                      "policies": {"default": {"input": {"evaluators": ["rules"]}}}}))
+    assert main(["finetune", "llama-guard", "--data", str(data), "--out", out, "--config", str(config)]) == 2
+    _one_line_error(capsys, "--config needs --evaluator NAME, one of: rules")
+    assert main(["finetune", "llama-guard", "--data", str(data), "--out", out, "--config", str(config),
+                 "--evaluator", "rules"]) == 2
+    _one_line_error(capsys, "is a regex, not a llama_guard")
     broken = tmp_path / "broken" / "kto"
     broken.mkdir(parents=True)
     (broken / "train.jsonl").write_text(json.dumps({"prompt": [{"role": "robot", "content": "x"}], "completion": [], "label": True}) + "\n")

@@ -34,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--categories", type=Path, default=None, metavar="FILE",
                         help="YAML/JSON list of {code, name, description}: the categories the prompt lists "
                              "(judge: required; llama-guard: a team's own categories)")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="llama-guard/judge: render prompts as the evaluator --evaluator NAME of FILE does "
+                             "(its categories, exclusions, prompt format and budgets)")
+    parser.add_argument("--evaluator", default=None, metavar="NAME", help="the llama_guard evaluator in --config")
     parser.add_argument("--model-size", choices=("1b", "8b"), default=None,
                         help="Llama Guard default category list (1b: S1-S13; default: from the model name)")
     parser.add_argument("--epochs", type=float, default=2.0, help="passes over the training rows (2)")
@@ -72,6 +76,23 @@ def read_categories(path: Path) -> list[dict[str, str]]:
             for c in data]
 
 
+#: what a configured llama_guard evaluator contributes to the rendering of training prompts
+RENDER_OPTIONS = ("categories", "exclude", "model_size", "prompt_format", "max_chars", "max_prompt_tokens")
+
+
+def evaluator_render_options(config: Path, name: str | None) -> dict[str, object]:
+    """The rendering options of a configured llama_guard evaluator (one-line errors otherwise)."""
+    from proxy.config import load_settings
+
+    settings = load_settings(config)
+    if name is None or name not in settings.evaluators:
+        raise ValueError(f"--config needs --evaluator NAME, one of: {', '.join(sorted(settings.evaluators))}")
+    cfg = settings.evaluators[name]
+    if cfg.type != "llama_guard":
+        raise ValueError(f"evaluator {name!r} in {config} is a {cfg.type}, not a llama_guard")
+    return {k: v for k, v in cfg.options.items() if k in RENDER_OPTIONS}
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -83,9 +104,12 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.finetune.options import FinetuneOptions
 
     console, err = Console(), Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+    from proxy.config import ConfigError
+
     try:
         categories = read_categories(args.categories) if args.categories else None
-    except (OSError, ValueError) as exc:
+        rendering = evaluator_render_options(args.config, args.evaluator) if args.config else {}
+    except (OSError, ValueError, ConfigError) as exc:
         err.print(f"guardstream finetune: {exc}")
         return 2
     modules = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
@@ -94,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_length=args.max_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=modules, seed=args.seed, test_fraction=args.test_fraction, resume=args.resume,
-        save_steps=args.save_steps, device=args.device, categories=categories, model_size=args.model_size,
+        save_steps=args.save_steps, device=args.device, categories=categories or rendering.pop("categories", None),
+        model_size=args.model_size or rendering.pop("model_size", None), evaluator_options=rendering,
         before=not args.no_before, torch_threads=args.torch_threads, input_format=args.input_format, console=err)
     _quiet_libraries()
     try:

@@ -11,7 +11,8 @@ from evaluators.finetune.manifest import ArtifactError, read_manifest, weights_d
 
 #: options an artifact decides (what was trained); everything else stays as the live evaluator has it
 TRAINED_OPTIONS = {
-    "llama_guard": ("adapter", "categories", "prompt_format", "model_size", "max_prompt_tokens", "max_chars"),
+    "llama_guard": ("adapter", "categories", "exclude", "prompt_format", "model_size", "max_prompt_tokens",
+                    "max_chars"),
     "classifier": ("path",),
 }
 
