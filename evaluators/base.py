@@ -58,12 +58,21 @@ class EvalItem:
     """A conversation and which turn of it to judge.
 
     `judged` indexes `turns` (default: the last turn). `stage` says whether the
-    judged turn is a prompt (input) or an answer (output).
+    judged turn is a prompt (input) or an answer (output). Model engines judge
+    the judged turn in the context of the turns before it.
+
+    `request_text` is everything the upstream will read, when that is more than
+    the judged turn: at the input stage, every text of the request (each
+    message, content part, tool result and tool-call argument) joined by
+    newlines. Rule engines scan `scan_text`; finding offsets index it.
+    `judged_at` is where the judged turn's text starts inside it.
     """
 
     turns: tuple[Turn, ...]
     stage: Stage
     judged: int = -1
+    request_text: str | None = None
+    judged_at: int = 0
 
     @property
     def judged_turn(self) -> Turn:
@@ -71,8 +80,13 @@ class EvalItem:
 
     @property
     def text(self) -> str:
-        """The judged turn's text: what rule engines read."""
+        """The judged turn's text: what model engines judge."""
         return self.turns[self.judged].content
+
+    @property
+    def scan_text(self) -> str:
+        """What rule engines scan: the whole request at the input stage, else the judged turn."""
+        return self.turns[self.judged].content if self.request_text is None else self.request_text
 
     @classmethod
     def from_messages(cls, messages: Iterable[Mapping[str, Any]], stage: Stage) -> "EvalItem":
@@ -105,9 +119,31 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+class OptionError(ValueError):
+    """A bad evaluator option. `option` is its path under the evaluator's `options` (e.g. `max_batch_size`, or
+    `first.options.path` inside a cascade), so the proxy can name the whole key in one line."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+    def under(self, prefix: str) -> "OptionError":
+        """The same error one level down, e.g. inside a cascade's `first.options`."""
+        return OptionError(f"{prefix}.{self.option}", self.reason)
+
+
+def check_option_names(options: Mapping[str, Any], known: Iterable[str]) -> None:
+    """OptionError naming the first option an engine does not know."""
+    known = sorted(known)
+    for name in options:
+        if name not in known:
+            raise OptionError(str(name), f"unknown option (known: {', '.join(known)})")
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A located match inside the judged text (rules only): what redaction masks."""
+    """A located match inside the scanned text (`EvalItem.scan_text`): what redaction masks."""
 
     category: str
     kind: str

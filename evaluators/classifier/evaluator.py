@@ -17,10 +17,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import structlog
 
-from evaluators.base import STAGES, BaseEvaluator, EvalItem, Stage, Verdict
+from evaluators.base import STAGES, BaseEvaluator, EvalItem, OptionError, Stage, Verdict, check_option_names
 from evaluators.batching import MicroBatcher
 from evaluators.classifier import DEFAULT_MODEL_DIR
-from evaluators.classifier.artifact import Artifact, load_artifact
+from evaluators.classifier.artifact import Artifact, ArtifactError, load_artifact
 from evaluators.classifier.embedding import Embedder, shared_embedder
 
 log = structlog.get_logger("guardstream.classifier")
@@ -72,16 +72,18 @@ class ClassifierEvaluator(BaseEvaluator):
 
 
 def create(name: str, options: Mapping[str, Any]) -> ClassifierEvaluator:
-    unknown = set(options) - OPTION_NAMES
-    if unknown:
-        raise ValueError(f"classifier {name!r}: unknown option(s) {sorted(unknown)} (known: {sorted(OPTION_NAMES)})")
+    check_option_names(options, OPTION_NAMES)
     path = Path(options.get("path") or DEFAULT_MODEL_DIR)
     stages = options.get("stages") or STAGES
     bad = set(stages) - set(STAGES)
     if bad:
-        raise ValueError(f"classifier {name!r}: unknown stage(s) {sorted(bad)}")
+        raise OptionError("stages", f"unknown stage(s) {sorted(bad)}")
+    try:
+        artifact = load_artifact(path)
+    except (ArtifactError, OSError) as exc:
+        raise OptionError("path", str(exc)) from None
     return ClassifierEvaluator(
-        name, load_artifact(path),
+        name, artifact,
         threshold=options.get("threshold"),
         max_batch_size=int(options.get("max_batch_size", 32)),
         max_wait_ms=float(options.get("max_wait_ms", 2.0)),

@@ -18,7 +18,8 @@ import time
 from collections import Counter
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
-from evaluators.base import STAGES, BaseEvaluator, EvalItem, Finding, Stage, Verdict
+from evaluators.base import (STAGES, BaseEvaluator, EvalItem, Finding, OptionError, Stage, Verdict,
+                             check_option_names)
 
 #: Batches with more characters than this are judged in a worker thread.
 INLINE_MAX_CHARS = 64 * 1024
@@ -37,12 +38,13 @@ class RuleEvaluator(BaseEvaluator):
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
-        unknown = set(self.options) - self.option_names - self.common_options
-        if unknown:
-            raise ValueError(f"{type(self).__name__} {name!r}: unknown option(s) {sorted(unknown)}")
+        check_option_names(self.options, self.option_names | self.common_options)
         self.name = name
         self.version = options_version(self.engine_version, self.options)
-        self.stages = parse_stages(self.options.get("stages"))
+        try:
+            self.stages = parse_stages(self.options.get("stages"))
+        except ValueError as exc:
+            raise OptionError("stages", str(exc)) from None
         self.inline_max_chars = int(self.options.get("inline_max_chars", INLINE_MAX_CHARS))
 
     # -- what an engine implements -------------------------------------------------
@@ -71,7 +73,7 @@ class RuleEvaluator(BaseEvaluator):
 
     def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
         """Judge inline (the proxy then needs no task or timer); None for batches too big for the loop."""
-        texts = [item.text for item in items]
+        texts = [item.scan_text for item in items]
         if sum(len(t) for t in texts) > self.inline_max_chars:
             return None
         return [self.judge(t) for t in texts]
@@ -80,10 +82,10 @@ class RuleEvaluator(BaseEvaluator):
         verdicts = self.evaluate_sync(items)
         if verdicts is not None:
             return verdicts
-        return await asyncio.to_thread(lambda: [self.judge(item.text) for item in items])
+        return await asyncio.to_thread(lambda: [self.judge(item.scan_text) for item in items])
 
     def cache_context(self, item: EvalItem) -> str:
-        return item.text
+        return item.scan_text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
@@ -115,7 +117,7 @@ def select_kinds(name: str, value: Any, known: Iterable[str], default: Iterable[
     kinds = frozenset([value] if isinstance(value, str) else value)
     unknown = kinds - known
     if unknown:
-        raise ValueError(f"{name}: unknown kind(s) {sorted(unknown)} (known: {sorted(known)})")
+        raise OptionError("kinds", f"unknown kind(s) {sorted(unknown)} (known: {sorted(known)})")
     return kinds
 
 

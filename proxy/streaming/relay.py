@@ -30,7 +30,7 @@ from aiohttp import web
 from evaluators.rules.redact import placeholder_spans
 from proxy.guard import Guard
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
-from proxy.policy import EVALUATOR_ERROR, Decision
+from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
@@ -286,7 +286,7 @@ class StreamRelay:
         """A `redact` verdict: the findings in this window and its context are masked in the held events as they
         are released (buffered mode holds the context back for this; in optimistic mode only what is still
         held can be masked)."""
-        findings = [f for v in decision.verdicts for f in v.findings]
+        findings = redacted_findings(decision, self.policy)
         offset = window.char_start - context_len  # the context is the approved text just before the window
         length = context_len + window.char_end - window.char_start
         choice.redact([(offset + start, offset + end, text)
