@@ -39,6 +39,19 @@ def test_digest_names_the_weights_and_is_in_the_version(tiny: dict[str, Path], t
         Adapter.from_options(str(tmp_path), None)
 
 
+def test_a_missing_adapter_is_a_one_line_config_error(tmp_path: Path) -> None:
+    from proxy.config import ConfigError, Settings
+    from proxy.state import build_evaluators
+
+    settings = Settings.model_validate({
+        "evaluators": {"guard": {"type": "llama_guard", "options": {"adapter": str(tmp_path / "nope")}}},
+        "policies": {"default": {"input": {"evaluators": ["guard"]}}}})
+    with pytest.raises(ConfigError) as info:
+        build_evaluators(settings)
+    message = str(info.value)
+    assert message.startswith("evaluators.guard.options.adapter: adapter ") and "\n" not in message
+
+
 def test_openai_http_names_the_adapter_as_the_model(tiny: dict[str, Path]) -> None:
     """A vLLM server started with --enable-lora --lora-modules NAME=DIR serves the adapter as model NAME."""
     from evaluators.llama_guard.evaluator import build_backend

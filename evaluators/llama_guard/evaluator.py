@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from evaluators.base import STAGES, BaseEvaluator, EvalItem, Stage, Verdict
-from evaluators.llama_guard.adapters import Adapter
+from evaluators.base import STAGES, BaseEvaluator, EvalItem, OptionError, Stage, Verdict
+from evaluators.llama_guard.adapters import Adapter, AdapterError
 from evaluators.llama_guard.backends.base import Backend
 from evaluators.llama_guard.metrics import CATEGORY_DECODES, PARSE_ERRORS
 from evaluators.llama_guard.options import LlamaGuardOptions
@@ -63,7 +63,10 @@ class LlamaGuardEvaluator(BaseEvaluator):
             [c.model_dump() for c in opts.categories] if opts.categories else None, opts.exclude, opts.size())
         self.known_codes = frozenset(c.code for c in self.categories) | frozenset(opts.exclude)
         self.excluded = frozenset(opts.exclude)
-        self.adapter = Adapter.from_options(opts.adapter, opts.adapter_name)
+        try:
+            self.adapter = Adapter.from_options(opts.adapter, opts.adapter_name)
+        except AdapterError as exc:
+            raise OptionError("adapter", str(exc)) from None
         self.tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(opts)
         self.renderer = self._pick_renderer()
         count = _token_counter(self.tokenizer) if opts.max_prompt_tokens and self.tokenizer is not None else None
