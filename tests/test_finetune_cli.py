@@ -61,6 +61,17 @@ def test_promote_and_compare_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     _one_line_error(capsys, "cannot build yet")
     assert main(["promote", str(artifact), "--config", str(config), "--evaluator", "missing"]) == 2
     _one_line_error(capsys, "has no evaluator 'missing'")
+    assert main(["promote", "--config", str(config), "--candidate", "g"]) == 2
+    _one_line_error(capsys, "--candidate NAME --data EXPORT")
+    shadowed = tmp_path / "shadowed.yaml"
+    shadowed.write_text(yaml.safe_dump({
+        "evaluators": {"live": {"type": "regex", "options": {"patterns": ["x"]}},
+                       "cand": {"type": "regex", "options": {"patterns": ["y"]}}},
+        "policies": {"default": {"input": {"evaluators": ["live"], "shadow": ["cand"]}}}}))
+    assert main(["promote", "--config", str(shadowed), "--candidate", "cand", "--data", str(tmp_path)]) == 2
+    _one_line_error(capsys, "name the evaluator it would replace (shadow: {cand: LIVE})")
+    assert main(["promote", "--config", str(shadowed), "--candidate", "live", "--data", str(tmp_path)]) == 2
+    _one_line_error(capsys, "'live' shadows no evaluator")
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"text": "hi", "label": 0}) + "\n")
     assert main(["eval", str(rows)]) == 2

@@ -26,12 +26,26 @@ MODEL_DIR = "model"
 
 
 def _train_current(data: Path, out: Path, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """The current classifier trainer: returns the manifest fields worth recording."""
+    """The current classifier trainer: returns the manifest fields worth recording.
+
+    Its validation split keeps near-duplicate groups whole; in a small export (a handful of requests asked many
+    ways) every group is too big for it and validation lacks a class. Then it trains once more without
+    near-duplicate grouping (validation only calibrates and sets the threshold: the export's own test split,
+    split by conversation, is what the run is measured on) and says so in the manifest.
+    """
     from evaluators.classifier.train import TrainOptions, train
 
-    result = train(TrainOptions(data=[data], out=out, seed=seed), log=log)
+    grouping = True
+    try:
+        result = train(TrainOptions(data=[data], out=out, seed=seed), log=log)
+    except ValueError as exc:
+        if "lacks one class" not in str(exc):
+            raise
+        log(f"{exc}; training again without near-duplicate grouping (small export)")
+        grouping = False
+        result = train(TrainOptions(data=[data], out=out, seed=seed, near_dup=1.01), log=log)
     return {"trainer": "evaluators.classifier.train", "version": result.artifact.version,
-            "threshold": result.artifact.threshold}
+            "threshold": result.artifact.threshold, "near_duplicate_grouping": grouping}
 
 
 #: the training function (see the module docstring): (rows file, artifact dir, seed, log) -> manifest fields
