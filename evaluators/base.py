@@ -71,9 +71,6 @@ class EvalItem:
     message, content part, tool result and tool-call argument) joined by
     newlines. Rule engines scan `scan_text`; finding offsets index it.
     `judged_at` is where the judged turn's text starts inside it.
-
-    `partial` marks a piece of an answer (a streamed window): evaluators that
-    read whole answers only (`whole_answers`) are left out of it.
     """
 
     turns: tuple[Turn, ...]
@@ -81,7 +78,6 @@ class EvalItem:
     judged: int = -1
     request_text: str | None = None
     judged_at: int = 0
-    partial: bool = False
 
     @property
     def judged_turn(self) -> Turn:
@@ -212,6 +208,50 @@ class Evaluator(Protocol):
     def cache_context(self, item: EvalItem) -> str: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ScanStep:
+    """What an incremental scanner says after text was fed to it.
+
+    `findings` are the matches completed since the last step, at offsets in the whole answer; `cleared` is how
+    many characters of the answer no match of this judge can still touch (everything but the tail that could be
+    the start of an unfinished match). `score`, when the engine has one, is the answer-so-far's score.
+    """
+
+    findings: list[Finding]
+    cleared: int
+    score: float | None = None
+
+
+@runtime_checkable
+class IncrementalScanner(Protocol):
+    """Judges one streamed answer as it grows: sees the whole answer so far, scans only what is new.
+
+    A match's finding never depends on where the text was split: text that could still be part of an
+    unfinished match stays uncleared until the match completes or cannot happen any more.
+    """
+
+    def feed(self, text: str) -> ScanStep:
+        """`text` was appended to the answer."""
+        ...
+
+    def flush(self) -> ScanStep:
+        """Judge everything fed so far as if the answer ended here (it did, or the relay cannot hold more):
+        clears it all. More text may be fed afterwards."""
+        ...
+
+
+@runtime_checkable
+class IncrementalJudge(Protocol):
+    """An evaluator that can judge streamed answers incrementally (the rule engines)."""
+
+    name: str
+    version: str
+
+    def incremental(self) -> IncrementalScanner | None:
+        """A scanner for one answer; None when this instance cannot judge incrementally."""
+        ...
 
 
 class BaseEvaluator:

@@ -50,7 +50,10 @@ class StreamingConfig(Strict):
     """How streamed answers are moderated (see proxy/streaming.py)."""
 
     mode: StreamMode | None = None  # None: buffered when enforcing, final in shadow mode
-    chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window")
+    chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window (window judges: models)")
+    first_chunk_size: int = Field(default=4, gt=0, description=(
+        "tokens in a stream's first window; each next window doubles, up to chunk_size (time to first token is"
+        " about one model call after these)"))
     context_size: int = Field(default=32, ge=0, description="tokens of earlier text each window includes")
     refusal: bool = Field(default=False, description="a cut stream's last chunk carries the policy's refusal_text")
     hold_limit_bytes: int = Field(

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import structlog
 
-from evaluators.base import STAGES, EvalItem, Evaluator, Stage, Verdict
+from evaluators.base import STAGES, EvalItem, Evaluator, IncrementalScanner, Stage, Verdict
 from proxy.cache import VerdictCache, cache_key
 from proxy.config import ConfigError, Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
@@ -46,21 +46,56 @@ class Guard:
             if not self._cached[name] and callable(fn := getattr(ev, "evaluate_sync", None))}
         self._shadow_hashes = {name: settings.evaluator_hash(name) for name in self.evaluators}
         self.shadows = Shadows(settings, self.background_verdict)
-        #: evaluators that read whole answers only (reward models): left out of streamed windows
+        #: evaluators that read whole answers only (reward models): the stream relay leaves them out of windows
         self.whole_answers = {n for n, ev in self.evaluators.items() if getattr(ev, "whole_answers", False)}
         #: evaluators that judge quality, not safety (a comparison's safety check leaves them out)
         self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
-        self._window_names = {p: [n for n in stages["output"] if n not in self.whole_answers]
-                              for p, stages in self._stage_names.items()}
+
+        #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
+        self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
         return list(self._stage_names[policy][stage])
 
-    async def check(self, policy: str, item: EvalItem) -> Decision:
-        """Judge one item under a policy's stage and record the outcome in metrics. A piece of an answer (a
-        streamed window, `item.partial`) is judged without the evaluators that read whole answers only."""
-        names = self._window_names[policy] if item.partial else self._stage_names[policy][item.stage]
-        decision = await self._decide(policy, item, names)
+    def stream_judges(self, policy: str) -> tuple[list[str], list[str]]:
+        """A policy's output evaluators split into incremental judges (rules) and window judges (the rest)."""
+        names = self._stage_names[policy]["output"]
+        return [n for n in names if n in self._incremental], [n for n in names if n not in self._incremental]
+
+    def scanners(self, policy: str, names: Sequence[str]) -> list[tuple[str, str, IncrementalScanner, bool]]:
+        """(name, version, scanner, holds) for one streamed answer, per incremental judge. `holds`: what the
+        judge finds is blocked or redacted under the policy, so text waits for it; a judge whose findings are
+        only flagged (or allowed) judges beside the stream."""
+        out = []
+        actions = self.settings.policies[policy]
+        for name in names:
+            evaluator = self.evaluators[name]
+            scanner = evaluator.incremental()  # type: ignore[attr-defined]
+            if scanner is not None:
+                category = getattr(evaluator, "category", None)
+                holds = category is None or actions.action_for(category) in ("block", "redact")
+                out.append((name, evaluator.version, scanner, holds))
+        return out
+
+    def decide(self, policy: str, stage: Stage, verdicts: list[Verdict]) -> Decision:
+        """The decision for verdicts found elsewhere (a stream's incremental judges), counted like `check`'s."""
+        for verdict in verdicts:
+            if verdict.error:
+                log.warning("evaluator_failed", evaluator=verdict.evaluator, error=verdict.error.split(":")[0])
+                EVALUATOR_ERRORS.labels(verdict.evaluator, "exception",
+                                        self.settings.evaluators[verdict.evaluator].on_error).inc()
+        decision = decide(stage, verdicts, self.settings.policies[policy], self.settings.evaluators)
+        _count(decision)
+        return decision
+
+    def observe(self, name: str, stage: Stage, seconds: float) -> None:
+        """Time an evaluator spent outside `check` (a stream's incremental judge, over one answer)."""
+        child(EVALUATOR_LATENCY, name, stage).observe(seconds)
+
+    async def check(self, policy: str, item: EvalItem, names: Sequence[str] | None = None) -> Decision:
+        """Judge one item under a policy's stage (or only its evaluators `names`); record the outcome in
+        metrics."""
+        decision = await self._decide(policy, item, self._stage_names[policy][item.stage] if names is None else names)
         _count(decision)
         if self.shadows.configured(policy, item.stage):
             decision.shadow = self.shadows.start(policy, item, decision)
@@ -81,7 +116,7 @@ class Guard:
         names = [n for n in self._stage_names[policy][item.stage] if n not in self.quality]
         return await self._decide(policy, item, names)
 
-    async def _decide(self, policy: str, item: EvalItem, names: list[str]) -> Decision:
+    async def _decide(self, policy: str, item: EvalItem, names: Sequence[str]) -> Decision:
         started = time.perf_counter()
         verdicts: list[Verdict | None] = [self._verdict_now(n, item) if n in self._sync else None for n in names]
         waiting = [i for i, v in enumerate(verdicts) if v is None]
@@ -153,6 +188,11 @@ class Guard:
         if kind:
             EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
         return verdict
+
+
+def _scans(evaluator: Evaluator) -> bool:
+    make = getattr(evaluator, "incremental", None)
+    return callable(make) and make() is not None
 
 
 def _judges(policy: str, stage: Stage, names: Sequence[str], evaluators: Mapping[str, Evaluator],

@@ -13,6 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from evaluators.rules.redact import placeholder_spans
 from proxy.comparison import PendingComparison
 from proxy.connections import CONNECTIONS
+from proxy.jsonio import dumps, loads
 from proxy.errors import (bad_request, body_too_large, content_filtered, duplicate_key, nested_too_deeply,
                           request_timeout, unreadable_body, upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
@@ -166,7 +167,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
                         conversations: list[list[dict[str, str]]], n: int, payload: bytes,
                         comparison: PendingComparison | None = None) -> web.Response:
     try:
-        answer = json.loads(payload)
+        answer = loads(payload)
         choices = answer["choices"]
         assert isinstance(choices, list)
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
@@ -193,7 +194,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
         elif decision.redacts:  # each field (reasoning, content) masked where its findings are
             route.mask_choice(choice, placeholder_spans(redacted_findings(decision, policy), len(text)))
             changed = True
-    body = json.dumps(answer).encode() if changed else payload
+    body = dumps(answer) if changed else payload
     return web.Response(body=body, content_type="application/json")
 
 

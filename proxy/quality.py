@@ -5,7 +5,7 @@
   as a `guardstream.score_tally.v1` message, which the metrics consumer adds up for the ops dashboard. Model
   names come from clients: at most `MAX_MODELS` distinct ones are kept, later ones count as `other`.
 - `AfterStream`: a reward model reads whole answers, so in windowed streaming modes (buffered, optimistic) it
-  is left out of the windows (proxy/guard.py) and scores the answer once the stream has ended, in a bounded
+  is left out of the windows (proxy/streaming/relay.py) and scores the answer once the stream has ended, in a bounded
   background task (`quality.max_inflight`): the client's stream is over and never waits for it. Its decision
   is recorded like any other (a low_quality flag is audited); a block can no longer be applied, so it is
   recorded as not enforced.

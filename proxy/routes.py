@@ -35,10 +35,9 @@ class GenerationRoute:
     mask_choice: Callable[[dict[str, Any], list[Span]], None]
     mask_delta: Callable[[dict[str, Any], list[Span]], None]
 
-    def output_item(self, conversation: list[dict[str, str]], answer: str, partial: bool = False) -> EvalItem:
-        """The answer as judged: the conversation it continues, then the answer (`partial`: a piece of it)."""
+    def output_item(self, conversation: list[dict[str, str]], answer: str) -> EvalItem:
         turns = tuple(Turn(t["role"], t["content"]) for t in conversation)
-        return EvalItem(turns=turns + (Turn("assistant", answer),), stage="output", partial=partial)
+        return EvalItem(turns=turns + (Turn("assistant", answer),), stage="output")
 
     def count_messages(self, body: dict[str, Any]) -> int:
         messages = body.get("messages")
@@ -84,6 +83,8 @@ def _chat_delta_text(choice: dict[str, Any]) -> str:
     delta = choice.get("delta") or {}
     content = delta.get("content")
     text = content if isinstance(content, str) else ""
+    if REASONING_FIELDS[0] not in delta and REASONING_FIELDS[1] not in delta:  # the usual delta: no reasoning
+        return text
     reasoning = _reasoning(delta)
     return reasoning + text if reasoning else text
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,21 +170,27 @@ def test_traffic_review_export_finetune_promote_shadow_live(tmp_path: Path, kafk
                     "half, the finetune branch): traffic -> Kafka -> browser review -> export ran; "
                     "finetune -> promote -> shadow -> live wait for it")
 
-    # 4. finetune a candidate classifier on the reviewers' labels (ADAPT to the finetune command's options)
+    # 4. finetune a candidate classifier on the reviewers' labels; the artifact's manifest says how to serve it
     candidate_dir = tmp_path / "candidate"
     assert main(["finetune", "classifier", "--data", str(exported), "--out", str(candidate_dir)]) == 0
+    served = json.loads((candidate_dir / "manifest.json").read_text())["evaluator"]
+    assert served["type"] == "classifier"
 
     # 5. shadow: the candidate runs beside the live evaluator; it never changes an answer, and where it
     # disagrees (the harmful requests the live one misses) the events go to the review queue
     shadowed = live_settings(
         tmp_path / "shadow", kafka_bootstrap, topic + "-shadow",
-        evaluators={"candidate": {"type": "classifier", "timeout_ms": 10_000, "options": {"path": str(candidate_dir)}}},
+        evaluators={"candidate": {"type": "classifier", "timeout_ms": 10_000, "options": served["options"]}},
         input={"shadow": {"candidate": "kw"}})
     h = ProxyHarness(shadowed, DemoUpstream(answer=lambda b: ANSWER)).start()
     try:
         fresh = prompts(1)
-        assert ask_all(h, [p for p, _ in fresh]) == [
-            (400, _) if KNOWN_TO_LIVE in p else (200, ANSWER) for p, _ in fresh]  # type: ignore[comparison-overlap]
+        answers = ask_all(h, [p for p, _ in fresh])
+        assert [s for s, _ in answers] == [400 if KNOWN_TO_LIVE in p else 200 for p, _ in fresh]
+        assert all(text == ANSWER for s, text in answers if s == 200)  # the shadow never changes an answer
+        deadline = time.monotonic() + 60  # shadows judge in background tasks: let them finish before counting
+        while h.state.guard.shadows.inflight and time.monotonic() < deadline:
+            time.sleep(0.05)
         agreement = h.state.guard.shadows.flush_tally()
     finally:
         h.stop()
@@ -193,12 +200,19 @@ def test_traffic_review_export_finetune_promote_shadow_live(tmp_path: Path, kafk
     assert counts.get(("any", "shadow_only"), 0) >= misses * 0.8  # the candidate catches what live misses
     assert counts.get(("any", "live_only"), 0) == 0
 
-    # 6. promote: the candidate must beat the live evaluator on the export's test split, then goes live
-    # (ADAPT to the promote command's options)
+    # 6. promote: the shadow candidate must be no worse than the live evaluator it shadows on the export's test
+    # split and the canary set, then takes its place
     config = tmp_path / "guardstream.yaml"
     config.write_text(yaml.safe_dump(shadowed.model_dump(mode="json")))
+    # the canaries of this deployment: its own clear cases, asked another way (the shipped canary set is general
+    # safety, which a classifier trained on eight requests does not know: promote would rightly refuse it)
+    canary = tmp_path / "canary.jsonl"
+    canary.write_text("".join(json.dumps({"prompt": f"I need to know how to {act}.",
+                                          "label": "unsafe" if act in HARMFUL else "safe"}) + "\n"
+                              for act in HARMFUL + BENIGN))
     assert main(["promote", "--config", str(config), "--policy", "default", "--stage", "input",
-                 "--candidate", "candidate", "--data", str(exported)]) == 0
+                 "--candidate", "candidate", "--data", str(exported), "--canary", str(canary)]) == 0
+    assert "shadow" not in yaml.safe_load(config.read_text())["policies"]["default"]["input"]
     promoted = yaml.safe_load(config.read_text())
     assert "candidate" in promoted["policies"]["default"]["input"]["evaluators"]
 

@@ -23,7 +23,7 @@ class RewardModelEvaluator(BaseEvaluator):
     stages: frozenset[Stage] = frozenset({"output"})
     #: judges how good an answer is, not whether it is safe (comparisons do not count it as a safety verdict)
     quality = True
-    #: reads whole answers: the stream relay leaves it out of windows (see proxy/guard.py)
+    #: reads whole answers: the stream relay leaves it out of windows (see proxy/streaming/relay.py)
     whole_answers = True
 
     def __init__(self, name: str, backend: RewardBackend, threshold: float | None = None) -> None:

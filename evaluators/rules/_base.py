@@ -2,7 +2,9 @@
 
 A rule engine is its patterns: it subclasses `RuleEvaluator`, sets `category`
 and `engine_version`, and implements `scan(text) -> list[Finding]` (or
-`analyse` when it also has a score). Rules are CPU work of a few microseconds,
+`analyse` when it also has a score). An engine that also implements
+`open_from` (where an unfinished match could still begin) judges streamed
+answers incrementally (`incremental()`, see `_incremental.py`). Rules are CPU work of a few microseconds,
 so `evaluate` runs them inline on the event loop; only large batches hop to a
 worker thread so one huge text cannot stall other requests.
 """
@@ -18,8 +20,9 @@ import time
 from collections import Counter
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
-from evaluators.base import (STAGES, BaseEvaluator, EvalItem, Finding, OptionError, Stage, Verdict,
-                             check_option_names)
+from evaluators.base import (STAGES, BaseEvaluator, EvalItem, Finding, IncrementalScanner, OptionError, Stage,
+                             Verdict, check_option_names)
+from evaluators.rules._incremental import TailScanner
 
 #: Batches with more characters than this are judged in a worker thread.
 INLINE_MAX_CHARS = 64 * 1024
@@ -55,6 +58,24 @@ class RuleEvaluator(BaseEvaluator):
     def analyse(self, text: str) -> tuple[list[Finding], float | None]:
         """Findings and an optional score; the default has no score."""
         return self.scan(text), None
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """Where, at or after `start`, the end of `text` could still be the start of an unfinished match (or of
+        a match that could still grow, or whose lookahead could still fail): `len(text)` when nowhere.
+        `run` is where the trailing run of non-whitespace begins. Engines that implement it judge streams
+        incrementally; it must never answer later than the true start (holding more is safe, less leaks)."""
+        raise NotImplementedError
+
+    def certain(self, text: str, start: int) -> list[Finding]:
+        """Streams: matches starting at or after `start` (text still held: they may grow) that more text cannot
+        undo, so a stream can be cut before they end. None by default."""
+        return []
+
+    def incremental(self) -> IncrementalScanner | None:
+        """A scanner for one streamed answer (None when the engine has no `open_from`)."""
+        if type(self).open_from is RuleEvaluator.open_from:
+            return None
+        return TailScanner(self)
 
     # -- the Evaluator contract ----------------------------------------------------
     def judge(self, text: str) -> Verdict:
