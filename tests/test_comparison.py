@@ -135,9 +135,9 @@ def test_the_candidate_never_sees_more_than_the_budget(start: Any) -> None:
 
 def test_the_reward_margin_decides_and_the_event_carries_both_answers(start: Any) -> None:
     cand = Candidate(numbered, mode="echo_key")
-    h, rm = start(cand, "numbers")
+    h, rm = start(cand, "numbered")
     assert post(h, model="base-numbers")[0] == chat_bytes(BASE_ANSWER)
-    assert wait_runs("numbers", 1) == {"compared": 1}
+    assert wait_runs("numbered", 1) == {"compared": 1}
     (event,) = events(h)
     assert validation_errors(event, COMPARISON_SCHEMA_NAME) == []
     assert event["outcome"] == "win" and event["decided_by"] == "judge"
@@ -156,10 +156,10 @@ def test_the_reward_margin_decides_and_the_event_carries_both_answers(start: Any
     assert CANDIDATE_KEY not in blob and "[candidate key redacted]" in event["content"]["candidate"]
     assert all(CANDIDATE_KEY not in json.dumps(body) for _, body in rm.requests)
     count = REGISTRY.get_sample_value("guardstream_comparisons_total", {
-        "baseline": "base-numbers", "candidate": "numbers", "tenant": "default", "outcome": "win"})
+        "baseline": "base-numbers", "candidate": "numbered", "tenant": "default", "outcome": "win"})
     assert count == 1
     # the candidate's reward goes into the score histograms under its name, the baseline's under its model
-    for model, score in (("numbers", 2.0), ("base-numbers", -2.0)):
+    for model, score in (("numbered", 2.0), ("base-numbers", -2.0)):
         def below(le: float) -> float | None:
             return REGISTRY.get_sample_value("guardstream_reward_score_bucket",
                                              {"evaluator": "rm", "model": model, "le": str(le)})

@@ -26,6 +26,7 @@ from consumers.review import ReviewConsumer
 from consumers.store import QueueFilter, queries
 from consumers.store import comparisons as cmp
 from proxy.demo_upstream import DemoUpstream, last_prompt
+from proxy.metrics import REGISTRY
 from tests.comparison_support import Servers
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
@@ -60,6 +61,7 @@ def test_a_better_candidate_wins_through_the_broker_and_becomes_dpo_data(
         audit={"kafka_bootstrap": kafka_bootstrap, "topic": topic, "spool_dir": str(tmp_path / "spool"),
                "content": "full"})
     h = ProxyHarness(settings, DemoUpstream(answer=lambda body: bad_answer())).start()
+    scored_before = REGISTRY.get_sample_value("guardstream_quality_runs_total", {"result": "scored"}) or 0.0
     try:
         client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
         for i, n in enumerate(NUMBERS):
@@ -70,9 +72,13 @@ def test_a_better_candidate_wins_through_the_broker_and_becomes_dpo_data(
             else:
                 stream = client.chat.completions.create(model="base-llm", messages=messages, stream=True)
                 assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == bad_answer()
+        # the client is done before the proxy hands a stream's answer on: wait for every comparison and scoring
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(h.state.comparisons.inflight.values()) + \
-                h.state.after_stream.inflight:
+        while time.monotonic() < deadline and (
+                (REGISTRY.get_sample_value("guardstream_comparison_runs_total",
+                                           {"candidate": "numbers", "result": "compared"}) or 0.0) < 6
+                or (REGISTRY.get_sample_value("guardstream_quality_runs_total", {"result": "scored"}) or 0.0)
+                - scored_before < 2):
             time.sleep(0.1)
     finally:
         h.stop()  # the last score tally goes out at shutdown
