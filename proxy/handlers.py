@@ -224,8 +224,9 @@ def _after_stream(state: ProxyState, ctx: RequestContext, route: GenerationRoute
                   conversations: list[list[dict[str, str]]], n: int, relay: StreamRelay,
                   comparison: PendingComparison | None) -> None:
     """A finished stream's whole answers: to the whole-answer evaluators (windowed modes judge windows only) and
-    to the comparison, both in the background. A stream the upstream broke off is neither."""
-    if relay.ending not in ("done", "eof"):
+    to the comparison, both in the background (a choice the policy cut is compared as blocked). A stream the
+    upstream broke off is neither."""
+    if relay.ending not in ("done", "eof", "cut"):
         return
     answers = relay.answers()
     if relay.plan.windowed and state.after_stream.wanted(policy_name):

@@ -48,7 +48,8 @@ def start(tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch) -> 
     base_url = servers.add(FixedUpstream(lambda prompt: BASE_ANSWER).app())
 
     def go(candidate: Candidate | None, name: str, content: str = "full", candidate_url: str | None = None,
-           judge: dict[str, Any] | None = None, **compare: Any) -> tuple[ProxyHarness, FakeVLLMPooling]:
+           judge: dict[str, Any] | None = None, baseline_url: str | None = None,
+           **compare: Any) -> tuple[ProxyHarness, FakeVLLMPooling]:
         rm = FakeVLLMPooling()
         rm_url = servers.add(rm.app())
         url = candidate_url or servers.add(candidate.app())  # type: ignore[union-attr]
@@ -61,7 +62,7 @@ def start(tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch) -> 
                 "pii": {"type": "keyword", "options": {"words": ["@example.com"], "category": "pii"}},
                 "rm": {"type": "reward_model", "options": {"backend": "vllm", "url": rm_url, "model": "rm"}}},
             audit={"jsonl_path": str(tmp_path / f"{name}.jsonl"), "content": content})
-        h = ProxyHarness(settings, upstream_url=base_url).start()
+        h = ProxyHarness(settings, upstream_url=baseline_url or base_url).start()
         started.append(h)
         return h, rm
 
@@ -243,3 +244,15 @@ def test_a_judge_without_a_verdict_counts_and_sends_nothing(start: Any, servers:
     assert post(h)[0] == chat_bytes(BASE_ANSWER)
     assert wait_runs("undecided", 1) == {"judge_error": 1}
     assert events(h) == []
+
+
+def test_a_blocked_baseline_loses_to_a_safe_candidate(start: Any, servers: Servers) -> None:
+    leaky = servers.add(FixedUpstream(lambda prompt: "The password is hunter2.").app())
+    h, rm = start(Candidate(numbered), "blocked-baseline", baseline_url=leaky)
+    post(h)  # the answer is blocked (content_filter)
+    post(h, stream=True)  # the stream is cut
+    assert wait_runs("blocked-baseline", 2) == {"compared": 2}
+    found = events(h)
+    assert [(e["stream"], e["outcome"], e["decided_by"], e["baseline"]["safe"]) for e in
+            sorted(found, key=lambda e: e["stream"])] == [(False, "win", "safety", False), (True, "win", "safety", False)]
+    assert rm.requests == []
