@@ -49,11 +49,12 @@ def start(tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch) -> 
 
     def go(candidate: Candidate | None, name: str, content: str = "full", candidate_url: str | None = None,
            judge: dict[str, Any] | None = None, baseline_url: str | None = None,
-           **compare: Any) -> tuple[ProxyHarness, FakeVLLMPooling]:
+           output: list[str] | None = None, **compare: Any) -> tuple[ProxyHarness, FakeVLLMPooling]:
         rm = FakeVLLMPooling()
         rm_url = servers.add(rm.app())
         url = candidate_url or servers.add(candidate.app())  # type: ignore[union-attr]
-        settings = keyword_settings(tmp_path, policy={"compare": {
+        settings = keyword_settings(tmp_path, policy={"output": {"evaluators": ["secrets", "pii"] if output is None
+                                                                 else output}, "compare": {
             "name": name, "candidate": {"url": url, "model": "cand-model", "api_key_env": "CANDIDATE_KEY",
                                         "timeout_s": compare.pop("timeout_s", 5)},
             "sample": 1.0, "judge": judge or {"reward_model": "rm", "tie_margin": 0.5}, **compare}},
@@ -256,3 +257,11 @@ def test_a_blocked_baseline_loses_to_a_safe_candidate(start: Any, servers: Serve
     assert [(e["stream"], e["outcome"], e["decided_by"], e["baseline"]["safe"]) for e in
             sorted(found, key=lambda e: e["stream"])] == [(False, "win", "safety", False), (True, "win", "safety", False)]
     assert rm.requests == []
+
+
+def test_what_is_not_compared(start: Any) -> None:
+    # a stream under a policy without output evaluators is relayed unread: no baseline to compare (counted)
+    h, _ = start(Candidate(numbered), "unread-stream", output=[])
+    assert post(h, stream=True)[0] == stream_bytes(BASE_ANSWER)
+    assert post(h)[0] == chat_bytes(BASE_ANSWER)  # a non-streamed answer is read, judged or not: compared
+    assert wait_runs("unread-stream", 2) == {"baseline_missing": 1, "compared": 1}
