@@ -24,7 +24,8 @@ def fixed_answer(size: int) -> str:
     return (SENTENCE * (size // len(SENTENCE) + 1))[:size]
 
 
-async def serve(port: int, answer_bytes: int, chunks: int, chunk_delay_ms: float, host: str = "127.0.0.1") -> None:
+async def serve(port: int, answer_bytes: int, chunks: int, chunk_delay_ms: float, host: str = "127.0.0.1",
+                delay_ms: float = 0.0) -> None:
     from proxy.demo_upstream import DemoUpstream
 
     text = fixed_answer(answer_bytes)
@@ -32,7 +33,8 @@ async def serve(port: int, answer_bytes: int, chunks: int, chunk_delay_ms: float
     def answer(body: dict[str, Any]) -> str:
         return text
 
-    upstream = DemoUpstream(answer=answer, chunks=chunks, chunk_delay_s=chunk_delay_ms / 1000, record=False)
+    upstream = DemoUpstream(answer=answer, chunks=chunks, chunk_delay_s=chunk_delay_ms / 1000, record=False,
+                            delay_s=delay_ms / 1000)
     runner, url = await upstream.start(host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-bytes", type=int, default=1024, help="size of the fixed answer")
     parser.add_argument("--chunks", type=int, default=32, help="content chunks per streamed answer")
     parser.add_argument("--chunk-delay-ms", type=float, default=2.0, help="delay between streamed chunks")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="wait before answering (a slower model)")
     args = parser.parse_args(argv)
     install_uvloop()
-    asyncio.run(serve(args.port, args.answer_bytes, args.chunks, args.chunk_delay_ms, args.host))
+    asyncio.run(serve(args.port, args.answer_bytes, args.chunks, args.chunk_delay_ms, args.host, args.delay_ms))
     return 0
 
 

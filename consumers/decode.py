@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from proxy.events import SCHEMA_NAME, TALLY_SCHEMA_NAME, validation_errors
+from proxy.events import (COMPARISON_SCHEMA_NAME, SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, TALLY_SCHEMA_NAME,
+                          validation_errors)
 from proxy.unicode_text import map_strings
 
 
@@ -22,12 +23,29 @@ class Decoded:
     event: dict[str, Any] | None
     ts: datetime | None = None
     reason: str | None = None
-    #: which schema it is: an audit event, or a shadow tally (agreement counts, proxy/shadow.py)
+    #: which schema it is: an audit event, a shadow tally (agreement counts, proxy/shadow.py), a score tally
+    #: (reward score histograms, proxy/quality.py) or a comparison (proxy/comparison)
     schema: str = SCHEMA_NAME
 
     @property
     def is_tally(self) -> bool:
         return self.event is not None and self.schema == TALLY_SCHEMA_NAME
+
+    @property
+    def is_score_tally(self) -> bool:
+        return self.event is not None and self.schema == SCORE_TALLY_SCHEMA_NAME
+
+    @property
+    def is_comparison(self) -> bool:
+        return self.event is not None and self.schema == COMPARISON_SCHEMA_NAME
+
+    @property
+    def is_counts(self) -> bool:
+        """A tally of either kind: counts for the metrics consumer, nothing to review."""
+        return self.is_tally or self.is_score_tally
+
+
+KNOWN = (SCHEMA_NAME, TALLY_SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, COMPARISON_SCHEMA_NAME)
 
 
 def parse_ts(value: str) -> datetime:
@@ -48,7 +66,7 @@ def decode(raw: bytes | None) -> Decoded:
     if not isinstance(event, dict):
         return Decoded(None, reason=f"not a JSON object: {type(event).__name__}")
     name = event.get("schema")
-    if name not in (SCHEMA_NAME, TALLY_SCHEMA_NAME):
+    if name not in KNOWN:
         return Decoded(None, reason=f"unknown schema: {name!r} (expected {SCHEMA_NAME!r})")
     errors = validation_errors(event, name)
     if errors:

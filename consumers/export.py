@@ -1,12 +1,14 @@
 """Dataset export: reviewed labels in the review store -> KTO / DPO / Llama Guard SFT JSONL (see datasets.py).
 
     OUT/kto/train.jsonl  OUT/kto/test.jsonl
-    OUT/dpo/train.jsonl  OUT/dpo/test.jsonl
+    OUT/dpo/train.jsonl  OUT/dpo/test.jsonl                          (+ confirmed comparisons)
+    OUT/dpo_unconfirmed/train.jsonl  OUT/dpo_unconfirmed/test.jsonl  (unreviewed comparisons above a margin)
     OUT/llamaguard/train.jsonl  OUT/llamaguard/test.jsonl
     OUT/manifest.json    (counts, options, file digests)
 
 Which events count: each reviewer's latest label; "not sure" abstains; reviewers who
 disagree leave the event out; events stored as a hash only cannot be exported.
+Comparisons of a candidate model with the baseline join the DPO rows (comparison_rows.py).
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from consumers import llama_guard_render
+from consumers.comparison_rows import comparison_rows
 from consumers.consensus import consensus
 from consumers.datasets import Example, Rows, dpo_rows, example_from_event, kto_rows, llama_guard_rows
 from consumers.store import Store, queries
+from consumers.store import comparisons as stored_comparisons
 from consumers.store.db import safe_url
 
 FORMATS = ("kto", "dpo", "llamaguard")
+#: unreviewed comparisons enter dpo_unconfirmed/ when the judge's |margin| is at least this (see comparison_rows)
+DEFAULT_COMPARISON_MARGIN = 1.0
 
 
 @dataclass(slots=True)
@@ -76,17 +82,32 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def export(store: Store, out_dir: str | Path, formats: Sequence[str] = FORMATS, *, test_fraction: float = 0.1,
-           salt: str = "", kto_stages: Sequence[str] = ("input", "output"), progress: Any = None) -> ExportReport:
+           salt: str = "", kto_stages: Sequence[str] = ("input", "output"), progress: Any = None,
+           comparison_margin: float = DEFAULT_COMPARISON_MARGIN) -> ExportReport:
     out = Path(out_dir)
     report = ExportReport(out_dir=out)
     examples = collect(store, report, progress)
+    compared = None
+    if "dpo" in formats:
+        with store.read() as conn:
+            compared = comparison_rows(stored_comparisons.all_comparisons(conn), comparison_margin)
+        report.skipped.update(compared.skipped)
+
+    def dpo_with_comparisons() -> Rows:
+        rows = dpo_rows(examples)
+        if compared is not None:
+            for key, (conversation, row) in compared.confirmed.rows.items():
+                rows.add(key, conversation, row, True)
+        return rows
+
     builders = {
         "kto": lambda: kto_rows(examples, kto_stages),
-        "dpo": lambda: dpo_rows(examples),
+        "dpo": dpo_with_comparisons,
+        "dpo_unconfirmed": lambda: compared.unconfirmed if compared is not None else Rows(),
         "llamaguard": lambda: llama_guard_rows(examples, llama_guard_render.RENDERER),
     }
     files: dict[str, str] = {}
-    for name in formats:
+    for name in [*formats, *(["dpo_unconfirmed"] if "dpo" in formats else [])]:
         rows: Rows = builders[name]()
         train, test = rows.split(test_fraction, salt)
         for split, split_rows in (("train", train), ("test", test)):
@@ -96,7 +117,10 @@ def export(store: Store, out_dir: str | Path, formats: Sequence[str] = FORMATS, 
     manifest = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": safe_url(store.url), "test_fraction": test_fraction, "split_salt": salt,
-        "kto_stages": list(kto_stages), "reviewed_events": report.reviewed_events,
+        "kto_stages": list(kto_stages), "comparison_margin": comparison_margin,
+        "comparisons": ({"confirmed": len(compared.confirmed.rows), "unconfirmed": len(compared.unconfirmed.rows)}
+                        if compared is not None else None),
+        "reviewed_events": report.reviewed_events,
         "exported_events": report.exported_events, "redacted_events": report.redacted,
         "skipped": dict(report.skipped), "labels": dict(report.labels), "categories": dict(report.categories),
         "formats": report.formats, "files": files,

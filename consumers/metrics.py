@@ -1,5 +1,6 @@
-"""Metrics consumer: audit events -> per-minute aggregates (stage, action, tenant, category, evaluator), and
-the proxies' shadow tallies -> shadow agreement per minute.
+"""Metrics consumer: audit events -> per-minute aggregates (stage, action, tenant, category, evaluator); the
+proxies' shadow tallies -> shadow agreement per minute; comparison events -> win / tie / loss per (baseline,
+candidate, tenant) and minute; score tallies -> reward score histograms per (evaluator, model) and minute.
 
 Exactly once without relying on idempotent rows: the aggregates and the
 consumer's Kafka positions are written in ONE transaction (`gs_consumer_offsets`);
@@ -24,7 +25,7 @@ from consumers.kafka import KafkaSettings
 from consumers.store import Store
 from consumers.store import tables as t
 from consumers.store.writes import clip, upsert
-from proxy.events import TALLY_SCHEMA_NAME
+from proxy.events import COMPARISON_SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, TALLY_SCHEMA_NAME
 
 log = structlog.get_logger("guardstream.metrics")
 
@@ -39,6 +40,29 @@ class Aggregates:
         default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0.0]))  # calls, unsafe, errors, cached, ms
     #: shadow agreement: (minute, stage, shadow, live, category, outcome) -> count, from the shadow tallies
     shadow: dict[tuple[datetime, str, str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    #: comparison outcomes: (minute, baseline, candidate, tenant, outcome) -> count, from comparison events
+    comparisons: dict[tuple[datetime, str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    #: reward scores: (minute, evaluator, model, le) -> [count, sum], from the score tallies
+    scores: dict[tuple[datetime, str, str, float], list[float]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+
+    def add_comparison(self, event: Mapping[str, Any], ts: datetime) -> None:
+        minute = ts.replace(second=0, microsecond=0)
+        C = t.metric_comparisons
+        key = (minute, clip(C, "baseline", event["baseline"].get("model") or "unknown"),
+               clip(C, "candidate", event["candidate"]["name"]), clip(C, "tenant", event["tenant"]), event["outcome"])
+        self.comparisons[key] += 1
+
+    def add_score_tally(self, tally: Mapping[str, Any], ts: datetime) -> None:
+        """A proxy's reward score counts per bucket (proxy/quality.py), in the minute it was sent."""
+        minute = ts.replace(second=0, microsecond=0)
+        S, edges = t.metric_scores, list(tally["edges"])
+        for c in tally["counts"]:
+            bucket = int(c["bucket"])
+            le = float(edges[bucket]) if bucket < len(edges) else t.OVERFLOW_LE
+            row = self.scores[(minute, clip(S, "evaluator", c["evaluator"]), clip(S, "model", c["model"]), le)]
+            row[0] += int(c["n"])
+            row[1] += float(c["sum"])
 
     def add_tally(self, tally: Mapping[str, Any], ts: datetime) -> None:
         """A proxy's shadow tally (proxy/shadow.py), counted in the minute it was sent."""
@@ -48,6 +72,17 @@ class Aggregates:
             key = (minute, c["stage"], clip(S, "shadow", c["shadow"]), clip(S, "live", c["live"]),
                    clip(S, "category", c["category"]), c["outcome"])
             self.shadow[key] += int(c["n"])
+
+    def add_decoded(self, schema: str, event: Mapping[str, Any], ts: datetime) -> None:
+        """One decoded message of any kind the proxies send."""
+        if schema == TALLY_SCHEMA_NAME:
+            self.add_tally(event, ts)
+        elif schema == SCORE_TALLY_SCHEMA_NAME:
+            self.add_score_tally(event, ts)
+        elif schema == COMPARISON_SCHEMA_NAME:
+            self.add_comparison(event, ts)
+        else:
+            self.add(event, ts)
 
     def add(self, event: Mapping[str, Any], ts: datetime) -> None:
         minute = ts.replace(second=0, microsecond=0)
@@ -79,6 +114,12 @@ def write_aggregates(conn: Connection, agg: Aggregates) -> None:
     upsert(conn, t.metric_shadow, ["minute", "stage", "shadow", "live", "category", "outcome"],
            [dict(minute=m, stage=s, shadow=sh, live=lv, category=c, outcome=o, count=n)
             for (m, s, sh, lv, c, o), n in agg.shadow.items()], add=["count"])
+    upsert(conn, t.metric_comparisons, ["minute", "baseline", "candidate", "tenant", "outcome"],
+           [dict(minute=m, baseline=b, candidate=c, tenant=te, outcome=o, count=n)
+            for (m, b, c, te, o), n in agg.comparisons.items()], add=["count"])
+    upsert(conn, t.metric_scores, ["minute", "evaluator", "model", "le"],
+           [dict(minute=m, evaluator=e, model=mo, le=le, count=int(v[0]), score_sum=v[1])
+            for (m, e, mo, le), v in agg.scores.items()], add=["count", "score_sum"])
 
 
 def stored_positions(conn: Connection, group: str, topic: str) -> dict[int, int]:
@@ -150,10 +191,7 @@ class MetricsConsumer:
                 if decoded.event is None or decoded.ts is None:
                     self.invalid += 1
                     continue
-                if decoded.is_tally:
-                    agg.add_tally(decoded.event, decoded.ts)
-                else:
-                    agg.add(decoded.event, decoded.ts)
+                agg.add_decoded(decoded.schema, decoded.event, decoded.ts)
                 counted += 1
             positions[tp.partition] = records[-1].offset + 1
         with self.store.write() as conn:
@@ -200,11 +238,8 @@ class MetricsConsumer:
 
 
 def aggregate(events: Iterable[tuple[Mapping[str, Any], datetime]]) -> Aggregates:
-    """Events and shadow tallies (told apart by their `schema`) into one batch of aggregates."""
+    """Events, tallies and comparisons (told apart by their `schema`) into one batch of aggregates."""
     agg = Aggregates()
     for event, ts in events:
-        if event.get("schema") == TALLY_SCHEMA_NAME:
-            agg.add_tally(event, ts)
-        else:
-            agg.add(event, ts)
+        agg.add_decoded(str(event.get("schema")), event, ts)
     return agg

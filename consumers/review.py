@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import structlog
 
@@ -58,6 +58,7 @@ class ReviewConsumer:
         if not batch:
             return None
         items: list[IncomingEvent] = []
+        compared: list[IncomingEvent] = []
         dead: list[DeadLetter] = []
         offsets = {}
         raw: dict[Position, Any] = {}
@@ -65,8 +66,11 @@ class ReviewConsumer:
             for rec in records:
                 pos = Position(tp.topic, tp.partition, rec.offset)
                 decoded = decode(rec.value)
-                if decoded.is_tally:  # agreement counts for the metrics consumer: nothing to review
+                if decoded.is_counts:  # shadow and score tallies, for the metrics consumer: nothing to review
                     self.tallies += 1
+                elif decoded.is_comparison and decoded.ts is not None:  # reviewed side by side
+                    compared.append(IncomingEvent(decoded.event, decoded.ts, pos))  # type: ignore[arg-type]
+                    raw[pos] = rec
                 elif decoded.event is not None and decoded.ts is not None:
                     items.append(IncomingEvent(decoded.event, decoded.ts, pos))
                     raw[pos] = rec
@@ -75,13 +79,13 @@ class ReviewConsumer:
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         try:
             try:
-                result = self.store.write_batch(items, dead)
+                result = self.store.write_batch(items, dead, compared)
             except SQLAlchemyError as exc:
                 if not refuses_data(exc):
                     raise
                 log.warning("store refused a batch; writing it record by record", error=type(exc).__name__,
-                            records=len(items) + len(dead))
-                result = self._write_one_by_one(items, dead, raw)
+                            records=len(items) + len(dead) + len(compared))
+                result = self._write_one_by_one(items, dead, raw, compared)
         except SQLAlchemyError as exc:
             # nothing committed anywhere: rewind and read the same batch again after a pause
             for tp, records in batch.items():
@@ -110,16 +114,17 @@ class ReviewConsumer:
         return result
 
     def _write_one_by_one(self, items: list[IncomingEvent], dead: list[DeadLetter],
-                          raw: dict[Position, Any]) -> WriteResult:
+                          raw: dict[Position, Any], compared: Sequence[IncomingEvent] = ()) -> WriteResult:
         """Each record in its own transaction; those the store refuses become dead letters with its reason.
         Any other error (the database went away meanwhile) propagates: the batch is retried whole."""
         from sqlalchemy.exc import SQLAlchemyError
 
         result = WriteResult()
         refused = list(dead)
-        for item in items:
+        for item, is_comparison in [(i, False) for i in items] + [(c, True) for c in compared]:
             try:
-                result.add(self.store.write_batch([item], []))
+                result.add(self.store.write_batch([], [], [item]) if is_comparison
+                           else self.store.write_batch([item], []))
             except SQLAlchemyError as exc:
                 if not refuses_data(exc):
                     raise

@@ -42,7 +42,12 @@ RULE_CATEGORIES: dict[str, str] = {
     "quality": "Structured record failed data-quality rules",
 }
 
-ALL_CATEGORIES: dict[str, str] = {**LLAMA_GUARD_CATEGORIES, **RULE_CATEGORIES}
+#: categories that say how good an answer is rather than whether it is safe (policies flag them by default)
+QUALITY_CATEGORIES: dict[str, str] = {
+    "low_quality": "Answer scored below the reward model's threshold (reward_model evaluator)",
+}
+
+ALL_CATEGORIES: dict[str, str] = {**LLAMA_GUARD_CATEGORIES, **RULE_CATEGORIES, **QUALITY_CATEGORIES}
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ EVALUATOR_TYPES: dict[str, str] = {
     "classifier": "evaluators.classifier:create",
     "cascade": "evaluators.cascade:create",
     "data_quality": "evaluators.data_quality:create",
+    "reward_model": "evaluators.reward_model:create",
 }
 
 

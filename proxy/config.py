@@ -17,12 +17,16 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evaluators.base import QUALITY_CATEGORIES
+
 ENV_PREFIX = "GUARDSTREAM__"
 
 Action = Literal["block", "flag", "redact", "allow"]
 OnError = Literal["fail_open", "fail_closed"]
 StreamMode = Literal["buffered", "optimistic", "final", "off"]
 ContentMode = Literal["full", "redacted", "hash"]
+#: what a policy does with a quality category (e.g. `low_quality`) it does not name in `actions`
+QUALITY_DEFAULT_ACTION: "Action" = "flag"
 
 
 class Strict(BaseModel):
@@ -74,6 +78,65 @@ class OutputStageConfig(StageConfig):
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
 
 
+class CandidateConfig(Strict):
+    """The candidate model's OpenAI-compatible server (its key from the environment, never from the config)."""
+
+    url: str
+    model: str
+    api_key_env: str | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, description="the whole answer within this, else the comparison"
+                                                           " is dropped (counted as candidate_timeout)")
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+
+class LLMJudgeConfig(Strict):
+    """A judge model behind an OpenAI-compatible chat API, asked which of two answers is better."""
+
+    url: str
+    model: str
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_tokens: int = Field(default=512, gt=0, description="room for the judge's reasoning before its verdict")
+
+
+class JudgeConfig(Strict):
+    """The pairwise judge: a reward_model evaluator's margin, or an LLM judge asked in both orders."""
+
+    reward_model: str | None = Field(default=None, description="an evaluator of type reward_model")
+    llm: LLMJudgeConfig | None = None
+    tie_margin: float = Field(default=0.1, ge=0, description=(
+        "a margin (candidate minus baseline) within +-tie_margin is a tie: reward units for a reward model, "
+        "[-1, 1] for the LLM judge (1: both orders preferred the candidate)"))
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> "JudgeConfig":
+        if (self.reward_model is None) == (self.llm is None):
+            raise ValueError("name exactly one judge: reward_model (an evaluator) or llm")
+        return self
+
+
+class CompareConfig(Strict):
+    """Pairwise comparison on shadow traffic: a share of the requests also goes to a candidate model, in the
+    background, and a judge says whose answer is better (proxy/comparison)."""
+
+    candidate: CandidateConfig
+    judge: JudgeConfig
+    name: str | None = Field(default=None, description="how events and dashboards name the candidate "
+                                                       "(default: its model)")
+    sample: float = Field(default=0.1, ge=0.0, le=1.0, description="share of requests also sent to the candidate")
+    max_inflight: int = Field(default=4, gt=0, description=(
+        "comparisons running at once in this proxy (candidate call and judging); beyond it a sampled request is "
+        "not compared (counted as skipped_busy)"))
+    pause_after_failures: int = Field(default=5, gt=0, description=(
+        "a candidate that failed this many times in a row is not called for pause_s (skipped_paused)"))
+    pause_s: float = Field(default=30.0, ge=0)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.candidate.model
+
+
 class PolicyConfig(Strict):
     """What is evaluated and what happens to each category."""
 
@@ -86,9 +149,16 @@ class PolicyConfig(Strict):
     blocked_input: Literal["error", "refusal"] = "error"
     refusal_text: str = "I can't help with that."
     cache_ttl_s: int = Field(default=3600, ge=0)
+    #: a candidate model compared with the upstream on a share of this policy's traffic (None: no comparison)
+    compare: CompareConfig | None = None
 
     def action_for(self, category: str) -> Action:
-        return self.actions.get(category, self.actions.get("default", "block"))
+        """The category's own action, else `flag` for quality categories (`low_quality`), else `default`."""
+        if category in self.actions:
+            return self.actions[category]
+        if category in QUALITY_CATEGORIES:
+            return QUALITY_DEFAULT_ACTION
+        return self.actions.get("default", "block")
 
 
 class ShadowConfig(Strict):
@@ -104,6 +174,18 @@ class ShadowConfig(Strict):
         "a candidate that failed (raised or timed out) this many times in a row is paused for pause_s"))
     pause_s: float = Field(default=30.0, ge=0, description=(
         "how long a failing candidate is left out; then the next item tries it again"))
+
+
+class QualityConfig(Strict):
+    """Reward scores and comparisons: their background work and the score histograms' messages."""
+
+    tally_interval_s: float = Field(default=60.0, gt=0, description=(
+        "how often the reward score histograms go to the audit topic as a score tally (for the ops dashboard)"))
+    max_inflight: int = Field(default=64, gt=0, description=(
+        "streamed answers scored at once after their stream ended (whole-answer evaluators); beyond it an answer "
+        "is not scored (counted)"))
+    drain_s: float = Field(default=5.0, ge=0, description="at shutdown: time given to running comparisons and "
+                                                         "scorings")
 
 
 class ClientKey(Strict):
@@ -224,6 +306,7 @@ class Settings(Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> "Settings":
@@ -236,6 +319,8 @@ class Settings(Strict):
                     if ev not in self.evaluators:
                         raise ValueError(f"policies.{pname}.{stage}.evaluators: unknown evaluator {ev!r}")
                 _check_shadow(f"policies.{pname}.{stage}.shadow", cfg, self.evaluators)
+            if policy.compare is not None:
+                _check_judge(f"policies.{pname}.compare.judge.reward_model", policy.compare.judge, self.evaluators)
         for i, key in enumerate(self.client_keys):
             if key.policy not in self.policies:
                 raise ValueError(f"client_keys.{i}.policy: unknown policy {key.policy!r}")
@@ -249,12 +334,13 @@ class Settings(Strict):
         return default, {name: t.max_concurrent for name, t in self.tenants.items() if t.max_concurrent}
 
     def policy_hash(self, policy_name: str) -> str:
-        """A digest of a policy and the evaluators it uses: part of every cache key. Shadows are left out:
-        adding or promoting a candidate changes no live verdict, so it must not empty the live cache."""
+        """A digest of a policy and the evaluators it uses: part of every cache key. Shadows and comparisons are
+        left out: adding or promoting a candidate changes no live verdict, so it must not empty the live cache."""
         policy = self.policies[policy_name]
         used = sorted(set(policy.input.evaluators) | set(policy.output.evaluators))
         blob = {
-            "policy": policy.model_dump(mode="json", exclude={"input": {"shadow"}, "output": {"shadow"}}),
+            "policy": policy.model_dump(mode="json", exclude={"input": {"shadow"}, "output": {"shadow"},
+                                                              "compare": True}),
             "evaluators": {n: self.evaluators[n].model_dump(mode="json") for n in used},
         }
         return _digest(blob)
@@ -277,6 +363,16 @@ def _check_shadow(where: str, stage: StageConfig, evaluators: Mapping[str, Evalu
         if live is not None and live not in stage.evaluators:
             raise ValueError(f"{where}.{candidate}: {live!r} is not a live evaluator of this stage "
                              f"(live: {', '.join(stage.evaluators) or 'none'}; null compares with the decision)")
+
+
+def _check_judge(where: str, judge: JudgeConfig, evaluators: Mapping[str, EvaluatorConfig]) -> None:
+    name = judge.reward_model
+    if name is None:
+        return
+    if name not in evaluators:
+        raise ValueError(f"{where}: unknown evaluator {name!r}")
+    if evaluators[name].type != "reward_model":
+        raise ValueError(f"{where}: {name!r} is a {evaluators[name].type} evaluator; the judge needs a reward_model")
 
 
 class ConfigError(Exception):

@@ -14,15 +14,21 @@ SCHEMA_NAME = "guardstream.event.v1"
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "event.v1.json"
 #: the shadow evaluators' agreement counts, sent on the same topic (proxy/shadow.py)
 TALLY_SCHEMA_NAME = "guardstream.shadow_tally.v1"
-_SCHEMA_FILES = {SCHEMA_NAME: SCHEMA_PATH, TALLY_SCHEMA_NAME: SCHEMA_PATH.with_name("shadow_tally.v1.json")}
+#: reward score histograms, sent on the same topic (proxy/quality.py)
+SCORE_TALLY_SCHEMA_NAME = "guardstream.score_tally.v1"
+#: a candidate model's answer compared with the baseline's, on the same topic (proxy/comparison)
+COMPARISON_SCHEMA_NAME = "guardstream.comparison.v1"
+_SCHEMA_FILES = {SCHEMA_NAME: SCHEMA_PATH, TALLY_SCHEMA_NAME: SCHEMA_PATH.with_name("shadow_tally.v1.json"),
+                 SCORE_TALLY_SCHEMA_NAME: SCHEMA_PATH.with_name("score_tally.v1.json"),
+                 COMPARISON_SCHEMA_NAME: SCHEMA_PATH.with_name("comparison.v1.json")}
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def schema(name: str = SCHEMA_NAME) -> dict[str, Any]:
     return json.loads(_SCHEMA_FILES[name].read_text())
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def _validator(name: str) -> Any:
     import jsonschema
 

@@ -45,7 +45,11 @@ class Guard:
             name: fn for name, ev in self.evaluators.items()
             if not self._cached[name] and callable(fn := getattr(ev, "evaluate_sync", None))}
         self._shadow_hashes = {name: settings.evaluator_hash(name) for name in self.evaluators}
-        self.shadows = Shadows(settings, self._shadow_verdict)
+        self.shadows = Shadows(settings, self.background_verdict)
+        #: evaluators that read whole answers only (reward models): the stream relay leaves them out of windows
+        self.whole_answers = {n for n, ev in self.evaluators.items() if getattr(ev, "whole_answers", False)}
+        #: evaluators that judge quality, not safety (a comparison's safety check leaves them out)
+        self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
 
         #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
         self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
@@ -91,9 +95,29 @@ class Guard:
     async def check(self, policy: str, item: EvalItem, names: Sequence[str] | None = None) -> Decision:
         """Judge one item under a policy's stage (or only its evaluators `names`); record the outcome in
         metrics."""
+        decision = await self._decide(policy, item, self._stage_names[policy][item.stage] if names is None else names)
+        _count(decision)
+        if self.shadows.configured(policy, item.stage):
+            decision.shadow = self.shadows.start(policy, item, decision)
+        return decision
+
+    async def check_whole(self, policy: str, item: EvalItem) -> Decision:
+        """A streamed answer, whole, after its stream: judged by the output evaluators its windows left out
+        (whole-answer ones). Nothing can be stopped any more, so a block is recorded as not enforced."""
+        names = [n for n in self._stage_names[policy]["output"] if n in self.whole_answers]
+        decision = await self._decide(policy, item, names)
+        decision.enforced = False
+        _count(decision)
+        return decision
+
+    async def assess(self, policy: str, item: EvalItem) -> Decision:
+        """What the policy's safety evaluators of the item's stage (quality ones left out) make of an item that
+        is not served (a candidate model's answer): counted nowhere, no shadows."""
+        names = [n for n in self._stage_names[policy][item.stage] if n not in self.quality]
+        return await self._decide(policy, item, names)
+
+    async def _decide(self, policy: str, item: EvalItem, names: Sequence[str]) -> Decision:
         started = time.perf_counter()
-        if names is None:
-            names = self._stage_names[policy][item.stage]
         verdicts: list[Verdict | None] = [self._verdict_now(n, item) if n in self._sync else None for n in names]
         waiting = [i for i, v in enumerate(verdicts) if v is None]
         if len(waiting) == 1:
@@ -105,14 +129,12 @@ class Guard:
         decision = decide(item.stage, verdicts,  # type: ignore[arg-type]  # every slot is filled by now
                           self.settings.policies[policy], self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
-        _count(decision)
-        if self.shadows.configured(policy, item.stage):
-            decision.shadow = self.shadows.start(policy, item, decision)
         return decision
 
-    async def _shadow_verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
-        """A candidate's verdict, off the request path: always the async path (an inline engine would hold the
-        event loop), behind the cache under the candidate's own configuration digest, within its deadline."""
+    async def background_verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
+        """One evaluator's verdict off the request path (a shadow candidate, a comparison's judge): always the
+        async path (an inline engine would hold the event loop), behind the cache under the evaluator's own
+        configuration digest, within its deadline."""
         evaluator = self.evaluators[name]
         if not self._cached[name]:
             return await self._evaluate(name, evaluator, item)

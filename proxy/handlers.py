@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from evaluators.rules.redact import placeholder_spans
+from proxy.comparison import PendingComparison
 from proxy.connections import CONNECTIONS
 from proxy.jsonio import dumps, loads
 from proxy.errors import (bad_request, body_too_large, content_filtered, duplicate_key, nested_too_deeply,
@@ -117,25 +118,33 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
         except RecursionError:  # parsed at the edge of the recursion limit: re-encoding may not fit
             raise nested_too_deeply() from None
 
-    with state.tenants.slot(ctx.principal.tenant):  # one tenant cannot take the whole upstream pool
-        headers = state.upstream.headers(request.headers, ctx.request_id)
-        started = time.perf_counter()
-        upstream = await state.upstream.request("POST", route.path, raw, headers)
-        child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
-        streamed = upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", "")
-        if parsed.stream and streamed:
-            return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
-                                       expected_choices(route, body, parsed.n))
-        try:
-            payload = await state.upstream.read_body(upstream)
-        finally:
-            upstream.release()
-    upstream_elapsed = time.perf_counter() - started
-    if upstream.status != 200:
-        return _relay_verbatim(upstream, payload)
-    answer = await _guard_answer(state, ctx, route, policy_name, conversations, n, payload)
-    child(PROXY_OVERHEAD, route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
-    return answer
+    comparison: PendingComparison | None = None
+    try:
+        with state.tenants.slot(ctx.principal.tenant):  # one tenant cannot take the whole upstream pool
+            # a sampled request also goes to the policy's candidate model, in the background (proxy/comparison)
+            if policy.compare is not None:
+                comparison = state.comparisons.start(ctx, policy_name, route, body, bool(parsed.stream))
+            headers = state.upstream.headers(request.headers, ctx.request_id)
+            started = time.perf_counter()
+            upstream = await state.upstream.request("POST", route.path, raw, headers)
+            child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
+            streamed = upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", "")
+            if parsed.stream and streamed:
+                return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
+                                           expected_choices(route, body, parsed.n), comparison)
+            try:
+                payload = await state.upstream.read_body(upstream)
+            finally:
+                upstream.release()
+        upstream_elapsed = time.perf_counter() - started
+        if upstream.status != 200:
+            return _relay_verbatim(upstream, payload)
+        answer = await _guard_answer(state, ctx, route, policy_name, conversations, n, payload, comparison)
+        child(PROXY_OVERHEAD, route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
+        return answer
+    finally:
+        if comparison is not None:
+            comparison.abandon()  # no baseline was handed over: the request failed (harmless after one was)
 
 
 async def _check_all(state: ProxyState, policy_name: str, items: list[Any]) -> list[Decision]:
@@ -155,7 +164,8 @@ def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
 
 
 async def _guard_answer(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy_name: str,
-                        conversations: list[list[dict[str, str]]], n: int, payload: bytes) -> web.Response:
+                        conversations: list[list[dict[str, str]]], n: int, payload: bytes,
+                        comparison: PendingComparison | None = None) -> web.Response:
     try:
         answer = loads(payload)
         choices = answer["choices"]
@@ -168,6 +178,8 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
     continued = [conversation_of(conversations, n, index) for index in indexes]
     decisions = await _check_all(state, policy_name,
                                  [route.output_item(conv, text) for conv, text in zip(continued, texts)])
+    if comparison is not None and texts:  # the first choice is compared, as the client got it
+        comparison.baseline(texts[0], blocked=decisions[0].action == "block", decision=decisions[0])
     changed = False
     for choice, text, decision, conv, index in zip(choices, texts, decisions, continued, indexes):
         state.recorder.record(ctx, decision, conv, text, choice_index=index if isinstance(index, int) else None)
@@ -188,7 +200,7 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
 
 async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestContext, route: GenerationRoute,
                         policy_name: str, conversations: list[list[dict[str, str]]], n: int, upstream: Any,
-                        choices: int = 1) -> web.StreamResponse:
+                        choices: int = 1, comparison: PendingComparison | None = None) -> web.StreamResponse:
     client = web.StreamResponse(status=200, headers={
         "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
         "x-accel-buffering": "no"})
@@ -199,12 +211,29 @@ async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestCon
                             client=client, choices=choices)
         await request.app[CONNECTIONS].relay(request, client, relay.run())
         await client.write_eof()
+        _after_stream(state, ctx, route, policy_name, conversations, n, relay, comparison)
     except (ConnectionResetError, asyncio.CancelledError):
         upstream.close()  # client went away: stop the generation upstream
         raise
     finally:
         upstream.close()
     return client
+
+
+def _after_stream(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy_name: str,
+                  conversations: list[list[dict[str, str]]], n: int, relay: StreamRelay,
+                  comparison: PendingComparison | None) -> None:
+    """A finished stream's whole answers: to the whole-answer evaluators (windowed modes judge windows only) and
+    to the comparison, both in the background (a choice the policy cut is compared as blocked). A stream the
+    upstream broke off is neither."""
+    if relay.ending not in ("done", "eof", "cut"):
+        return
+    answers = relay.answers()
+    if relay.plan.windowed and state.after_stream.wanted(policy_name):
+        state.after_stream.start(ctx, policy_name, route, conversations, n, answers, relay.mode)
+    if comparison is not None and answers:
+        text, cut = next(iter(answers.values()))
+        comparison.baseline(text, blocked=cut)
 
 
 def _refusal_body(route: GenerationRoute, model: str, text: str, decision: Decision, n: int) -> dict[str, Any]:

@@ -48,6 +48,26 @@ SHADOW_COMPARISONS = Counter(
 SHADOW_RUNS = Counter("guardstream_shadow_runs_total", "Shadow evaluations by result: compared, error, timeout, "
                       "skipped_busy (max_inflight reached), skipped_paused (failing, paused), skipped_live_error",
                       ["stage", "shadow", "result"], registry=REGISTRY)
+# -- quality: reward scores and comparisons -------------------------------------------
+#: upper bounds of the reward score buckets (reward logits); the score tallies use the same (proxy/quality.py)
+SCORE_BUCKETS = (-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+REWARD_SCORES = Histogram("guardstream_reward_score", "Reward model scores of answers, per evaluator and the model that "
+                          "answered (a candidate's under its comparison name)", ["evaluator", "model"],
+                          buckets=SCORE_BUCKETS, registry=REGISTRY)
+QUALITY_RUNS = Counter("guardstream_quality_runs_total", "Streamed answers scored after their stream by whole-answer"
+                       " evaluators: scored, skipped_busy (quality.max_inflight reached), error", ["result"],
+                       registry=REGISTRY)
+COMPARISON_RUNS = Counter(
+    "guardstream_comparison_runs_total",
+    "Requests considered for comparison with a candidate model, by result: compared, skipped_busy (max_inflight"
+    " reached), skipped_paused (candidate failing), candidate_error, candidate_timeout, judge_error,"
+    " baseline_missing (no baseline answer: the request failed or was not judged)", ["candidate", "result"],
+    registry=REGISTRY)
+COMPARISONS = Counter("guardstream_comparisons_total", "Comparisons of a candidate's answer with the baseline's, by"
+                      " outcome for the candidate: win, tie, loss", ["baseline", "candidate", "tenant", "outcome"],
+                      registry=REGISTRY)
+CANDIDATE_LATENCY = Histogram("guardstream_candidate_latency_seconds", "Candidate model's whole answer (background)",
+                              ["candidate"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 STREAM_WINDOWS = Counter("guardstream_stream_windows_evaluated_total", "Streaming windows evaluated", ["mode"],
                          registry=REGISTRY)
 STREAM_CUTS = Counter("guardstream_stream_cuts_total", "Streams cut for unsafe output", ["mode"], registry=REGISTRY)

@@ -17,6 +17,7 @@ from proxy.config import AuditConfig
 from proxy.elision import fit
 from proxy.events import content_digest, new_event
 from proxy.policy import Decision
+from proxy.quality import ScoreTally
 from proxy.redaction import redact_text
 from proxy.shadow import ShadowResult
 from proxy.unicode_text import clean_text
@@ -44,13 +45,16 @@ class Recorder:
     traffic."""
 
     def __init__(self, sink: AuditSink, cfg: AuditConfig, upstream: str,
-                 thresholds: Mapping[str, float] | None = None, log_content: bool = False) -> None:
+                 thresholds: Mapping[str, float] | None = None, log_content: bool = False,
+                 scores: ScoreTally | None = None) -> None:
         self.sink = sink
         self.cfg = cfg
         self.upstream = upstream
         #: evaluator -> the score at which it calls an item unsafe (reviewers see how close a score came)
         self.thresholds = dict(thresholds or {})
         self.log_content = log_content  # `logging.log_content`: decision log lines carry the text
+        #: reward scores of answers, per evaluator and model (None: no reward model configured)
+        self.scores = scores
 
     def wants(self, decision: Decision) -> bool:
         if decision.worth_auditing:
@@ -68,6 +72,8 @@ class Recorder:
 
         With shadow evaluators running (`decision.shadow`), the event waits for them and carries their
         verdicts; a disagreement is audited even where the live decision alone is not worth it."""
+        if self.scores is not None and decision.stage == "output":
+            self.scores.observe_verdicts(ctx.model, decision.verdicts)
         shadow = decision.shadow
         if shadow is None:
             if self.wants(decision):
@@ -145,19 +151,29 @@ class Recorder:
 
     def _content(self, turns: list[dict[str, str]], completion: str | None) -> dict[str, Any]:
         digest = content_digest(turns, completion)
+        mode, kept, (answer,) = self.texts(turns, [completion])
+        return {"mode": mode, "messages": kept, "completion": answer, "sha256": digest}
+
+    def texts(self, turns: list[dict[str, str]], answers: list[str | None]
+              ) -> tuple[str, list[dict[str, str]] | None, list[str | None]]:
+        """The conversation and answers as `audit.content` keeps them: (mode, turns, answers), together within
+        `max_content_chars` (the longest lose their middle), redacted in `redacted` mode; `hash` mode (or a
+        redaction that failed) keeps no text."""
         mode = self.cfg.content
         if mode == "hash":
-            return {"mode": "hash", "messages": None, "completion": None, "sha256": digest}
-        *kept, completion = fit([t["content"] for t in turns] + [completion], self.cfg.max_content_chars)
-        turns = [{"role": t["role"], "content": text or ""} for t, text in zip(turns, kept)]
+            return "hash", None, [None] * len(answers)
+        texts: list[str | None] = [t["content"] for t in turns]
+        kept = fit(texts + list(answers), self.cfg.max_content_chars)
+        kept_turns = [{"role": t["role"], "content": text or ""} for t, text in zip(turns, kept)]
+        kept_answers = kept[len(turns):]
         if mode == "redacted":
             try:
-                turns = [{"role": t["role"], "content": redact_text(t["content"])} for t in turns]
-                completion = redact_text(completion) if completion else completion
+                kept_turns = [{"role": t["role"], "content": redact_text(t["content"])} for t in kept_turns]
+                kept_answers = [redact_text(a) if a else a for a in kept_answers]
             except Exception:  # never store unredacted text because redaction broke: keep the digest only
                 log.exception("redaction_failed")
-                return {"mode": "hash", "messages": None, "completion": None, "sha256": digest}
-        return {"mode": mode, "messages": turns, "completion": completion, "sha256": digest}
+                return "hash", None, [None] * len(answers)
+        return mode, kept_turns, kept_answers
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:

@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import structlog
@@ -35,6 +33,7 @@ from proxy.config import PolicyConfig, Settings
 from proxy.events import TALLY_SCHEMA_NAME
 from proxy.metrics import SHADOW_COMPARISONS, SHADOW_RUNS, child
 from proxy.policy import EVALUATOR_ERROR, Decision
+from proxy.tallies import Emit, PeriodicTally
 
 log = structlog.get_logger("guardstream.shadow")
 
@@ -46,7 +45,6 @@ GENERIC = "unsafe"
 DECISION = "decision"
 
 Judge = Callable[[str, str, EvalItem], Awaitable[Verdict]]  # (policy, evaluator, item) -> verdict or error verdict
-Emit = Callable[[dict[str, Any]], None]
 
 
 @dataclass(slots=True)
@@ -106,12 +104,9 @@ class Shadows:
         self._tasks: set[asyncio.Task[ShadowResult | None]] = set()
         self._tally: Tally[tuple[str, str, str, str, str]] = Tally()
         self._runs: Tally[tuple[str, str, str]] = Tally()
-        self._since = _now()
-        self._instance = uuid.uuid4().hex[:12]
-        self._emit: Emit | None = None
         self._failures: dict[str, int] = {}  # consecutive failures per candidate
         self._paused_until: dict[str, float] = {}  # monotonic time a failing candidate is left out until
-        self._flusher: asyncio.Task[None] | None = None
+        self._sender = PeriodicTally(TALLY_SCHEMA_NAME, "shadow", self.cfg.tally_interval_s, self._collect)
 
     def configured(self, policy: str, stage: Stage) -> bool:
         return bool(getattr(self.settings.policies[policy], stage).shadow)
@@ -197,39 +192,28 @@ class Shadows:
     # -- the tally on the audit topic, and shutdown ---------------------------------------------------
     def start_tally(self, emit: Emit) -> None:
         """Send the agreement counts through `emit` every `tally_interval_s` (and at `close`)."""
-        self._emit = emit
-        if any(p.input.shadow or p.output.shadow for p in self.settings.policies.values()):
-            self._flusher = asyncio.create_task(self._flush_every(self.cfg.tally_interval_s), name="shadow-tally")
-
-    async def _flush_every(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.flush_tally()
+        self._sender.start(emit, periodic=any(p.input.shadow or p.output.shadow
+                                              for p in self.settings.policies.values()))
 
     def flush_tally(self) -> dict[str, Any] | None:
         """Emit (and return) the counts gathered since the last flush; nothing when there are none."""
-        until = _now()
-        if self._emit is None or not (self._tally or self._runs):
-            self._since = until
+        return self._sender.flush()
+
+    def _collect(self) -> dict[str, Any] | None:
+        if not (self._tally or self._runs):
             return None
-        tally = {
-            "schema": TALLY_SCHEMA_NAME, "event_id": str(uuid.uuid4()), "ts": _iso(until),
-            "request_id": f"shadow-tally-{self._instance}", "instance": self._instance,
-            "since": _iso(self._since), "until": _iso(until),
+        fields = {
             "counts": [{"stage": s, "shadow": sh, "live": lv, "category": c, "outcome": o, "n": n}
                        for (s, sh, lv, c, o), n in sorted(self._tally.items())],
             "runs": [{"stage": s, "shadow": sh, "result": r, "n": n} for (s, sh, r), n in sorted(self._runs.items())],
         }
         self._tally.clear()
         self._runs.clear()
-        self._since = until
-        self._emit(tally)
-        return tally
+        return fields
 
     async def close(self) -> None:
         """Give running shadow evaluations `drain_s`, cancel the rest, then send the last tally."""
-        if self._flusher is not None:
-            self._flusher.cancel()
+        self._sender.stop()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.cfg.drain_s)
             for task in pending:
@@ -241,12 +225,4 @@ class Shadows:
 
     def state(self) -> dict[str, Any]:
         return {"inflight": self.inflight, "max_inflight": self.cfg.max_inflight}
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

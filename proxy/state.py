@@ -13,8 +13,10 @@ from evaluators.registry import create as create_evaluator
 from proxy.audit import AuditSink, build_audit
 from proxy.auth import KeyRing
 from proxy.cache import VerdictCache, build_cache
+from proxy.comparison import Comparisons
 from proxy.config import ConfigError, Settings
 from proxy.guard import Guard
+from proxy.quality import AfterStream, ScoreTally
 from proxy.recording import Recorder
 from proxy.tenants import TenantLimits
 from proxy.upstream import Upstream
@@ -33,6 +35,10 @@ class ProxyState:
     recorder: Recorder
     upstream: Upstream
     tenants: TenantLimits
+    #: reward score histograms (None: no reward model configured)
+    scores: ScoreTally | None
+    after_stream: AfterStream
+    comparisons: Comparisons
 
     @classmethod
     def build(cls, settings: Settings) -> "ProxyState":
@@ -40,18 +46,25 @@ class ProxyState:
         cache = build_cache(settings.cache)
         audit = build_audit(settings.audit)
         upstream = Upstream(settings.upstream)
+        guard = Guard(settings, evaluators, cache)
+        rewards = {name for name, ev in evaluators.items() if callable(getattr(ev, "rewards", None))}
+        scores = ScoreTally(rewards, settings.quality.tally_interval_s) if rewards else None
+        recorder = Recorder(audit, settings.audit, upstream.display_url, thresholds=_thresholds(evaluators),
+                            log_content=settings.logging.log_content, scores=scores)
         return cls(settings=settings, keyring=KeyRing(settings.client_keys), evaluators=evaluators, cache=cache,
-                   audit=audit, guard=Guard(settings, evaluators, cache),
-                   recorder=Recorder(audit, settings.audit, upstream.display_url, thresholds=_thresholds(evaluators),
-                                     log_content=settings.logging.log_content),
-                   upstream=upstream,
-                   tenants=TenantLimits(*settings.tenant_limits()))
+                   audit=audit, guard=guard, recorder=recorder, upstream=upstream,
+                   tenants=TenantLimits(*settings.tenant_limits()), scores=scores,
+                   after_stream=AfterStream(settings, guard, recorder),
+                   comparisons=Comparisons(settings, guard, recorder, scores))
 
     async def start(self) -> None:
         await self.upstream.start()
         await self.cache.start()
         await self.audit.start()
         self.guard.shadows.start_tally(self.audit.emit)
+        if self.scores is not None:
+            self.scores.start(self.audit.emit)
+        self.comparisons.start_events(self.audit.emit)
         log.info("proxy_started", upstream=self.upstream.display_url, cache=self.cache.state().get("backend"),
                  audit=self.audit.destination, evaluators=sorted(self.evaluators),
                  policies=sorted(self.settings.policies), client_keys=len(self.settings.client_keys))
@@ -60,6 +73,12 @@ class ProxyState:
 
     async def close(self) -> None:
         await self.guard.shadows.close()  # their events and the last tally go out before the sink closes
+        drain_s = self.settings.quality.drain_s
+        await self.comparisons.close(drain_s)
+        await self.after_stream.close(drain_s)
+        if self.scores is not None:
+            self.scores.stop()
+            self.scores.flush()
         await self.upstream.close()
         for evaluator in self.evaluators.values():
             try:

@@ -95,7 +95,9 @@ def test_export_round_trip_exact_rows(reviewed, tmp_path: Path) -> None:
     assert report.formats["llamaguard"]["skipped"] == {"unsafe without a Llama Guard category": 1}
     assert dict(report.labels) == {"input unsafe": 2, "output unsafe": 1, "output safe": 3}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["files"].keys() == {f"{f}/{s}.jsonl" for f in ("kto", "dpo", "llamaguard") for s in ("train", "test")}
+    assert manifest["files"].keys() == {f"{f}/{s}.jsonl" for f in ("kto", "dpo", "dpo_unconfirmed", "llamaguard")
+                                        for s in ("train", "test")}
+    assert manifest["comparisons"] == {"confirmed": 0, "unconfirmed": 0}
     assert manifest["llama_guard_renderer"].endswith(llama_guard_render.RENDERER.__name__)
 
 

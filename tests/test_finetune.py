@@ -133,9 +133,26 @@ def test_reward_model_learns_to_rank_pairs(root: Path, base: Path) -> None:
     scorer = RewardScorer.from_artifact(root / "reward-run")  # what the reward_model evaluator loads
     ask = Turn("user", "tell me a story about the city")
     answer = "the weather today is a story about cats".split()
-    good, bad = scorer.score([(ask, Turn("assistant", " ".join(answer))),
-                              (ask, Turn("assistant", " ".join(answer[:4] + [KEYWORD] + answer[4:])))])
+    pair = [(ask, Turn("assistant", " ".join(answer))),
+            (ask, Turn("assistant", " ".join(answer[:4] + [KEYWORD] + answer[4:])))]
+    good, bad = scorer.score(pair)
     assert good > bad
+    # the reward_model evaluator serves the artifact from the manifest's options and scores exactly as measured
+    import asyncio
+
+    from evaluators.base import EvalItem
+    from evaluators.registry import create
+
+    manifest = json.loads((root / "reward-run" / "manifest.json").read_text())
+    evaluator = create(manifest["evaluator"]["type"], "rm", manifest["evaluator"]["options"])
+
+    async def served() -> list[float]:
+        try:
+            return await evaluator.rewards([EvalItem(turns=turns, stage="output") for turns in pair])
+        finally:
+            await evaluator.aclose()
+
+    assert asyncio.run(served()) == pytest.approx([good, bad], abs=1e-4)
 
 
 def test_classifier_kind_wraps_train_and_measures_before_after(root: Path) -> None:

@@ -74,11 +74,11 @@ def test_store_failure_rewinds_and_retries_the_batch(store, kafka_bootstrap, top
     real_write = store.write_batch
     calls: list[int] = []
 
-    def flaky_write(items, dead=()):
+    def flaky_write(items, dead=(), comparisons=()):
         calls.append(len(items))
         if len(calls) == 1:
             raise OperationalError("INSERT", {}, Exception("database is locked"))
-        return real_write(items, dead)
+        return real_write(items, dead, comparisons)
 
     monkeypatch.setattr(store, "write_batch", flaky_write)
     consumer = started_consumer(store, kafka_bootstrap, topic)
@@ -127,10 +127,10 @@ def test_a_record_the_store_refuses_becomes_a_dead_letter(store, kafka_bootstrap
     produce(kafka_bootstrap, topic, [event_message(e) for e in events])
     real_write = store.write_batch
 
-    def refusing_write(items, dead=()):
+    def refusing_write(items, dead=(), comparisons=()):
         if any(i.event["event_id"] == poison for i in items):
             raise DataError("INSERT", {}, Exception("value too long for type character varying(256)"))
-        return real_write(items, dead)
+        return real_write(items, dead, comparisons)
 
     monkeypatch.setattr(store, "write_batch", refusing_write)
     consumer = started_consumer(store, kafka_bootstrap, topic)

@@ -76,6 +76,9 @@ def test_value_orders_what_teaches_most_first(store: Any) -> None:
     assert values["shadow"] == pytest.approx(0.4 * closeness(0.2, 0.5) + 0.4 + 0.2)  # the candidate's score counts
     assert values["split"] == pytest.approx(0.4 * 0.06 + 0.2 + 0.2)
     assert values["hash"] == pytest.approx((0.4 * closeness(0.52, 0.5) + 0.2) * 0.2)
+    # a reward model's score is unbounded: near its threshold on its own scale, nothing to be near without one
+    assert closeness(-0.2, 0.0) == pytest.approx(0.8187, abs=1e-4) and closeness(3.0, 0.0) < 0.05
+    assert closeness(-3.0, None) == 0.0
     assert values["rule"] == pytest.approx(0.2)
     assert [ids[r.event_id] for r in rows] == ["shadow", "near_t", "near", "split", "far", "rule", "hash"]
     assert queue_ids(store, order="newest")[:2] == [events["far"]["event_id"], events["near"]["event_id"]]

@@ -18,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-salt", default="", help="change to draw a different (still deterministic) split")
     parser.add_argument("--kto-stages", default="input,output",
                         help="stages in the KTO file; 'output' for TRL KTOTrainer (input rows have no completion)")
+    parser.add_argument("--comparison-margin", type=float, default=None, metavar="M",
+                        help="unreviewed comparisons whose judge margin is at least M go to dpo_unconfirmed/ "
+                             "(default 1.0: reward units, or both orders of an LLM judge agreeing)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from consumers.export import FORMATS, export, summary_tables
+    from consumers.export import DEFAULT_COMPARISON_MARGIN, FORMATS, export, summary_tables
 
     if not 0.0 <= args.test_fraction < 1.0:
         print("guardstream export: --test-fraction must be in [0, 1)")
@@ -37,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
             report = export(store, args.out, formats, test_fraction=args.test_fraction, salt=args.split_salt,
-                            kto_stages=stages, progress=progress)
+                            kto_stages=stages, progress=progress,
+                            comparison_margin=(DEFAULT_COMPARISON_MARGIN if args.comparison_margin is None
+                                               else args.comparison_margin))
     finally:
         store.dispose()
     for table in summary_tables(report):

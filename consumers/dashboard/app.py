@@ -63,6 +63,11 @@ def charts(data: dict[str, Any]) -> dict[str, Any]:
         "shadow": svg.bar_chart([(f"{r['shadow']} · {_category(r['category'])}", r["rate"])
                                  for r in data["shadow"] if r["rate"] is not None][:12],
                                 title="Shadow candidates agreeing with live, per category", fmt=pct, scale_max=1.0),
+        "win_rate": svg.bar_chart([(f"{r['candidate']} vs {r['baseline']} · {r['tenant']}", r["win_rate"])
+                                   for r in data["comparisons"]][:12],
+                                  title="Candidate win rate (ties count half)", fmt=pct, scale_max=1.0),
+        "scores": [(h, svg.bar_chart(h["bars"], title=f"Reward scores of {h['model']} ({h['evaluator']})"))
+                   for h in data["scores"]],
     }
 
 

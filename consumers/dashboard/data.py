@@ -9,6 +9,7 @@ from sqlalchemy import Connection, case, exists, func, select
 
 from consumers.consensus import (category_sort_key, consensus, evaluator_agreement, flag_confirmed,
                                  latest_by_reviewer, reviewers_agree, scope_of)
+from consumers.dashboard import quality
 from consumers.store import queries
 from consumers.store import tables as t
 
@@ -55,7 +56,8 @@ def summary(conn: Connection, now: datetime, minutes: int) -> dict[str, Any]:
                            "mean_latency_ms": ms / calls if calls else 0.0})
     return {"since": since, "until": now, "minutes": minutes, "axis": axis, "blocks": blocks, "actions": actions,
             "tenants": tenants, "top_categories": top_categories, "evaluators": evaluators,
-            "backlog": backlog(conn, now), "agreement": agreement(conn), "shadow": shadow_agreement(conn, since)}
+            "backlog": backlog(conn, now), "agreement": agreement(conn), "shadow": shadow_agreement(conn, since),
+            "comparisons": quality.comparisons(conn, since), "scores": quality.score_histograms(conn, since)}
 
 
 def shadow_agreement(conn: Connection, since: datetime) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import web
 
-from consumers.review_ui import views
+from consumers.review_ui import comparison_views, views
 from consumers.review_ui.auth import SESSION_COOKIE, LoginThrottle, Principal, Signer, parse_basic_auth
 from consumers.store import Store
 
@@ -128,6 +128,7 @@ def create_app(store: Store, *, state: Callable[[], dict[str, Any]] | None = Non
     app.router.add_get("/events/{event_id}", views.event_page)
     app.router.add_post("/events/{event_id}/labels", views.post_label)
     app.router.add_get("/dead-letters", views.dead_letters)
+    comparison_views.add_routes(app)
     static = app.router.add_static("/static/", HERE / "static", append_version=True, name="static")
     app[TEMPLATES].globals["static"] = lambda name: str(static.url_for(filename=name))
     return app

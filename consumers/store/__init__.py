@@ -41,10 +41,11 @@ class Store:
             yield conn
 
     # -- the review consumer ------------------------------------------------------------------------
-    def write_batch(self, items: Sequence[IncomingEvent], dead: Sequence[DeadLetter] = ()) -> WriteResult:
+    def write_batch(self, items: Sequence[IncomingEvent], dead: Sequence[DeadLetter] = (),
+                    comparisons: Sequence[IncomingEvent] = ()) -> WriteResult:
         """One transaction; when this returns, the batch is durable."""
         with self.write() as conn:
-            return write_batch(conn, items, dead)
+            return write_batch(conn, items, dead, comparisons)
 
     # -- reviewers and labels -----------------------------------------------------------------------
     def add_reviewer(self, name: str, secret: str | None = None) -> str:

@@ -36,8 +36,9 @@ HASH_FACTOR = 0.2
 VALUE_DOC = (
     "value = (0.4 x near + 0.4 x disagree + 0.2 x rare) x (0.2 if content is hash-only else 1), each part in [0, 1]:"
     " near = max over scored verdicts of 1 - |score - threshold| / max(threshold, 1 - threshold) (threshold 0.5"
-    " when the event does not give one); disagree = 1 when a shadow evaluator disagrees with its live one, 0.5"
-    " when live evaluators with scores disagree on safe/unsafe, else 0; rare = 1 / (1 + labelled events in the"
+    " when the event does not give one; a reward score, outside [0, 1]: exp(-|score - threshold|)); disagree = 1"
+    " when a shadow evaluator disagrees with its live one, 0.5 when live evaluators with scores disagree on"
+    " safe/unsafe, else 0; rare = 1 / (1 + labelled events in the"
     " event's least-labelled category), 0 for an event without categories")
 
 ELLIPSIS = "\u2026"
@@ -84,8 +85,11 @@ def judged_text(event: Mapping[str, Any]) -> str | None:
 
 # -- value ------------------------------------------------------------------------------------------
 def closeness(score: float, threshold: float | None) -> float:
-    """1 at the threshold, 0 at the far end of the score range."""
-    t = 0.5 if threshold is None or not 0.0 < threshold < 1.0 else float(threshold)
+    """1 at the threshold, 0 at the far end of the score range. A score or threshold outside [0, 1] is a reward
+    (unbounded): exp(-|score - threshold|), and 0 without a threshold to be near."""
+    if not 0.0 <= score <= 1.0 or (threshold is not None and not 0.0 < threshold < 1.0):
+        return math.exp(-abs(float(score) - float(threshold))) if threshold is not None else 0.0
+    t = 0.5 if threshold is None else float(threshold)
     return max(0.0, 1.0 - abs(float(score) - t) / max(t, 1.0 - t))
 
 

@@ -53,6 +53,13 @@ def _m0003_review_queue_value(conn: Connection) -> None:
         conn.execute(CL.insert().from_select(["category", "labelled"], counted))
 
 
+def _m0004_quality(conn: Connection) -> None:
+    """Comparisons of a candidate model with the baseline (events and reviewers' verdicts), comparison outcomes
+    and reward scores per minute."""
+    for table in (t.comparisons, t.comparison_labels, t.metric_comparisons, t.metric_scores):
+        table.create(conn, checkfirst=True)
+
+
 def _add_missing_columns(conn: Connection, table: Table, names: tuple[str, ...]) -> None:
     """ALTER TABLE ... ADD COLUMN for each of `names` the table does not have yet (DDL from tables.py)."""
     schema = _schema(conn)
@@ -71,6 +78,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (2, "ops metrics: per-minute aggregates and consumer offsets", _m0002_ops_metrics),
     (3, "review queue by value, shadow evaluators: derived event columns, category labels, shadow metrics",
      _m0003_review_queue_value),
+    (4, "quality: comparisons and their reviews, comparison outcomes and reward scores per minute", _m0004_quality),
 )
 
 _PG_LOCK_ID = 0x6775617264  # "guard"

@@ -196,3 +196,64 @@ metric_shadow = Table(
     Column("outcome", String(16), primary_key=True),
     Column("count", BigInteger, nullable=False),
 )
+
+
+# -- quality: comparisons of a candidate model with the baseline (proxy/comparison, migration 4) -----------
+#: one row per comparison event (deduplicated on event_id); `payload` is the event as received
+comparisons = Table(
+    "gs_comparisons", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("ts", DateTime, nullable=False, index=True),
+    Column("request_id", String(256), nullable=False, index=True),
+    Column("tenant", String(256), nullable=False, index=True),
+    Column("policy", String(256), nullable=False),
+    Column("baseline", String(256), nullable=False),  # the baseline's model
+    Column("candidate", String(256), nullable=False, index=True),  # the candidate's comparison name
+    Column("outcome", String(8), nullable=False),  # the candidate's: win | tie | loss
+    Column("decided_by", String(16), nullable=False),  # judge | safety
+    Column("margin", Float),  # candidate minus baseline, in the judge's units (null: safety decided)
+    Column("content_mode", String(16), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("kafka_topic", String(255)),
+    Column("kafka_partition", Integer),
+    Column("kafka_offset", BigInteger),
+    Column("received_at", DateTime, nullable=False),
+)
+
+#: reviewers' verdicts on comparisons, never updated (latest per reviewer counts): which answer is better
+comparison_labels = Table(
+    "gs_comparison_labels", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("comparison_pk", Integer, ForeignKey("gs_comparisons.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("reviewer", String(128), nullable=False),
+    Column("winner", String(16), nullable=False),  # baseline | candidate | tie
+    Column("note", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+#: comparison outcomes per minute (from the comparison events)
+metric_comparisons = Table(
+    "gs_metric_comparisons", metadata,
+    Column("minute", DateTime, primary_key=True),
+    Column("baseline", String(256), primary_key=True),
+    Column("candidate", String(256), primary_key=True),
+    Column("tenant", String(256), primary_key=True),
+    Column("outcome", String(8), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+#: reward scores per minute: answers per score bucket (`le`: its upper bound; OVERFLOW_LE above the last)
+metric_scores = Table(
+    "gs_metric_scores", metadata,
+    Column("minute", DateTime, primary_key=True),
+    Column("evaluator", String(256), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("le", Float, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("score_sum", Float, nullable=False),
+)
+
+#: the `le` of scores above the last bucket bound (+Inf, which not every database stores)
+OVERFLOW_LE = 1e300

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
@@ -72,10 +73,40 @@ def _event_row(item: IncomingEvent, received_at: datetime, derived: Derived) -> 
     })
 
 
-def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence[DeadLetter]) -> WriteResult:
+def _comparison_row(item: IncomingEvent, received_at: datetime) -> dict[str, Any]:
+    e = item.event
+    pos = item.position
+    margin = e["judge"].get("margin")
+    return fit(t.comparisons, {
+        "event_id": e["event_id"], "ts": item.ts, "request_id": e["request_id"], "tenant": e["tenant"],
+        "policy": e["policy"], "baseline": e["baseline"].get("model") or "unknown", "candidate": e["candidate"]["name"],
+        "outcome": e["outcome"], "decided_by": e["decided_by"],
+        "margin": float(margin) if isinstance(margin, (int, float)) and math.isfinite(margin) else None,
+        "content_mode": e["content"]["mode"], "payload": json.dumps(e, ensure_ascii=False, separators=(",", ":")),
+        "kafka_topic": pos.topic if pos else None, "kafka_partition": pos.partition if pos else None,
+        "kafka_offset": pos.offset if pos else None, "received_at": received_at,
+    })
+
+
+def write_comparisons(conn: Connection, items: Sequence[IncomingEvent], result: WriteResult,
+                      now: datetime) -> None:
+    """Comparison events, insert-or-ignore on event_id (a replayed batch stores nothing twice)."""
+    unique = {item.event["event_id"]: item for item in items}
+    result.duplicates += len(items) - len(unique)
+    if not unique:
+        return
+    stmt = insert_ignore(conn, t.comparisons, ["event_id"]).returning(t.comparisons.c.id)
+    stored = len(conn.execute(stmt, [_comparison_row(i, now) for i in unique.values()]).all())
+    result.inserted += stored
+    result.duplicates += len(unique) - stored
+
+
+def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence[DeadLetter],
+                comparisons: Sequence[IncomingEvent] = ()) -> WriteResult:
     """Store a batch inside the caller's transaction. Safe to replay: nothing is stored twice."""
     result = WriteResult()
     now = utcnow()
+    write_comparisons(conn, comparisons, result, now)
     unique: dict[str, IncomingEvent] = {}
     for item in items:
         if item.event["event_id"] in unique:

@@ -14,6 +14,7 @@ from typing import Any
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 SHADOW = "guardstream_shadow_comparisons_total"
+COMPARED = "guardstream_comparisons_total"
 
 
 def panel(title: str, exprs: list[tuple[str, str]], unit: str, x: int, y: int, w: int = 12, h: int = 8,
@@ -46,6 +47,20 @@ def row(title: str, y: int) -> dict[str, Any]:
 def quantiles(metric: str, by: str, legend: str) -> list[tuple[str, str]]:
     return [(f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket[{RATE}])))", f"p{int(q * 100)} {legend}")
             for q in (0.5, 0.95, 0.99)]
+
+
+def wilson(bound: str, by: str, window: str = "1h") -> str:
+    """PromQL for a bound (`low` or `high`) of the 95% Wilson interval of the candidate's win rate, ties counting
+    half, over a rolling `window` (the same formula as the ops dashboard, consumers/dashboard/quality.py)."""
+    def count(outcome: str) -> str:
+        match = f'{{outcome="{outcome}"}}' if outcome else ""
+        return f"sum by ({by}) (increase({COMPARED}{match}[{window}]))"
+
+    n, p = count(""), f'(({count("win")} + {count("tie")} / 2) / {count("")})'
+    z2 = "3.8415"  # 1.96 squared
+    sign = "-" if bound == "low" else "+"
+    return (f"({p} + {z2} / (2 * {n}) {sign} 1.96 * sqrt({p} * (1 - {p}) / {n} + {z2} / (4 * {n} * {n})))"
+            f" / (1 + {z2} / {n})")
 
 
 def dashboard() -> dict[str, Any]:
@@ -130,6 +145,34 @@ def dashboard() -> dict[str, Any]:
               [(f"sum by (shadow, result) (rate(guardstream_shadow_runs_total[{RATE}]))", "{{shadow}} {{result}}")],
               "ops", 12, 105, description="error/timeout: the candidate failed (nothing changed); skipped_busy: "
                                          "shadow.max_inflight reached"),
+        row("Quality: candidate models and reward scores", 113),
+        panel("Candidate win rate vs baseline (rolling 1 h, 95% Wilson interval)",
+              [(f'(sum by (candidate, baseline) (increase({COMPARED}{{outcome="win"}}[1h])) + '
+                f'sum by (candidate, baseline) (increase({COMPARED}{{outcome="tie"}}[1h])) / 2) / '
+                f"sum by (candidate, baseline) (increase({COMPARED}[1h]))", "{{candidate}} vs {{baseline}}"),
+               (wilson("low", "candidate, baseline"), "low {{candidate}} vs {{baseline}}"),
+               (wilson("high", "candidate, baseline"), "high {{candidate}} vs {{baseline}}")],
+              "percentunit", 0, 114, description="(wins + ties / 2) / compared, on the sampled traffic of policies "
+                                                 "with compare:; above 50% with the low bound too: the candidate "
+                                                 "is better"),
+        panel("Comparisons by outcome and tenant",
+              [(f"sum by (candidate, tenant, outcome) (rate({COMPARED}[{RATE}]))", "{{candidate}} {{tenant}} "
+                                                                                    "{{outcome}}")],
+              "ops", 12, 114, stack=True),
+        panel("Comparison runs by result",
+              [(f"sum by (candidate, result) (rate(guardstream_comparison_runs_total[{RATE}]))",
+                "{{candidate}} {{result}}"),
+               (f"sum by (result) (rate(guardstream_quality_runs_total[{RATE}]))", "after-stream {{result}}")],
+              "ops", 0, 122, description="skipped_busy: the comparison budget (max_inflight) was spent; "
+                                         "candidate_error/timeout: the candidate failed (the client saw nothing)"),
+        panel("Candidate answer latency", quantiles("guardstream_candidate_latency_seconds", "candidate",
+                                                    "{{candidate}}"), "s", 12, 122),
+        panel("Reward score per model (p10, p50, p90)",
+              [(f"histogram_quantile({q}, sum by (le, evaluator, model) "
+                f"(rate(guardstream_reward_score_bucket[{RATE}])))", f"p{int(q * 100)} {{{{model}}}} ({{{{evaluator}}}})")
+               for q in (0.1, 0.5, 0.9)], "short", 0, 130, w=24,
+              description="Reward model scores of live answers (per upstream model) and of candidate answers "
+                          "(per candidate name)"),
     ]
     return {
         "uid": "guardstream-proxy", "title": "guardstream proxy", "tags": ["guardstream"], "editable": True,

@@ -3,14 +3,15 @@
 The model is the base model with one score output (`AutoModelForSequenceClassification`, `num_labels=1`),
 LoRA-tuned (the score head is trained in full) so that r(chosen) > r(rejected): the RLHF-style ranking
 expert that the `reward_model` evaluator (issue #18) serves. `RewardScorer` is the one way a conversation
-becomes a score, used both to measure the run and to serve it, so training and serving read the same text.
+becomes a score, used both to measure the run and to serve it, so training and serving read the same text:
+`conversation_text` is the reward_model evaluator's own rendering (evaluators/reward_model/render.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Sequence
 
 from evaluators.base import Turn
 from evaluators.evaluation.datasets import DataError
@@ -20,19 +21,10 @@ from evaluators.finetune.manifest import base_model_entry, read_manifest, write_
 from evaluators.finetune.measure import before_after
 from evaluators.finetune.options import FinetuneOptions, FinetuneResult
 from evaluators.finetune.progress import RichProgress
+from evaluators.reward_model.render import InputFormat, conversation_text
 
 ADAPTER_DIR = "adapter"
 TOKENIZER_DIR = "tokenizer"
-InputFormat = Literal["plain", "chat_template"]
-_ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "developer": "System", "tool": "Tool"}
-
-
-def conversation_text(turns: Sequence[Turn], tokenizer: Any, input_format: InputFormat) -> str:
-    """The text the reward model reads: `Role: content` turns, or the tokenizer's chat template."""
-    if input_format == "chat_template":
-        messages = [{"role": t.role, "content": t.content} for t in turns]
-        return str(tokenizer.apply_chat_template(messages, tokenize=False))
-    return "\n\n".join(f"{_ROLE_NAMES.get(t.role, t.role.title())}: {t.content}" for t in turns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ class StreamRelay:
         scanning, windowed = guard.stream_judges(policy_name)
         self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
         self._windowed = windowed if self.plan.incremental else guard.evaluator_names(policy_name, "output")
+        if self.plan.windowed:  # evaluators that read whole answers judge after the stream (proxy/quality.py)
+            self._windowed = [n for n in self._windowed if n not in guard.whole_answers]
         self.conversations = conversations
         self.n = n
         self.upstream = upstream
@@ -87,6 +89,7 @@ class StreamRelay:
         self._aborted = False  # the upstream reported an error mid-stream
         self._client_error: BaseException | None = None
         self._judged = asyncio.Event()  # set whenever a judge frees held events (or stops)
+        self.ending: str | None = None  # how the upstream stream ended (done, eof, cut, interrupted)
 
     # -- the request's life ------------------------------------------------------------------------
 
@@ -111,6 +114,7 @@ class StreamRelay:
                 ending = "cut"
             if self._client_error is not None:
                 raise self._client_error
+            self.ending = "interrupted" if self._aborted else ending
             if ending != "done":
                 self.upstream.close()
             await self._finish(ending)
@@ -223,6 +227,11 @@ class StreamRelay:
                 task.cancel()
         if tasks:  # every task's outcome is retrieved: none is left to "Task exception was never retrieved"
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def answers(self) -> dict[int, tuple[str, bool]]:
+        """After `run`: each choice's answer (a long one keeps its head and tail) and whether it was cut. What is
+        judged after the stream (whole-answer evaluators, comparisons) reads these."""
+        return {i: (str(c.answer), c.cut) for i, c in sorted(self.choices.items())}
 
     # -- upstream events ---------------------------------------------------------------------------
 

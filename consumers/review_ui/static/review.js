@@ -87,6 +87,19 @@
     return true;
   }
 
+  // -- comparison page: c confirms the judge, x flips it (b: baseline when the judge said tie), t tie --------
+  function comparisonKey(ev) {
+    const button = document.querySelector('#comparison-form button[data-key="' + ev.key + '"]');
+    if (button) { const form = document.getElementById("comparison-form"); form.requestSubmit(button); return true; }
+    switch (ev.key) {
+      case "j": go("next"); break;
+      case "q": go("back"); break;
+      case "/": document.getElementById("note").focus(); break;
+      default: return false;
+    }
+    return true;
+  }
+
   document.addEventListener("keydown", function (ev) {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (typing(ev.target)) { if (ev.key === "Escape") ev.target.blur(); return; }
@@ -95,6 +108,7 @@
     else if (ev.key === "Escape") { dismiss(); handled = true; }
     else if (page() === "queue") handled = queueKey(ev);
     else if (page() === "event") handled = eventKey(ev);
+    else if (page() === "comparison") handled = comparisonKey(ev);
     if (handled) ev.preventDefault();
   });
 

@@ -9,19 +9,11 @@ exponential backoff and full jitter; other failures raise `BackendError`.
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 from typing import Any, Mapping, Sequence
 
-import aiohttp
-import structlog
-
+from evaluators.http_json import HTTPJSONError, JSONPoster
 from evaluators.llama_guard.backends.base import BackendError
 from evaluators.llama_guard.scoring import Generation
-
-log = structlog.get_logger(__name__)
-
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class OpenAIHTTPBackend:
@@ -36,20 +28,17 @@ class OpenAIHTTPBackend:
         base = url.rstrip("/")
         self.endpoint = base + ("/completions" if base.endswith("/v1") else "/v1/completions")
         self.model = model
-        self.retries = max(retries, 0)
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.max_tokens = max_tokens
         self.top_logprobs = top_logprobs
         self.max_batch_size = max(max_batch_size, 1)
-        self.pool_size = pool_size
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._session: aiohttp.ClientSession | None = None
-        #: HTTP requests sent and retries made (for tests and debugging)
-        self.stats = {"requests": 0, "retries": 0}
+        self._http = JSONPoster(api_key=api_key, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
+                                retries=retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+                                pool_size=pool_size, name="llama_guard")
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """HTTP requests sent and retries made (for tests and debugging)."""
+        return self._http.stats
 
     # -- API --------------------------------------------------------------------------
 
@@ -64,50 +53,17 @@ class OpenAIHTTPBackend:
         return [g.text for g in gens]
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        await self._http.aclose()
 
     # -- internals --------------------------------------------------------------------
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._session.loop is not loop:
-            connector = aiohttp.TCPConnector(limit=self.pool_size, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
-        return self._session
-
     async def _complete(self, prompts: list[str], params: Mapping[str, Any]) -> list[Generation]:
         payload = {"model": self.model, "prompt": prompts[0] if len(prompts) == 1 else prompts, **params}
-        data = await self._post(payload)
+        try:
+            data = await self._http.post(self.endpoint, payload)
+        except HTTPJSONError as exc:
+            raise BackendError(str(exc)) from None
         return parse_completions(data, len(prompts))
-
-    async def _post(self, payload: Mapping[str, Any]) -> Any:
-        session = self._session_for_loop()
-        last = "no attempt"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.stats["retries"] += 1
-                await asyncio.sleep(random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt)))
-            self.stats["requests"] += 1
-            try:
-                async with session.post(self.endpoint, json=payload) as resp:
-                    raw = await resp.read()
-                    if resp.status in RETRY_STATUS:
-                        last = f"HTTP {resp.status}"
-                        log.warning("llama_guard.http.retryable", status=resp.status, attempt=attempt)
-                        continue
-                    if resp.status >= 400:
-                        raise BackendError(f"{self.endpoint} answered HTTP {resp.status}: {_preview(raw)}")
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                log.warning("llama_guard.http.retryable", error=type(exc).__name__, attempt=attempt)
-                continue
-            try:
-                return json.loads(raw)
-            except ValueError:
-                raise BackendError(f"{self.endpoint} answered with non-JSON: {_preview(raw)}") from None
-        raise BackendError(f"{self.endpoint} failed after {self.retries + 1} attempts (last: {last})")
 
 
 def parse_completions(data: Any, n: int) -> list[Generation]:
@@ -129,8 +85,3 @@ def _generation(choice: Mapping[str, Any]) -> Generation:
     tokens = [str(t) for t in lp.get("tokens") or []]
     top = [{str(k): float(v) for k, v in (d or {}).items() if v is not None} for d in lp.get("top_logprobs") or []]
     return Generation(text=text, tokens=tokens, top=top, finished=choice.get("finish_reason") != "length")
-
-
-def _preview(raw: bytes, n: int = 200) -> str:
-    text = raw.decode("utf-8", "replace").strip()
-    return text if len(text) <= n else text[:n] + "..."
