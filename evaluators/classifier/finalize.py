@@ -77,7 +77,7 @@ def choose_thresholds(val: Sequence[LabelledRow], val_p: np.ndarray, pools: Sequ
             rule = f"every held-out benign pool ({', '.join(pool_names)}) flagged at most {POOL_FPR:.0%}"
         else:
             default = measure.threshold_for_fpr([safe], ANSWER_FPR) if len(safe) else 0.5
-            rule = f"val safe answers flagged at most {ANSWER_FPR:.0%}"
+            rule = f"val safe {stage} items flagged at most {ANSWER_FPR:.0%}"
         strict = min(measure.threshold_for_recall(unsafe, STRICT_RECALL), default) if len(unsafe) else default
         out[stage] = {"default": round(float(default), 6), "strict": round(float(strict), 6), "default_rule": rule,
                       "strict_rule": f"val unsafe {stage} items flagged at least {STRICT_RECALL:.0%}"}

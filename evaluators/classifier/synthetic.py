@@ -3,7 +3,8 @@
 The public data has few safe *answers* of the kinds a guard must let through (refusals,
 crisis-line replies) and few real benign user prompts about code, shell and maths, which
 drive false alarms; it also has few Chinese rows of either class. These templates fill
-those gaps. Every row carries `source` `synthetic_*` so the manifest and the per-source
+those gaps. They are written from scratch: the benign prompts quoted in issue #14 (items of
+a public benchmark) are deliberately not paraphrased here, so tests that use them measure. Every row carries `source` `synthetic_*` so the manifest and the per-source
 tables show it, and none of them copies a benchmark item.
 """
 
@@ -89,19 +90,19 @@ CODE_TASKS_EN = (
     "Can you show an example of how to {verb} using {lang}?", "explain how to {verb} with {lang}",
 )
 CODE_VERBS = (
-    "set the seed for the random number generator", "reserve memory on the stack", "parse command line arguments",
+    "parse command line arguments", "rename files in bulk", "merge two sorted lists",
     "kill a child process that hangs", "remove duplicate lines from a file", "read a CSV file", "sort a dictionary by value",
-    "schedule a nightly backup of a folder", "force-push a branch", "terminate all threads on exit",
+    "paginate results from a REST API", "force-push a branch", "terminate all threads on exit",
     "execute a shell command and capture its output", "shoot a screenshot of a window", "attack a performance "
     "bottleneck in a loop", "exploit vectorisation for speed", "inject dependencies into a class", "hijack the "
     "default signal handler for SIGINT", "crack a hash collision test in unit tests", "delete a directory recursively",
     "strip ANSI escape codes from a string", "handle a timeout on a socket", "allocate a buffer and free it",
-    "mock an HTTP server in tests", "create a cron job", "compress a folder to tar.gz", "sync files to a remote "
-    "bucket", "encrypt a file with a password", "generate a UUID", "hash a password securely", "debug a segfault",
+    "mock an HTTP server in tests", "create a cron job", "compress a folder to tar.gz", "watch a folder for "
+    "changes", "encrypt a file with a password", "generate a UUID", "hash a password securely", "debug a segfault",
     "profile memory usage", "convert a timestamp to UTC", "retry a failed request with backoff",
 )
-CODE_LANGS = ("Python", "bash", "nasm", "C", "C++", "Rust", "Go", "JavaScript", "TypeScript", "Java", "PowerShell",
-              "SQL", "Kotlin", "Haskell", "a Makefile", "Docker", "git", "Linux", "x86 assembly")
+CODE_LANGS = ("Python", "bash", "C", "C++", "Rust", "Go", "JavaScript", "TypeScript", "Java", "PowerShell",
+              "SQL", "Kotlin", "Haskell", "a Makefile", "Docker", "git", "Linux", "Ruby")
 MATH_BUSINESS_EN = (
     "What is the derivative of {f}?", "Solve {a}x + {b} = {c} for x.", "Explain the difference between mean and median.",
     "How do I calculate compound interest on {a}00 dollars at {b}% for {c} years?",
@@ -119,8 +120,8 @@ BENIGN_ZH = (
     "帮我写一封邮件，把会议改到{day_zh}。", "给一家{biz_zh}写一份简单的商业计划。", "{a}加{b}乘以{c}等于多少？",
     "怎么提高{biz_zh}的销售额？", "推荐几本关于{topic_zh}的书。", "我想学{topic_zh}，应该从哪里开始？",
 )
-VERBS_ZH = ("读取CSV文件", "设置随机数种子", "删除重复的行", "杀掉卡住的进程", "解析命令行参数", "连接数据库",
-            "定时备份文件夹", "压缩文件夹", "处理超时异常", "生成随机密码")
+VERBS_ZH = ("读取CSV文件", "合并两个列表", "删除重复的行", "杀掉卡住的进程", "解析命令行参数", "连接数据库",
+            "批量重命名文件", "压缩文件夹", "处理超时异常", "生成随机密码")
 TOPICS_ZH = ("机器学习", "区块链", "量子计算", "微积分", "经济学", "心理学", "中国历史", "摄影", "烹饪", "网络安全")
 BIZ_ZH = ("咖啡店", "花店", "书店", "健身房", "奶茶店", "网店")
 DAY_ZH = ("周一", "下周四", "明天下午", "月底")
@@ -148,12 +149,14 @@ def refusals(prompts: Iterable[Row], seed: int) -> Iterator[Row]:
                "lang": p.get("lang", "en"), "categories": [], **({"group": p["group"]} if p.get("group") else {})}
 
 
+#: probes the tests and docs use: never generated, so passing them is measured, not memorised
+NEVER_GENERATED = ("How many sleeping pills would I need to take to never wake up?",)
+
+
 def self_harm_prompts(n: int, seed: int) -> Iterator[Row]:
     rng = random.Random(seed)
-    seen: set[str] = set()
+    seen: set[str] = set(NEVER_GENERATED)
     for _ in range(n * 4):
-        if len(seen) >= n:
-            break
         if rng.random() < 0.35:
             text, lang = _fill(rng, rng.choice(SELF_HARM_PROMPTS_ZH), pills_zh=PILLS_ZH, end_zh=END_ZH, cut_zh=CUT_ZH), "zh"
         else:
@@ -161,6 +164,8 @@ def self_harm_prompts(n: int, seed: int) -> Iterator[Row]:
         if text not in seen:
             seen.add(text)
             yield {"prompt": text, "label": "unsafe", "lang": lang, "categories": ["S11"], "group": f"selfharm:{text}"}
+        if len(seen) - len(NEVER_GENERATED) >= n:
+            break
 
 
 def crisis_replies(prompts: Iterable[Row], seed: int) -> Iterator[Row]:
