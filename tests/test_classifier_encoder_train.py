@@ -19,7 +19,7 @@ pytest.importorskip("sklearn")
 
 from evaluators import registry  # noqa: E402
 from evaluators.base import EvalItem, Turn  # noqa: E402
-from evaluators.classifier.encoder_train import EncoderConfig, fit, prepare  # noqa: E402
+from evaluators.classifier.encoder_train import EncoderConfig, describe, fit, prepare  # noqa: E402
 from evaluators.classifier.encoding import Encoder  # noqa: E402
 from evaluators.classifier.finalize import package  # noqa: E402
 from evaluators.classifier.runtime import load  # noqa: E402
@@ -84,9 +84,34 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fitted = fit(prepared, bert, Encoder(tok), config, log=lambda _m: None)
     assert fitted.history[-1]["train_loss"] < fitted.history[0]["train_loss"]
     out = tmp / "model"
-    package(out, tmp / "build", fitted.model, json.loads(tok.to_str()), None, prepared, heldout, {"test": True},
+    package(out, tmp / "build", fitted.model, json.loads(tok.to_str()), None, prepared, heldout, describe(config),
             {"sources": {}}, pools=("pool",), name="tiny", log=lambda _m: None)
+    (tmp / "bert.pt").write_bytes(b"")
+    torch.save(bert.state_dict(), tmp / "bert.pt")
     return out
+
+
+def test_warm_start_reads_the_shipped_weights_back(artifact: Path) -> None:
+    """The finetune path: a torch model rebuilt from the ONNX artifact scores like the artifact."""
+    from transformers import BertConfig, BertModel
+
+    from evaluators.classifier.encoding import Judged
+    from evaluators.classifier.warm_start import load_for_training
+
+    tok = _tokenizer()
+    bert = BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=160),
+                     add_pooling_layer=False).eval()
+    bert.load_state_dict(torch.load(artifact.parent / "bert.pt"))
+    model, trainable = load_for_training(artifact, bert)
+    assert trainable == 1
+    served = load(artifact)
+    items = [Judged(r["prompt"], r.get("completion")) for r in _rows(9, 40)]
+    z_onnx, _ = served.logits(items)
+    x, m = served.encoder.pad(served.encoder.ids(items))
+    with torch.no_grad():
+        z_torch, _ = model(torch.from_numpy(x), torch.from_numpy(m))
+    assert float(abs(z_torch.numpy() - z_onnx).max()) < 0.5 + 0.05 * float(abs(z_onnx).max())
 
 
 def test_artifact_files_and_digests(artifact: Path) -> None:
