@@ -106,7 +106,7 @@ def test_artifact_records_data_licences_and_digests() -> None:
         assert all(len(d) == 64 for d in info.get("sha256", {}).values())
     assert "harmbench test split" in manifest["excluded"]
     size = (DEFAULT_MODEL_DIR / "model.onnx").stat().st_size + (DEFAULT_MODEL_DIR / "tokenizer.json").stat().st_size
-    assert size < 40_000_000  # int8 weights and a pruned vocabulary
+    assert size < 50_000_000  # int8 weights and a pruned vocabulary
 
 
 def test_concurrent_callers_share_batches(evaluator) -> None:

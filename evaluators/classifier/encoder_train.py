@@ -94,9 +94,9 @@ def dedupe(rows: Sequence[LabelledRow]) -> tuple[list[LabelledRow], dict[str, in
     return kept, {"input": len(rows), "kept": len(kept), "duplicates": duplicates, "conflicting": conflicts}
 
 
-def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: int = 2048) -> list[int]:
+def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: int = 1024) -> list[int]:
     """Connected components of (same `group`) or (character 3-5-gram cosine >= threshold on the judged text)."""
-    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
     from evaluators.classifier.splits import _UnionFind
 
@@ -109,13 +109,18 @@ def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: 
             else:
                 first[row.group] = i
     if threshold <= 1.0 and len(rows) > 1:
-        vec = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=1 << 18, alternate_sign=False,
-                                norm="l2", lowercase=True)
-        x = vec.transform([r.text[:2000] for r in rows]).tocsr()
+        # character 3-5-grams that occur in at most 2% of the texts: shared boilerplate n-grams ("the ", "how")
+        # would make every pair similar and the product dense; near-duplicates share their rare n-grams
+        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), max_df=0.02, sublinear_tf=True, dtype=np.float32)
+        x = vec.fit_transform([r.text[:2000] for r in rows]).tocsr()
+        xt = x.T.tocsc()
         for start in range(0, len(rows), block):
-            sims = (x[start:start + block] @ x.T).tocoo()
-            for i, j, v in zip(sims.row.tolist(), sims.col.tolist(), sims.data.tolist()):
-                if v >= threshold and start + i < j:
+            sims = (x[start:start + block] @ xt).tocsr()
+            sims.data[sims.data < threshold] = 0.0
+            sims.eliminate_zeros()
+            coo = sims.tocoo()
+            for i, j in zip(coo.row.tolist(), coo.col.tolist()):
+                if start + i < j:
                     uf.union(start + i, j)
     return [uf.find(i) for i in range(len(rows))]
 

@@ -99,10 +99,10 @@ def package(out: Path, build: Path, model: Any, tokenizer_json: dict[str, Any], 
             prepared: Prepared, heldout: Sequence[LabelledRow], training: dict[str, Any], manifest: dict[str, Any], *,
             pools: Sequence[str] = THRESHOLD_POOLS, name: str = "guardstream-default",
             log: Callable[[str], None] = print, progress: Progress = _none) -> dict[str, Any]:
-    """Prune (when `keep` is given), export, quantise and finalize a trained `SafetyModel` into `out`."""
+    """Prune (when `keep` is given) and export a trained `SafetyModel`, then `finish` it into `out`."""
     import copy
 
-    from evaluators.classifier.export import export_onnx, prune_embeddings, prune_vocabulary, quantize_int8
+    from evaluators.classifier.export import export_onnx, prune_embeddings, prune_vocabulary
 
     out.mkdir(parents=True, exist_ok=True)
     build.mkdir(parents=True, exist_ok=True)
@@ -112,10 +112,27 @@ def package(out: Path, build: Path, model: Any, tokenizer_json: dict[str, Any], 
         prune_embeddings(model, list(keep))
         training = {**training, "vocabulary": {"kept": len(keep), "original": training.get("vocabulary_original")}}
     export_onnx(model, build / "model_fp32.onnx")
-    quantize_int8(build / "model_fp32.onnx", out / MODEL_FILE)
+    return finish(out, build, build / "model_fp32.onnx", tokenizer_json, prepared, heldout, training, manifest,
+                  pools=pools, name=name, log=log, progress=progress)
+
+
+def finish(out: Path, build: Path, fp32: Path, tokenizer_json: dict[str, Any], prepared: Prepared,
+           heldout: Sequence[LabelledRow], training: dict[str, Any], manifest: dict[str, Any], *,
+           pools: Sequence[str] = THRESHOLD_POOLS, name: str = "guardstream-default",
+           log: Callable[[str], None] = print, progress: Progress = _none) -> dict[str, Any]:
+    """From a float32 export: refit the category head, quantise, write the tokenizer, `finalize`."""
+    from tokenizers import Tokenizer
+
+    from evaluators.classifier.encoding import Encoder
+    from evaluators.classifier.export import quantize_int8, refit_categories
+
+    encoder = Encoder(Tokenizer.from_str(json.dumps(tokenizer_json)))
+    train_rows = [prepared.rows[i] for i in prepared.index("train")]
+    training = {**training, "category_head": refit_categories(fp32, encoder, train_rows, CATEGORIES)}
+    quantize_int8(fp32, out / MODEL_FILE)
     (out / TOKENIZER_FILE).write_text(json.dumps(tokenizer_json, ensure_ascii=False), encoding="utf-8")
-    return finalize(out, build, prepared, heldout, training, manifest, fp32=build / "model_fp32.onnx", pools=pools,
-                    name=name, log=log, progress=progress)
+    return finalize(out, build, prepared, heldout, training, manifest, fp32=fp32, pools=pools, name=name, log=log,
+                    progress=progress)
 
 
 def finalize(out: Path, build: Path, prepared: Prepared, heldout: Sequence[LabelledRow], training: dict[str, Any],

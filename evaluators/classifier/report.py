@@ -66,10 +66,22 @@ def loso_table(runs: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def compare_table(new_rows: list[dict[str, Any]], previous: dict[str, Any]) -> str:
+    """Held-out sources: the shipped model against a `guardstream eval` report of another model on the same rows."""
+    per = previous["metrics"]["per_source"]
+    lines = ["| held-out source | stage | label | n | previous default | shipped |", "|---|---|---|---:|---:|---:|"]
+    for r in sorted(new_rows, key=lambda r: (r["stage"], r["label"], r["source"])):
+        p = per.get(r["source"], {})
+        old = p.get("recall") if r["label"] == "unsafe" else p.get("fpr")
+        lines.append(f"| {r['source']} | {r['stage']} | {r['label']} | {r['n']} | {_f(old)} | {r['flagged']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--loso", nargs="*", default=[], metavar="NAME=FILE")
+    parser.add_argument("--previous", type=Path, default=None, help="a guardstream eval report on the held-out rows")
     args = parser.parse_args(argv)
     m = json.loads((args.artifact / "metrics.json").read_text(encoding="utf-8"))
     out = [f"## version {m['version']}", "", "### thresholds", "```json", json.dumps(m["thresholds"], indent=1), "```"]
@@ -89,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{z['safe_flagged']} | {z['fpr_added']:.3f} |" for z in m["cascade_zones"]]
     out += ["", "### int8 vs fp32", "```json", json.dumps(m.get("int8_vs_fp32"), indent=1), "```",
             "", "### categories", json.dumps(m.get("categories_dev"))]
+    if args.previous:
+        prev = json.loads(args.previous.read_text(encoding="utf-8"))
+        out += ["", "### held-out sources: previous default vs shipped (flagged: recall or FPR)",
+                compare_table(m["heldout"]["default"]["per_source"], prev),
+                "", f"previous overall: {json.dumps({k: prev['metrics'][k] for k in ('precision', 'recall', 'f1', 'fpr')})}"]
     if args.loso:
         runs = {}
         for spec in args.loso:

@@ -1,9 +1,9 @@
 """Rebuild a trainable torch `SafetyModel` from a shipped encoder artifact (training side).
 
 The artifact stores int8 weights in ONNX; the frozen lower layers are the backbone's own
-(`backbone.load_bert`, bit for bit what training saw). The fine-tuned top layers and both heads
-are read back from the ONNX graph: each quantised MatMul's int8 weight, scale and zero point are
-dequantised and transposed into the matching `nn.Linear`; biases and LayerNorms are float
+(`backbone.load_bert`, bit for bit what training saw). The fine-tuned top layers are read back
+from the ONNX graph: each `MatMulNBits` node's blocks (uint8, zero point 128, one scale per block
+of 32) are dequantised into the matching `nn.Linear`; biases, LayerNorms and both heads are float
 initialisers named after their torch parameters. What comes back scores like the ONNX model
 (int8 rounding aside) and can be fine-tuned further with `encoder_train.fit(..., init=model)`.
 """
@@ -21,18 +21,19 @@ import torch
 from evaluators.classifier.encoder_model import Heads, SafetyModel
 from evaluators.classifier.runtime import MODEL_FILE, read_meta, verify
 
-_MATMUL = re.compile(r"^/(?:bert/encoder/)?layer\.(\d+)/(.+)/MatMul_quant$")
-_HEAD = re.compile(r"^/heads/(unsafe|category)/Gemm_MatMul_quant$")
+_MATMUL = re.compile(r"^/(?:bert/encoder/)?layer\.(\d+)/(.+)/MatMul_Q\d+$")
 
 
-def _dequantize(inits: dict[str, Any], weight_input: str) -> np.ndarray:
+def _dequantize(inits: dict[str, Any], node: Any) -> np.ndarray:
+    """[N, K] float weights of a MatMulNBits node (symmetric, no zero-point input)."""
+    import onnx
     from onnx import numpy_helper
 
-    base = weight_input[: -len("_quantized")]
-    q = numpy_helper.to_array(inits[weight_input]).astype(np.float32)
-    scale = numpy_helper.to_array(inits[base + "_scale"]).astype(np.float32)
-    zero = numpy_helper.to_array(inits[base + "_zero_point"]).astype(np.float32)
-    return (q - zero) * scale
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    q = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)  # [N, blocks, block_size]
+    scale = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32).reshape(q.shape[0], q.shape[1], 1)
+    zero = float(2 ** (int(attrs["bits"]) - 1))
+    return ((q - zero) * scale).reshape(q.shape[0], -1)[:, : int(attrs["K"])]
 
 
 def load_for_training(path: str | Path, bert: torch.nn.Module | None = None) -> tuple[SafetyModel, int]:
@@ -56,26 +57,22 @@ def load_for_training(path: str | Path, bert: torch.nn.Module | None = None) -> 
     state = {**{f"bert.{k}": v for k, v in bert.state_dict().items()}, **{f"heads.{k}": v for k, v in heads.state_dict().items()}}
     loaded = 0
     for node in graph.node:
-        if node.op_type != "MatMulInteger":
-            continue
-        m, h = _MATMUL.match(node.name), _HEAD.match(node.name)
+        m = _MATMUL.match(node.name) if node.op_type == "MatMulNBits" else None
         if m and int(m.group(1)) >= first:
             key = f"bert.encoder.layer.{m.group(1)}.{m.group(2).replace('/', '.')}.weight"
-        elif h:
-            key = f"heads.{h.group(1)}.weight"
-        else:
-            continue
-        state[key] = torch.from_numpy(_dequantize(inits, node.input[1]).T.copy())
-        loaded += 1
+            state[key] = torch.from_numpy(_dequantize(inits, node).copy())
+            loaded += 1
     for name, init in inits.items():
         layer = re.match(r"^bert\.encoder\.layer\.(\d+)\.", name)
         if (layer and int(layer.group(1)) >= first) or name.startswith("heads."):
+            value = numpy_helper.to_array(init).astype(np.float32)
+            if name.endswith("_Transposed"):  # a Gemm the quantiser rewrote as MatMul + Add
+                name, value = name[: -len("_Transposed")], value.T
             if name in state:
-                state[name] = torch.from_numpy(numpy_helper.to_array(init).astype(np.float32).copy())
-    expected = 6 * trainable + 2
-    if loaded != expected:
-        raise ValueError(f"{root / MODEL_FILE}: found {loaded} quantised weights for the top {trainable} layers and "
-                         f"heads, expected {expected}")
+                state[name] = torch.from_numpy(value.copy())
+    if loaded != 6 * trainable:
+        raise ValueError(f"{root / MODEL_FILE}: found {loaded} quantised weights for the top {trainable} layers, "
+                         f"expected {6 * trainable}")
     model = SafetyModel(bert, heads)
     model.load_state_dict(state)
     return model.eval(), trainable
