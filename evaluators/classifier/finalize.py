@@ -38,6 +38,9 @@ def _none(_description: str, _total: int) -> Callable[[int], None]:
 POOL_FPR = 0.02
 ANSWER_FPR = 0.03
 STRICT_RECALL = 0.95
+#: a category is named when its own probability reaches this (the head's classes are balanced, which makes
+#: rare categories' probabilities generous: 0.5 named a second category for many single-hazard prompts)
+CATEGORY_THRESHOLD = 0.6
 ENCODING = {"max_length": 128, "prompt_in_pair": 40, "prompt_format": "<s> query: PROMPT </s>",
             "answer_format": "<s> query: PROMPT </s></s> passage: ANSWER </s>", "truncation": "head_tail"}
 
@@ -53,7 +56,7 @@ def write_meta(out: Path, calibration: dict[str, Any], thresholds: dict[str, Any
         "format": FORMAT, "name": name, "version": artifact_version(files, calibration, thresholds),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files, "encoding": ENCODING, "calibration": calibration, "thresholds": thresholds,
-        "categories": list(CATEGORIES), "category_names": describe_categories(), "category_threshold": 0.5,
+        "categories": list(CATEGORIES), "category_names": describe_categories(), "category_threshold": CATEGORY_THRESHOLD,
         "judged_text": "stage input: the prompt; stage output: the answer, read after its prompt",
         "training": training,
     }
