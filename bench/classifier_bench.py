@@ -5,7 +5,8 @@
 
 Models: the shipped default (multilingual-e5-small, int8 ONNX Runtime, no torch) and the previous
 default (all-MiniLM-L6-v2 + logistic head via torch, `models/minilm-v1`, needs the `hf` extra),
-measured alternately in one process so machine load hits both alike. Per model and text length
+measured one after the other in one process (run it on a quiet machine: load that changes
+between the two models moves the ratio). Per model and text length
 (short chat prompts ~20 tokens; long ones, cut at each model's reading limit): latency at batch 1,
 throughput at batch 32 (one call with 32 items) and 32 concurrent single-item callers merged by the
 micro-batcher; each cell is the best of `--repeats` runs of `--seconds`. Also the resident memory of
@@ -112,10 +113,11 @@ def _rss_mb(path: Path | None) -> float | None:
     """Peak resident memory (MB) of a fresh process that loads the model and judges one prompt."""
     import subprocess
 
-    code = ("import asyncio, resource, sys\nfrom evaluators import registry\nfrom evaluators.base import EvalItem\n"
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec
+    code = ("import asyncio, sys\nfrom evaluators import registry\nfrom evaluators.base import EvalItem\n"
             f"ev = registry.create('classifier', 'm', {{'path': {str(path)!r}}} if {path is not None} else {{}})\n"
             "asyncio.run(ev.evaluate([EvalItem.of_text('hello there')]))\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "print(next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')) / 1024)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     return float(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
 
