@@ -15,7 +15,9 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 
-## Run the main job on embedded defaults: proxy + demo upstream + example traffic.
+## Run the main job on embedded defaults: proxy + demo upstream + example traffic through the openai SDK.
+## Needs only the base install (CI runs it as `make demo VENV=.venv-demo`, a fresh venv without extras);
+## exits non-zero when an example does not behave as expected.
 demo: install
 	$(BIN)/guardstream demo
 

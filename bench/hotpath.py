@@ -1,14 +1,17 @@
 """CPU microseconds per request of the proxy path, in one process: steadier than the suite on a busy machine.
 
-    python -m bench.hotpath [--requests 4000] [--concurrency 16] [--repeat 3]
+    python -m bench.hotpath [--requests 4000] [--concurrency 32] [--repeat 5] [--stream] [--json]
 
 Upstream (`DemoUpstream`), proxy and an aiohttp client share one uvloop event
 loop; the process's CPU time per request is measured for the minimal
 pass-through and for guardstream rows (no evaluators, rules, rules behind
 cache hits). Client and upstream cost the same in every variant, so the
-differences are the proxies' own costs. Best of `--repeat` runs. This is the
-tool behind the before/after numbers of the hot-path fixes (docs/benchmarks.md,
-"Profile").
+differences are the proxies' own costs, and their ratio to the pass-through's
+is what the issue's targets are stated in. `--stream`: streamed answers of 20
+chunks sent back to back, guardstream in its default `buffered` mode. Median of
+`--repeat` rounds, each round measuring every target in turn (drift on a busy
+machine hits them alike). This is the tool behind the before/after numbers of
+the hot-path fixes (docs/benchmarks.md, "Profile").
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +34,9 @@ from bench._loop import install_uvloop
 from bench.load import BodyMaker, LoadSpec
 from bench.targets import BENCH_KEY, Env, Placement, Row, guardstream_config
 from bench.upstream import fixed_answer
+
+#: content chunks of a streamed answer (sent back to back)
+STREAM_CHUNKS = 20
 
 VARIANTS = {
     "guardstream-none": Row("guardstream-none", "guardstream", "", guard="none"),
@@ -45,9 +53,10 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
 
-async def _drive(url: str, key: str | None, unique: bool, requests: int, concurrency: int) -> float:
+async def _drive(url: str, key: str | None, unique: bool, requests: int, concurrency: int,
+                 stream: bool = False) -> float:
     """CPU seconds per request for `requests` requests at `concurrency`."""
-    spec = LoadSpec(url=url, concurrency=concurrency, duration_s=0, unique=unique)
+    spec = LoadSpec(url=url, concurrency=concurrency, duration_s=0, unique=unique, stream=stream)
     bodies = BodyMaker(spec)
     headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
     left = requests
@@ -69,14 +78,15 @@ async def _drive(url: str, key: str | None, unique: bool, requests: int, concurr
         return (time.process_time() - started) / requests
 
 
-async def measure(variants: list[str], requests: int, concurrency: int, repeat: int) -> dict[str, float]:
+async def measure(variants: list[str], requests: int, concurrency: int, repeat: int,
+                  stream: bool = False) -> dict[str, float]:
     from proxy.app import create_app
     from proxy.config import Settings
     from proxy.demo_upstream import DemoUpstream
     from proxy.logs import configure_logging
 
     text = fixed_answer(1024)
-    upstream = DemoUpstream(answer=lambda body: text, record=False)
+    upstream = DemoUpstream(answer=lambda body: text, chunks=STREAM_CHUNKS, record=False)
     up_runner, up_url = await upstream.start()
     workdir = Path(tempfile.mkdtemp(prefix="guardstream-hotpath-"))
     env = Env(workdir=workdir, upstream_url=up_url, placement=Placement(None, None, None))
@@ -88,19 +98,19 @@ async def measure(variants: list[str], requests: int, concurrency: int, repeat: 
         targets["passthrough"] = (url, None, True)
         for name in variants:
             row = VARIANTS[name]
-            cfg, _ = guardstream_config(row, env, 0)
+            cfg, _ = guardstream_config(replace(row, stream_mode="buffered" if stream else None), env, 0)
             settings = Settings.model_validate(cfg)
             configure_logging(settings.logging)
             runner, url = await _serve(create_app(settings))
             runners.append(runner)
             targets[name] = (url, BENCH_KEY, row.unique)
-        # rounds over all targets, best per target: drift on a busy machine hits every target alike
-        best = {name: float("inf") for name in targets}
+        # rounds over all targets, median per target: drift on a busy machine hits every target alike
+        costs: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(repeat):
             for name, (url, key, unique) in targets.items():
-                cost = await _drive(url + "/v1/chat/completions", key, unique, requests, concurrency)
-                best[name] = min(best[name], cost)
-        out = best
+                costs[name].append(await _drive(url + "/v1/chat/completions", key, unique, requests, concurrency,
+                                                stream))
+        out = {name: statistics.median(values) for name, values in costs.items()}
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
@@ -110,14 +120,16 @@ async def measure(variants: list[str], requests: int, concurrency: int, repeat: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--stream", action="store_true", help=f"streamed answers, {STREAM_CHUNKS} chunks")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     install_uvloop()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    result = asyncio.run(measure(args.variants.split(","), args.requests, args.concurrency, args.repeat))
+    result = asyncio.run(measure(args.variants.split(","), args.requests, args.concurrency, args.repeat,
+                                 args.stream))
     if args.json:
         print(json.dumps(result))
         return 0

@@ -8,8 +8,9 @@
   when training a generator with TRL's KTOTrainer).
 - DPO (conversational): `{"prompt": [messages], "chosen": [safe answer], "rejected": [unsafe answer]}`, one row
   per (safe, unsafe) pair of reviewed answers to the same prompt (e.g. n>1 choices, retries, a refusal).
-- Llama Guard SFT (prompt-completion): `{"prompt": rendered Llama Guard 3 user turn, "completion": "safe" |
-  "unsafe\\nS1,S10"}`; only S-codes go in the completion; an unsafe label without any S-code is skipped.
+- Llama Guard SFT (prompt-completion): `{"prompt": the complete Llama Guard 3 prompt as the evaluator serves it,
+  "completion": "\\n\\nsafe" | "\\n\\nunsafe\\nS1,S10"}` (what the model writes after Meta's template); only
+  S-codes go in the completion; an unsafe label without any S-code is skipped.
 
 Rows are deduplicated by a hash of their content (duplicates with conflicting labels are all dropped) and
 split train/test by conversation: a hash of the turns up to the first user message, so every event of one
@@ -27,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from consumers.consensus import category_sort_key
 from consumers.llama_guard_render import Renderer
+from evaluators.llama_guard.prompt import answer_text
 
 Messages = list[dict[str, str]]
 
@@ -135,11 +137,11 @@ def dpo_rows(examples: Iterable[Example]) -> Rows:
 
 
 def llama_guard_target(ex: Example) -> str | None:
-    """"safe", or "unsafe\\nS1,S10" (S-codes only, in order); None when unsafe without any S-code."""
+    """"\\n\\nsafe", or "\\n\\nunsafe\\nS1,S10" (S-codes only, in order); None when unsafe without any S-code."""
     if not ex.unsafe:
-        return "safe"
+        return answer_text(False)
     codes = sorted((c for c in ex.categories if c[:1] == "S" and c[1:].isdigit()), key=category_sort_key)
-    return "unsafe\n" + ",".join(codes) if codes else None
+    return answer_text(True, codes) if codes else None
 
 
 def llama_guard_rows(examples: Iterable[Example], render: Renderer) -> Rows:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from proxy.events import SCHEMA_NAME, validation_errors
+from proxy.events import SCHEMA_NAME, TALLY_SCHEMA_NAME, validation_errors
 from proxy.unicode_text import map_strings
 
 
@@ -22,6 +22,12 @@ class Decoded:
     event: dict[str, Any] | None
     ts: datetime | None = None
     reason: str | None = None
+    #: which schema it is: an audit event, or a shadow tally (agreement counts, proxy/shadow.py)
+    schema: str = SCHEMA_NAME
+
+    @property
+    def is_tally(self) -> bool:
+        return self.event is not None and self.schema == TALLY_SCHEMA_NAME
 
 
 def parse_ts(value: str) -> datetime:
@@ -42,9 +48,9 @@ def decode(raw: bytes | None) -> Decoded:
     if not isinstance(event, dict):
         return Decoded(None, reason=f"not a JSON object: {type(event).__name__}")
     name = event.get("schema")
-    if name != SCHEMA_NAME:
+    if name not in (SCHEMA_NAME, TALLY_SCHEMA_NAME):
         return Decoded(None, reason=f"unknown schema: {name!r} (expected {SCHEMA_NAME!r})")
-    errors = validation_errors(event)
+    errors = validation_errors(event, name)
     if errors:
         more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
         return Decoded(None, reason="schema-invalid: " + "; ".join(errors[:5]) + more)
@@ -52,7 +58,7 @@ def decode(raw: bytes | None) -> Decoded:
         ts = parse_ts(event["ts"])
     except ValueError as exc:
         return Decoded(None, reason=f"schema-invalid: ts: not an RFC 3339 timestamp ({exc})")
-    return Decoded(without_nul(event), ts=ts)
+    return Decoded(without_nul(event), ts=ts, schema=name)
 
 
 def without_nul(value: Any) -> Any:

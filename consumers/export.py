@@ -101,6 +101,7 @@ def export(store: Store, out_dir: str | Path, formats: Sequence[str] = FORMATS, 
         "skipped": dict(report.skipped), "labels": dict(report.labels), "categories": dict(report.categories),
         "formats": report.formats, "files": files,
         "llama_guard_renderer": f"{llama_guard_render.RENDERER.__module__}.{llama_guard_render.RENDERER.__name__}",
+        "llama_guard_prompt_format": llama_guard_render.FORMAT,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,4 +1,5 @@
-"""Metrics consumer: audit events -> per-minute aggregates (stage, action, tenant, category, evaluator).
+"""Metrics consumer: audit events -> per-minute aggregates (stage, action, tenant, category, evaluator), and
+the proxies' shadow tallies -> shadow agreement per minute.
 
 Exactly once without relying on idempotent rows: the aggregates and the
 consumer's Kafka positions are written in ONE transaction (`gs_consumer_offsets`);
@@ -16,14 +17,14 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
 import structlog
-from sqlalchemy import Connection, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, select
 
 from consumers.decode import decode
 from consumers.kafka import KafkaSettings
 from consumers.store import Store
 from consumers.store import tables as t
-from consumers.store.writes import clip
+from consumers.store.writes import clip, upsert
+from proxy.events import TALLY_SCHEMA_NAME
 
 log = structlog.get_logger("guardstream.metrics")
 
@@ -36,6 +37,17 @@ class Aggregates:
     categories: dict[tuple[datetime, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
     evaluators: dict[tuple[datetime, str, str], list[float]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0.0]))  # calls, unsafe, errors, cached, ms
+    #: shadow agreement: (minute, stage, shadow, live, category, outcome) -> count, from the shadow tallies
+    shadow: dict[tuple[datetime, str, str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+    def add_tally(self, tally: Mapping[str, Any], ts: datetime) -> None:
+        """A proxy's shadow tally (proxy/shadow.py), counted in the minute it was sent."""
+        minute = ts.replace(second=0, microsecond=0)
+        S = t.metric_shadow
+        for c in tally["counts"]:
+            key = (minute, c["stage"], clip(S, "shadow", c["shadow"]), clip(S, "live", c["live"]),
+                   clip(S, "category", c["category"]), c["outcome"])
+            self.shadow[key] += int(c["n"])
 
     def add(self, event: Mapping[str, Any], ts: datetime) -> None:
         minute = ts.replace(second=0, microsecond=0)
@@ -53,28 +65,20 @@ class Aggregates:
             row[4] += float(verdict.get("latency_ms") or 0.0)
 
 
-def _upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]], *,
-            add: Iterable[str] = (), replace: Iterable[str] = ()) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE: `add` columns are incremented, `replace` ones overwritten."""
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    set_ = {c: table.c[c] + stmt.excluded[c] for c in add} | {c: stmt.excluded[c] for c in replace}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=set_), rows)
-
-
 def write_aggregates(conn: Connection, agg: Aggregates) -> None:
-    _upsert(conn, t.metric_events, ["minute", "stage", "action", "tenant"],
+    upsert(conn, t.metric_events, ["minute", "stage", "action", "tenant"],
             [dict(minute=m, stage=s, action=a, tenant=te, count=n) for (m, s, a, te), n in agg.events.items()],
             add=["count"])
-    _upsert(conn, t.metric_categories, ["minute", "stage", "action", "category"],
+    upsert(conn, t.metric_categories, ["minute", "stage", "action", "category"],
             [dict(minute=m, stage=s, action=a, category=c, count=n) for (m, s, a, c), n in agg.categories.items()],
             add=["count"])
-    _upsert(conn, t.metric_evaluators, ["minute", "evaluator", "stage"],
+    upsert(conn, t.metric_evaluators, ["minute", "evaluator", "stage"],
             [dict(minute=m, evaluator=e, stage=s, calls=int(v[0]), unsafe=int(v[1]), errors=int(v[2]),
                   cached=int(v[3]), latency_ms_sum=v[4]) for (m, e, s), v in agg.evaluators.items()],
             add=["calls", "unsafe", "errors", "cached", "latency_ms_sum"])
+    upsert(conn, t.metric_shadow, ["minute", "stage", "shadow", "live", "category", "outcome"],
+           [dict(minute=m, stage=s, shadow=sh, live=lv, category=c, outcome=o, count=n)
+            for (m, s, sh, lv, c, o), n in agg.shadow.items()], add=["count"])
 
 
 def stored_positions(conn: Connection, group: str, topic: str) -> dict[int, int]:
@@ -84,7 +88,7 @@ def stored_positions(conn: Connection, group: str, topic: str) -> dict[int, int]
 
 
 def save_positions(conn: Connection, group: str, topic: str, positions: Mapping[int, int]) -> None:
-    _upsert(conn, t.consumer_offsets, ["group_id", "topic", "partition"],
+    upsert(conn, t.consumer_offsets, ["group_id", "topic", "partition"],
             [dict(group_id=group, topic=topic, partition=p, next_offset=o) for p, o in positions.items()],
             replace=["next_offset"])
 
@@ -146,7 +150,10 @@ class MetricsConsumer:
                 if decoded.event is None or decoded.ts is None:
                     self.invalid += 1
                     continue
-                agg.add(decoded.event, decoded.ts)
+                if decoded.is_tally:
+                    agg.add_tally(decoded.event, decoded.ts)
+                else:
+                    agg.add(decoded.event, decoded.ts)
                 counted += 1
             positions[tp.partition] = records[-1].offset + 1
         with self.store.write() as conn:
@@ -193,7 +200,11 @@ class MetricsConsumer:
 
 
 def aggregate(events: Iterable[tuple[Mapping[str, Any], datetime]]) -> Aggregates:
+    """Events and shadow tallies (told apart by their `schema`) into one batch of aggregates."""
     agg = Aggregates()
     for event, ts in events:
-        agg.add(event, ts)
+        if event.get("schema") == TALLY_SCHEMA_NAME:
+            agg.add_tally(event, ts)
+        else:
+            agg.add(event, ts)
     return agg

@@ -37,6 +37,7 @@ class ReviewConsumer:
         self.after_write = after_write
         self.stats = WriteResult()
         self.batches = 0
+        self.tallies = 0  # shadow tallies passed over
         self.last_error: str | None = None
         self._consumer: Any = None
         self._backoff = 0.0
@@ -64,7 +65,9 @@ class ReviewConsumer:
             for rec in records:
                 pos = Position(tp.topic, tp.partition, rec.offset)
                 decoded = decode(rec.value)
-                if decoded.event is not None and decoded.ts is not None:
+                if decoded.is_tally:  # agreement counts for the metrics consumer: nothing to review
+                    self.tallies += 1
+                elif decoded.event is not None and decoded.ts is not None:
                     items.append(IncomingEvent(decoded.event, decoded.ts, pos))
                     raw[pos] = rec
                 else:
@@ -145,7 +148,7 @@ class ReviewConsumer:
 
     def state(self) -> dict[str, Any]:
         return {"batches": self.batches, "inserted": self.stats.inserted, "duplicates": self.stats.duplicates,
-                "dead_letters": self.stats.dead_letters, "last_error": self.last_error}
+                "dead_letters": self.stats.dead_letters, "shadow_tallies": self.tallies, "last_error": self.last_error}
 
 
 def refuses_data(exc: Exception) -> bool:

@@ -58,12 +58,21 @@ class EvalItem:
     """A conversation and which turn of it to judge.
 
     `judged` indexes `turns` (default: the last turn). `stage` says whether the
-    judged turn is a prompt (input) or an answer (output).
+    judged turn is a prompt (input) or an answer (output). Model engines judge
+    the judged turn in the context of the turns before it.
+
+    `request_text` is everything the upstream will read, when that is more than
+    the judged turn: at the input stage, every text of the request (each
+    message, content part, tool result and tool-call argument) joined by
+    newlines. Rule engines scan `scan_text`; finding offsets index it.
+    `judged_at` is where the judged turn's text starts inside it.
     """
 
     turns: tuple[Turn, ...]
     stage: Stage
     judged: int = -1
+    request_text: str | None = None
+    judged_at: int = 0
 
     @property
     def judged_turn(self) -> Turn:
@@ -71,8 +80,13 @@ class EvalItem:
 
     @property
     def text(self) -> str:
-        """The judged turn's text: what rule engines read."""
+        """The judged turn's text: what model engines judge."""
         return self.turns[self.judged].content
+
+    @property
+    def scan_text(self) -> str:
+        """What rule engines scan: the whole request at the input stage, else the judged turn."""
+        return self.turns[self.judged].content if self.request_text is None else self.request_text
 
     @classmethod
     def from_messages(cls, messages: Iterable[Mapping[str, Any]], stage: Stage) -> "EvalItem":
@@ -105,9 +119,31 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+class OptionError(ValueError):
+    """A bad evaluator option. `option` is its path under the evaluator's `options` (e.g. `max_batch_size`, or
+    `first.options.path` inside a cascade), so the proxy can name the whole key in one line."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+    def under(self, prefix: str) -> "OptionError":
+        """The same error one level down, e.g. inside a cascade's `first.options`."""
+        return OptionError(f"{prefix}.{self.option}", self.reason)
+
+
+def check_option_names(options: Mapping[str, Any], known: Iterable[str]) -> None:
+    """OptionError naming the first option an engine does not know."""
+    known = sorted(known)
+    for name in options:
+        if name not in known:
+            raise OptionError(str(name), f"unknown option (known: {', '.join(known)})")
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A located match inside the judged text (rules only): what redaction masks."""
+    """A located match inside the scanned text (`EvalItem.scan_text`): what redaction masks."""
 
     category: str
     kind: str
@@ -167,6 +203,50 @@ class Evaluator(Protocol):
     def cache_context(self, item: EvalItem) -> str: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ScanStep:
+    """What an incremental scanner says after text was fed to it.
+
+    `findings` are the matches completed since the last step, at offsets in the whole answer; `cleared` is how
+    many characters of the answer no match of this judge can still touch (everything but the tail that could be
+    the start of an unfinished match). `score`, when the engine has one, is the answer-so-far's score.
+    """
+
+    findings: list[Finding]
+    cleared: int
+    score: float | None = None
+
+
+@runtime_checkable
+class IncrementalScanner(Protocol):
+    """Judges one streamed answer as it grows: sees the whole answer so far, scans only what is new.
+
+    A match's finding never depends on where the text was split: text that could still be part of an
+    unfinished match stays uncleared until the match completes or cannot happen any more.
+    """
+
+    def feed(self, text: str) -> ScanStep:
+        """`text` was appended to the answer."""
+        ...
+
+    def flush(self) -> ScanStep:
+        """Judge everything fed so far as if the answer ended here (it did, or the relay cannot hold more):
+        clears it all. More text may be fed afterwards."""
+        ...
+
+
+@runtime_checkable
+class IncrementalJudge(Protocol):
+    """An evaluator that can judge streamed answers incrementally (the rule engines)."""
+
+    name: str
+    version: str
+
+    def incremental(self) -> IncrementalScanner | None:
+        """A scanner for one answer; None when this instance cannot judge incrementally."""
+        ...
 
 
 class BaseEvaluator:

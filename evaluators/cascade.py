@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 from evaluators import registry
-from evaluators.base import EvalItem, Evaluator, Verdict
+from evaluators.base import EvalItem, Evaluator, OptionError, Verdict, check_option_names
 
 Route = Literal["first_safe", "first_unsafe", "second"]
 
@@ -100,16 +100,19 @@ class CascadeEvaluator:
 
 def _build(name: str, role: str, spec: Any) -> Evaluator:
     if not isinstance(spec, Mapping) or "type" not in spec:
-        raise ValueError(f"cascade {name!r}: option {role!r} must be a mapping with 'type' (and optional 'options')")
-    return registry.create(str(spec["type"]), f"{name}.{role}", spec.get("options") or {})
+        raise OptionError(role, "must be a mapping with 'type' (and optional 'options')")
+    try:
+        return registry.create(str(spec["type"]), f"{name}.{role}", spec.get("options") or {})
+    except OptionError as exc:
+        raise exc.under(f"{role}.options") from None
+    except registry.UnknownEvaluatorType as exc:
+        raise OptionError(f"{role}.type", str(exc)) from None
 
 
 def create(name: str, options: Mapping[str, Any]) -> CascadeEvaluator:
-    unknown = set(options) - {"first", "second", "low", "high"}
-    if unknown:
-        raise ValueError(f"cascade {name!r}: unknown option(s) {sorted(unknown)}")
+    check_option_names(options, {"first", "second", "low", "high"})
     for key in ("first", "second"):
         if key not in options:
-            raise ValueError(f"cascade {name!r}: option {key!r} is required")
+            raise OptionError(key, "required")
     return CascadeEvaluator(name, _build(name, "first", options["first"]), _build(name, "second", options["second"]),
                             low=float(options.get("low", 0.1)), high=float(options.get("high", 0.9)))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Mapping
 
-from evaluators.base import Evaluator
+from pydantic import ValidationError
+
+from evaluators.base import Evaluator, OptionError
 
 #: type name -> "module:factory"; factory(name: str, options: Mapping) -> Evaluator
 EVALUATOR_TYPES: dict[str, str] = {
@@ -42,5 +44,12 @@ def factory_for(type_name: str) -> Callable[[str, Mapping[str, Any]], Evaluator]
 
 
 def create(type_name: str, name: str, options: Mapping[str, Any] | None = None) -> Evaluator:
-    """Build an evaluator instance from its type name and options."""
-    return factory_for(type_name)(name, dict(options or {}))
+    """Build an evaluator instance from its type name and options; a bad option is an `OptionError` naming it
+    (engines that validate their options with a pydantic model included)."""
+    factory = factory_for(type_name)
+    try:
+        return factory(name, dict(options or {}))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise OptionError(".".join(str(p) for p in first["loc"]) or "options", first["msg"] + more) from None

@@ -142,10 +142,11 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
     return app
 
 
-async def serve(settings: Settings, host: str, port: int, started: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings, host: str, port: int, started: asyncio.Event | None = None, *,
+                state: ProxyState | None = None, on_listening: Callable[[], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT: then stop accepting, let in-flight requests finish until
     `shutdown_grace_s`, end the streams still running cleanly, flush the audit sink."""
-    app = create_app(settings)
+    app = create_app(settings, state)
     runner = make_runner(app, settings.server, shutdown_timeout=_AFTER_DEADLINE_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
@@ -158,6 +159,8 @@ async def serve(settings: Settings, host: str, port: int, started: asyncio.Event
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / platform
             pass
     log.info("listening", host=host, port=port)
+    if on_listening is not None:
+        on_listening()
     if started is not None:
         started.set()
     try:

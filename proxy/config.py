@@ -2,7 +2,8 @@
 
 Environment overrides use `GUARDSTREAM__` and `__` between keys, e.g.
 `GUARDSTREAM__UPSTREAM__URL=http://vllm:8000` or `GUARDSTREAM__CACHE__REDIS_URL=...`.
-Values are parsed as YAML scalars, so `GUARDSTREAM__POLICY__MODE=shadow` works.
+Values are parsed as YAML scalars, so `GUARDSTREAM__POLICIES__DEFAULT__MODE=shadow` and
+`GUARDSTREAM__UPSTREAM__POOL_SIZE=512` work (tests/test_config_docs.py checks every example).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ class StreamingConfig(Strict):
     """How streamed answers are moderated (see proxy/streaming.py)."""
 
     mode: StreamMode | None = None  # None: buffered when enforcing, final in shadow mode
-    chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window")
+    chunk_size: int = Field(default=64, gt=0, description="tokens per evaluated window (window judges: models)")
+    first_chunk_size: int = Field(default=4, gt=0, description=(
+        "tokens in a stream's first window; each next window doubles, up to chunk_size (time to first token is"
+        " about one model call after these)"))
     context_size: int = Field(default=32, ge=0, description="tokens of earlier text each window includes")
     refusal: bool = Field(default=False, description="a cut stream's last chunk carries the policy's refusal_text")
     hold_limit_bytes: int = Field(
@@ -56,6 +60,14 @@ class StreamingConfig(Strict):
 
 class StageConfig(Strict):
     evaluators: list[str] = Field(default_factory=list)
+    #: candidate evaluators judged beside the live ones, never acting on a response: candidate -> the live
+    #: evaluator it is compared with (null: the stage's decision). A list compares each with the decision.
+    shadow: dict[str, str | None] = Field(default_factory=dict)
+
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _list_means_the_decision(cls, v: Any) -> Any:
+        return {name: None for name in v} if isinstance(v, list) else v
 
 
 class OutputStageConfig(StageConfig):
@@ -77,6 +89,21 @@ class PolicyConfig(Strict):
 
     def action_for(self, category: str) -> Action:
         return self.actions.get(category, self.actions.get("default", "block"))
+
+
+class ShadowConfig(Strict):
+    """Bounds on shadow evaluators (candidates judged beside the live ones, see `StageConfig.shadow`)."""
+
+    max_inflight: int = Field(default=64, gt=0, description=(
+        "shadow evaluations running at once in this proxy; beyond it an item is not shadowed (counted)"))
+    sample: float = Field(default=1.0, ge=0.0, le=1.0, description="share of judged items the shadows also judge")
+    tally_interval_s: float = Field(default=60.0, gt=0, description=(
+        "how often the agreement counts go to the audit topic as a shadow tally (for the ops dashboard)"))
+    drain_s: float = Field(default=2.0, ge=0, description="at shutdown: time given to running shadow evaluations")
+    pause_after_failures: int = Field(default=5, gt=0, description=(
+        "a candidate that failed (raised or timed out) this many times in a row is paused for pause_s"))
+    pause_s: float = Field(default=30.0, ge=0, description=(
+        "how long a failing candidate is left out; then the next item tries it again"))
 
 
 class ClientKey(Strict):
@@ -109,11 +136,22 @@ class UpstreamConfig(Strict):
         default=256 * 1024, ge=4096,
         description="SO_RCVBUF of upstream connections: what the kernel holds of an answer the proxy has not read"
                     " (null: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum)")
+    tenant_max_concurrent: int | None = Field(
+        default=None, gt=0,
+        description="upstream requests and streams one tenant may have open at once; more get a 429 (null: half of"
+                    " pool_size when the client keys name several tenants, else pool_size); `tenants` overrides it")
 
     def resolved_api_key(self) -> str | None:
         if self.api_key_env:
             return os.environ.get(self.api_key_env) or self.api_key
         return self.api_key
+
+
+class TenantConfig(Strict):
+    """Limits of one tenant (the `tenant` of its client keys)."""
+
+    max_concurrent: int | None = Field(default=None, gt=0, description=(
+        "upstream requests and streams this tenant may have open at once (null: upstream.tenant_max_concurrent)"))
 
 
 class ServerConfig(Strict):
@@ -178,11 +216,14 @@ class Settings(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     client_keys: list[ClientKey] = Field(default_factory=list)
+    #: per-tenant limits by tenant name
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     evaluators: dict[str, EvaluatorConfig] = Field(default_factory=dict)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> "Settings":
@@ -190,23 +231,52 @@ class Settings(Strict):
             self.policies["default"] = PolicyConfig()
         for pname, policy in self.policies.items():
             for stage in ("input", "output"):
-                for ev in getattr(policy, stage).evaluators:
+                cfg = getattr(policy, stage)
+                for ev in cfg.evaluators:
                     if ev not in self.evaluators:
                         raise ValueError(f"policies.{pname}.{stage}.evaluators: unknown evaluator {ev!r}")
+                _check_shadow(f"policies.{pname}.{stage}.shadow", cfg, self.evaluators)
         for i, key in enumerate(self.client_keys):
             if key.policy not in self.policies:
                 raise ValueError(f"client_keys.{i}.policy: unknown policy {key.policy!r}")
         return self
 
+    def tenant_limits(self) -> tuple[int, dict[str, int]]:
+        """(the default limit of concurrent upstream requests per tenant, the limits of tenants that override it)."""
+        pool = self.upstream.pool_size
+        several = len({key.tenant for key in self.client_keys}) > 1
+        default = self.upstream.tenant_max_concurrent or (max(1, pool // 2) if several else pool)
+        return default, {name: t.max_concurrent for name, t in self.tenants.items() if t.max_concurrent}
+
     def policy_hash(self, policy_name: str) -> str:
-        """A digest of a policy and the evaluators it uses: part of every cache key."""
+        """A digest of a policy and the evaluators it uses: part of every cache key. Shadows are left out:
+        adding or promoting a candidate changes no live verdict, so it must not empty the live cache."""
         policy = self.policies[policy_name]
         used = sorted(set(policy.input.evaluators) | set(policy.output.evaluators))
         blob = {
-            "policy": policy.model_dump(mode="json"),
+            "policy": policy.model_dump(mode="json", exclude={"input": {"shadow"}, "output": {"shadow"}}),
             "evaluators": {n: self.evaluators[n].model_dump(mode="json") for n in used},
         }
-        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(blob)
+
+    def evaluator_hash(self, name: str) -> str:
+        """A digest of one evaluator's configuration: a shadow's verdicts are cached under it."""
+        return _digest({"shadow_evaluator": self.evaluators[name].model_dump(mode="json")})
+
+
+def _digest(blob: Any) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_shadow(where: str, stage: StageConfig, evaluators: Mapping[str, EvaluatorConfig]) -> None:
+    for candidate, live in stage.shadow.items():
+        if candidate not in evaluators:
+            raise ValueError(f"{where}: unknown evaluator {candidate!r}")
+        if candidate in stage.evaluators:
+            raise ValueError(f"{where}: {candidate!r} is live in this stage; a shadow runs beside the live ones")
+        if live is not None and live not in stage.evaluators:
+            raise ValueError(f"{where}.{candidate}: {live!r} is not a live evaluator of this stage "
+                             f"(live: {', '.join(stage.evaluators) or 'none'}; null compares with the decision)")
 
 
 class ConfigError(Exception):
@@ -243,7 +313,17 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if name.startswith(ENV_PREFIX):
             keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
             if keys:
-                _set_path(raw, keys, yaml.safe_load(value) if value else value)
+                _set_path(raw, keys, _env_value(value))
+
+
+def _env_value(value: str) -> Any:
+    """An environment value parsed as a YAML scalar (`true`, `512`, `null`); text YAML cannot read stays text."""
+    if not value:
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:

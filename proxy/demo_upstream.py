@@ -9,17 +9,25 @@ a stream (as vLLM does). A request with `tools` gets a tool call after the
 text; `keepalive_every` adds SSE comments; an answer function may return one
 text per choice. It records the requests it saw and the streams whose
 client went away, so tests can check what reached the upstream.
+
+Run on its own, it is a fake model to try the proxy with (see README.md):
+
+    python -m proxy.demo_upstream --port 8000 [--reply TEXT | --echo | --replies FILE]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
+import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 from aiohttp import web
 
@@ -223,3 +231,91 @@ class DemoUpstream:
         for j in range(0, len(args), third):
             deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": args[j:j + third]}}]})
         return deltas
+
+
+# -- `python -m proxy.demo_upstream` -------------------------------------------------------------------
+
+#: in a replies file, the answer when no phrase matches (without it: the built-in demo answers)
+CATCH_ALL = "*"
+
+
+def replies_answer(replies: Mapping[str, str]) -> AnswerFn:
+    """Answer with the reply of the first phrase (in file order) found in the last prompt, case-insensitively;
+    else the `*` reply; else the built-in demo answers."""
+    phrases = [(phrase.lower(), reply) for phrase, reply in replies.items() if phrase != CATCH_ALL]
+
+    def answer(body: dict[str, Any]) -> str:
+        prompt = last_prompt(body).lower()
+        found = next((reply for phrase, reply in phrases if phrase in prompt), replies.get(CATCH_ALL))
+        return found if found is not None else demo_answer(body)
+
+    return answer
+
+
+def load_replies(path: str) -> dict[str, str]:
+    """A YAML or JSON mapping of phrase -> answer; ValueError with one line saying what is wrong."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML or JSON: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: must map phrases to answers (strings to strings), e.g. "
+                         f"{{\"capital of france\": \"Paris.\", \"*\": \"anything else\"}}")
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m proxy.demo_upstream",
+                                     description="An OpenAI-compatible fake model: /v1/chat/completions, "
+                                                 "/v1/completions and /v1/models, streamed or not.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (default: 8000, the "
+                                                                 "built-in policy's upstream)")
+    answer = parser.add_mutually_exclusive_group()
+    answer.add_argument("--reply", help="answer every request with this text")
+    answer.add_argument("--echo", action="store_true", help="answer with the last prompt")
+    answer.add_argument("--replies", metavar="FILE", help="YAML or JSON mapping of phrase -> answer: the first "
+                        "phrase found in the last prompt picks the answer, '*' answers the rest")
+    parser.add_argument("--chunks", type=int, default=None, help="stream an answer in this many chunks "
+                        "(default: one per word)")
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause between streamed chunks")
+    args = parser.parse_args(argv)
+    try:
+        if args.reply is not None:
+            reply = args.reply
+            answer_fn: AnswerFn = lambda body: reply  # noqa: E731
+        elif args.echo:
+            answer_fn = last_prompt
+        else:
+            answer_fn = replies_answer(load_replies(args.replies)) if args.replies else demo_answer
+    except ValueError as exc:
+        print(f"demo upstream: {exc}", file=sys.stderr)
+        return 2
+    upstream = DemoUpstream(answer=answer_fn, chunks=args.chunks, chunk_delay_s=args.chunk_delay_ms / 1000,
+                            record=False)
+    try:
+        asyncio.run(_serve(upstream, args.host, args.port))
+    except OSError as exc:
+        print(f"demo upstream: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _serve(upstream: DemoUpstream, host: str, port: int) -> None:
+    runner, url = await upstream.start(host, port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    print(f"demo upstream: listening on {url} (OpenAI-compatible; model names: any)", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

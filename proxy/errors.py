@@ -13,7 +13,7 @@ class ProxyError(Exception):
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  code: str | None = None, param: str | None = None, extra: dict[str, Any] | None = None,
-                 close: bool = False) -> None:
+                 close: bool = False, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -22,6 +22,7 @@ class ProxyError(Exception):
         self.param = param
         self.extra = extra or {}
         self.close = close  # end the connection after the answer (what is left of the request is unreadable)
+        self.headers = headers or {}  # e.g. Retry-After
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
@@ -30,7 +31,9 @@ class ProxyError(Exception):
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
         response = web.Response(status=self.status, body=json.dumps(self.body()).encode(),
-                                content_type="application/json", headers=headers)
+                                content_type="application/json",
+                                headers={**self.headers, **headers} if self.headers and headers else
+                                self.headers or headers)
         if self.close:
             response.force_close()
         return response
@@ -43,6 +46,12 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def nested_too_deeply() -> ProxyError:
     """A JSON body past what Python's parser (or encoder) can recurse into."""
     return bad_request("The JSON body of your request is nested too deeply.", code="invalid_json")
+
+
+def duplicate_key(key: str) -> ProxyError:
+    """A JSON object naming one key twice: the proxy would judge one value and the upstream might read another."""
+    return bad_request(f"The JSON body of your request names the key {key!r} twice in one object; each key may "
+                       "appear once.", param=key, code="duplicate_key")
 
 
 def unreadable_body() -> ProxyError:

@@ -12,23 +12,27 @@ from typing import Any, Iterable, Mapping
 
 SCHEMA_NAME = "guardstream.event.v1"
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "event.v1.json"
+#: the shadow evaluators' agreement counts, sent on the same topic (proxy/shadow.py)
+TALLY_SCHEMA_NAME = "guardstream.shadow_tally.v1"
+_SCHEMA_FILES = {SCHEMA_NAME: SCHEMA_PATH, TALLY_SCHEMA_NAME: SCHEMA_PATH.with_name("shadow_tally.v1.json")}
 
 
-@lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+@lru_cache(maxsize=4)
+def schema(name: str = SCHEMA_NAME) -> dict[str, Any]:
+    return json.loads(_SCHEMA_FILES[name].read_text())
 
 
-@lru_cache(maxsize=1)
-def _validator() -> Any:
+@lru_cache(maxsize=4)
+def _validator(name: str) -> Any:
     import jsonschema
 
-    return jsonschema.Draft202012Validator(schema())
+    return jsonschema.Draft202012Validator(schema(name))
 
 
-def validation_errors(event: Mapping[str, Any]) -> list[str]:
-    """Every way `event` breaks the schema, as readable strings (empty when valid)."""
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in _validator().iter_errors(event)]
+def validation_errors(event: Mapping[str, Any], name: str = SCHEMA_NAME) -> list[str]:
+    """Every way `event` breaks the schema `name`, as readable strings (empty when valid)."""
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+            for e in _validator(name).iter_errors(event)]
 
 
 def content_digest(messages: Iterable[Mapping[str, str]] | None, completion: str | None) -> str:

@@ -14,11 +14,12 @@ from typing import Callable, Mapping, Sequence
 
 import structlog
 
-from evaluators.base import EvalItem, Evaluator, Stage, Verdict
+from evaluators.base import STAGES, EvalItem, Evaluator, IncrementalScanner, Stage, Verdict
 from proxy.cache import VerdictCache, cache_key
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
 from proxy.policy import Decision, decide
+from proxy.shadow import Shadows
 
 log = structlog.get_logger("guardstream.guard")
 
@@ -28,24 +29,71 @@ SyncEvaluate = Callable[[Sequence[EvalItem]], "list[Verdict] | None"]
 class Guard:
     """The guard pipeline: evaluators by name, the verdict cache, and the policies that use them."""
 
-    def __init__(self, settings: Settings, evaluators: Mapping[str, Evaluator], cache: VerdictCache) -> None:
+    def __init__(self, settings: Settings, evaluators: Mapping[str, Evaluator], cache: VerdictCache, *,
+                 strict: bool = True) -> None:
         self.settings = settings
         self.evaluators = dict(evaluators)
         self.cache = cache
+        #: policy -> stage -> the evaluators judging it (an evaluator whose `stages` exclude a stage never runs there)
+        self._stage_names = {name: {stage: _judges(name, stage, getattr(policy, stage).evaluators, self.evaluators,
+                                                   strict) for stage in STAGES}
+                             for name, policy in settings.policies.items()}
         self._policy_hashes = {name: settings.policy_hash(name) for name in settings.policies}
         self._cached = {name: _wants_cache(settings.evaluators[name].cache, ev) for name, ev in self.evaluators.items()}
         #: inline judges: uncached engines offering `evaluate_sync`
         self._sync: dict[str, SyncEvaluate] = {
             name: fn for name, ev in self.evaluators.items()
             if not self._cached[name] and callable(fn := getattr(ev, "evaluate_sync", None))}
+        self._shadow_hashes = {name: settings.evaluator_hash(name) for name in self.evaluators}
+        self.shadows = Shadows(settings, self._shadow_verdict)
+
+        #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
+        self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
-        return list(getattr(self.settings.policies[policy], stage).evaluators)
+        return list(self._stage_names[policy][stage])
 
-    async def check(self, policy: str, item: EvalItem) -> Decision:
-        """Judge one item under a policy's stage and record the outcome in metrics."""
+    def stream_judges(self, policy: str) -> tuple[list[str], list[str]]:
+        """A policy's output evaluators split into incremental judges (rules) and window judges (the rest)."""
+        names = self._stage_names[policy]["output"]
+        return [n for n in names if n in self._incremental], [n for n in names if n not in self._incremental]
+
+    def scanners(self, policy: str, names: Sequence[str]) -> list[tuple[str, str, IncrementalScanner, bool]]:
+        """(name, version, scanner, holds) for one streamed answer, per incremental judge. `holds`: what the
+        judge finds is blocked or redacted under the policy, so text waits for it; a judge whose findings are
+        only flagged (or allowed) judges beside the stream."""
+        out = []
+        actions = self.settings.policies[policy]
+        for name in names:
+            evaluator = self.evaluators[name]
+            scanner = evaluator.incremental()  # type: ignore[attr-defined]
+            if scanner is not None:
+                category = getattr(evaluator, "category", None)
+                holds = category is None or actions.action_for(category) in ("block", "redact")
+                out.append((name, evaluator.version, scanner, holds))
+        return out
+
+    def decide(self, policy: str, stage: Stage, verdicts: list[Verdict]) -> Decision:
+        """The decision for verdicts found elsewhere (a stream's incremental judges), counted like `check`'s."""
+        for verdict in verdicts:
+            if verdict.error:
+                log.warning("evaluator_failed", evaluator=verdict.evaluator, error=verdict.error.split(":")[0])
+                EVALUATOR_ERRORS.labels(verdict.evaluator, "exception",
+                                        self.settings.evaluators[verdict.evaluator].on_error).inc()
+        decision = decide(stage, verdicts, self.settings.policies[policy], self.settings.evaluators)
+        _count(decision)
+        return decision
+
+    def observe(self, name: str, stage: Stage, seconds: float) -> None:
+        """Time an evaluator spent outside `check` (a stream's incremental judge, over one answer)."""
+        child(EVALUATOR_LATENCY, name, stage).observe(seconds)
+
+    async def check(self, policy: str, item: EvalItem, names: Sequence[str] | None = None) -> Decision:
+        """Judge one item under a policy's stage (or only its evaluators `names`); record the outcome in
+        metrics."""
         started = time.perf_counter()
-        names = getattr(self.settings.policies[policy], item.stage).evaluators
+        if names is None:
+            names = self._stage_names[policy][item.stage]
         verdicts: list[Verdict | None] = [self._verdict_now(n, item) if n in self._sync else None for n in names]
         waiting = [i for i, v in enumerate(verdicts) if v is None]
         if len(waiting) == 1:
@@ -58,7 +106,19 @@ class Guard:
                           self.settings.policies[policy], self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         _count(decision)
+        if self.shadows.configured(policy, item.stage):
+            decision.shadow = self.shadows.start(policy, item, decision)
         return decision
+
+    async def _shadow_verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
+        """A candidate's verdict, off the request path: always the async path (an inline engine would hold the
+        event loop), behind the cache under the candidate's own configuration digest, within its deadline."""
+        evaluator = self.evaluators[name]
+        if not self._cached[name]:
+            return await self._evaluate(name, evaluator, item)
+        key = cache_key(evaluator, self._shadow_hashes[name], item)
+        ttl = self.settings.policies[policy].cache_ttl_s
+        return await self.cache.get_or_compute(key, lambda: self._evaluate(name, evaluator, item), ttl)
 
     def _verdict_now(self, name: str, item: EvalItem) -> Verdict | None:
         """The verdict of an inline judge, or None when it wants the async path for this item."""
@@ -108,17 +168,42 @@ class Guard:
         return verdict
 
 
+def _scans(evaluator: Evaluator) -> bool:
+    make = getattr(evaluator, "incremental", None)
+    return callable(make) and make() is not None
+
+
+def _judges(policy: str, stage: Stage, names: Sequence[str], evaluators: Mapping[str, Evaluator],
+            strict: bool) -> list[str]:
+    """The evaluators of a policy's stage that judge that stage; one that does not is a ConfigError (`strict`,
+    the proxy's start-up) or, for evaluators built by hand, left out with a warning."""
+    judging = []
+    for name in names:
+        stages = getattr(evaluators[name], "stages", STAGES)
+        if stage in stages:
+            judging.append(name)
+            continue
+        problem = (f"policies.{policy}.{stage}.evaluators: evaluator {name!r} does not judge the {stage} stage "
+                   f"(its stages: {', '.join(sorted(stages))}); remove it there or change its options.stages")
+        if strict:
+            raise ConfigError(problem)
+        log.warning("evaluator_stage_skipped", detail=problem)
+    return judging
+
+
 def _wants_cache(configured: bool | None, evaluator: Evaluator) -> bool:
     return configured if configured is not None else bool(getattr(evaluator, "cacheable", True))
 
 
 def _count(decision: Decision) -> None:
+    """Blocks count under the categories whose action blocked (a secret block that also saw PII is no PII
+    block); flags and redactions under the categories flagged or redacted, for items that went through."""
     if decision.action == "block":
         if decision.enforced:
-            for category in decision.categories:
-                BLOCKS.labels(decision.stage, category).inc()
+            for category in decision.categories_with("block"):
+                child(BLOCKS, decision.stage, category).inc()
         else:
             SHADOW_WOULD_BLOCK.labels(decision.stage).inc()
     elif decision.action in ("flag", "redact"):
-        for category in decision.categories:
-            FLAGS.labels(decision.stage, category).inc()
+        for category in decision.categories_with("flag", "redact"):
+            child(FLAGS, decision.stage, category).inc()

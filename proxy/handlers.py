@@ -12,13 +12,14 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from evaluators.rules.redact import placeholder_spans
 from proxy.connections import CONNECTIONS
-from proxy.errors import (bad_request, body_too_large, content_filtered, nested_too_deeply, request_timeout,
-                          unreadable_body, upstream_bad_response)
+from proxy.jsonio import dumps, loads
+from proxy.errors import (bad_request, body_too_large, content_filtered, duplicate_key, nested_too_deeply,
+                          request_timeout, unreadable_body, upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
-from proxy.policy import Decision
+from proxy.policy import Decision, redacted_findings
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
-from proxy.redaction import redact_findings
+from proxy.request_text import redact_in_place
 from proxy.routes import CHAT, COMPLETION, GenerationRoute, conversation_of
 from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, expected_choices
@@ -46,13 +47,35 @@ async def read_json(request: web.Request, limit: int, timeout_s: float | None = 
         raise unreadable_body() from None
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_unique_keys)
         return raw, clean_json(body) if may_hold_surrogates(raw) else body
+    except DuplicateKey as exc:
+        raise duplicate_key(exc.key) from None
     except (ValueError, UnicodeDecodeError):
         raise bad_request("We could not parse the JSON body of your request. The body must be valid JSON.",
                           code="invalid_json") from None
     except RecursionError:  # e.g. 100,000 nested arrays: Python's parser gives up (it was a 500)
         raise nested_too_deeply() from None
+
+
+class DuplicateKey(Exception):
+    """A JSON object named `key` twice (raised from inside the parser, turned into a 400)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key named twice (Python keeps the last value, other parsers the first: the
+    upstream must read what the proxy judged). Costs about 2 µs on a one-message request."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -76,8 +99,8 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     conversations = route.conversations(body)
     n = parsed.n or 1
 
-    items = route.input_items(body)
-    decisions = await _check_all(state, policy_name, items)
+    inputs = route.inputs(body)
+    decisions = await _check_all(state, policy_name, [item for item, _ in inputs])
     for i, decision in enumerate(decisions):  # one per prompt: each audited with its own
         state.recorder.record(ctx, decision, conversation_of(conversations, 1, i), None,
                               latency_ms=decision.latency_ms)
@@ -86,25 +109,27 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
         if policy.blocked_input == "refusal":
             return web.json_response(_refusal_body(route, parsed.model, policy.refusal_text, blocked, parsed.n or 1))
         raise content_filtered("input", blocked.categories, blocked.evaluators)
-    if route is CHAT and any(d.redacts for d in decisions):
-        body["messages"][-1]["content"] = redact_findings(
-            items[0].text, [f for d in decisions for v in d.verdicts for f in v.findings])
+    if any(d.redacts for d in decisions):  # every place a finding sits, in every message, part and prompt
+        redact_in_place([(text, redacted_findings(d, policy)) for (_, text), d in zip(inputs, decisions)
+                         if d.redacts])
         try:
             raw = json.dumps(body).encode()
         except RecursionError:  # parsed at the edge of the recursion limit: re-encoding may not fit
             raise nested_too_deeply() from None
 
-    headers = state.upstream.headers(request.headers, ctx.request_id)
-    started = time.perf_counter()
-    upstream = await state.upstream.request("POST", route.path, raw, headers)
-    child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
-    if parsed.stream and upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", ""):
-        return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
-                                   expected_choices(route, body, parsed.n))
-    try:
-        payload = await state.upstream.read_body(upstream)
-    finally:
-        upstream.release()
+    with state.tenants.slot(ctx.principal.tenant):  # one tenant cannot take the whole upstream pool
+        headers = state.upstream.headers(request.headers, ctx.request_id)
+        started = time.perf_counter()
+        upstream = await state.upstream.request("POST", route.path, raw, headers)
+        child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
+        streamed = upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", "")
+        if parsed.stream and streamed:
+            return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
+                                       expected_choices(route, body, parsed.n))
+        try:
+            payload = await state.upstream.read_body(upstream)
+        finally:
+            upstream.release()
     upstream_elapsed = time.perf_counter() - started
     if upstream.status != 200:
         return _relay_verbatim(upstream, payload)
@@ -132,7 +157,7 @@ def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
 async def _guard_answer(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy_name: str,
                         conversations: list[list[dict[str, str]]], n: int, payload: bytes) -> web.Response:
     try:
-        answer = json.loads(payload)
+        answer = loads(payload)
         choices = answer["choices"]
         assert isinstance(choices, list)
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
@@ -155,10 +180,9 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
                                    "evaluators": decision.evaluators}
             changed = True
         elif decision.redacts:  # each field (reasoning, content) masked where its findings are
-            findings = [f for v in decision.verdicts for f in v.findings]
-            route.mask_choice(choice, placeholder_spans(findings, len(text)))
+            route.mask_choice(choice, placeholder_spans(redacted_findings(decision, policy), len(text)))
             changed = True
-    body = json.dumps(answer).encode() if changed else payload
+    body = dumps(answer) if changed else payload
     return web.Response(body=body, content_type="application/json")
 
 
@@ -200,10 +224,11 @@ def _refusal_body(route: GenerationRoute, model: str, text: str, decision: Decis
 async def models(request: web.Request) -> web.Response:
     state: ProxyState = request.app[STATE]
     ctx: RequestContext = request[CTX]
-    upstream = await state.upstream.request("GET", "/models", None, state.upstream.headers(request.headers,
-                                                                                             ctx.request_id))
-    try:
-        payload = await state.upstream.read_body(upstream)
-    finally:
-        upstream.release()
+    with state.tenants.slot(ctx.principal.tenant):
+        upstream = await state.upstream.request("GET", "/models", None,
+                                                state.upstream.headers(request.headers, ctx.request_id))
+        try:
+            payload = await state.upstream.read_body(upstream)
+        finally:
+            upstream.release()
     return _relay_verbatim(upstream, payload)

@@ -14,7 +14,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # -- requests -----------------------------------------------------------------
 REQUESTS = Counter("guardstream_requests_total", "Requests by route and HTTP status", ["route", "status"],
                    registry=REGISTRY)
-BLOCKS = Counter("guardstream_blocks_total", "Blocked prompts/answers by stage and category",
+BLOCKS = Counter("guardstream_blocks_total", "Blocked prompts/answers by stage and the category that blocked",
                  ["stage", "category"], registry=REGISTRY)
 FLAGS = Counter("guardstream_flags_total", "Flagged (allowed, audited) prompts/answers by stage and category",
                 ["stage", "category"], registry=REGISTRY)
@@ -27,6 +27,9 @@ PROXY_OVERHEAD = Histogram("guardstream_proxy_overhead_seconds",
                            ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 UPSTREAM_ERRORS = Counter("guardstream_upstream_errors_total", "Upstream failures by kind", ["kind"],
                           registry=REGISTRY)
+TENANT_REJECTIONS = Counter("guardstream_tenant_rejections_total",
+                            "Requests refused with 429: the tenant already had its limit of upstream requests open",
+                            ["tenant"], registry=REGISTRY)
 INFLIGHT = Gauge("guardstream_inflight_requests", "Requests being served", registry=REGISTRY)
 SLOW_CLIENT_DISCONNECTS = Counter("guardstream_slow_client_disconnects_total",
                                   "Streaming clients disconnected for accepting no bytes for write_timeout_s",
@@ -37,6 +40,14 @@ EVALUATOR_LATENCY = Histogram("guardstream_evaluator_latency_seconds", "Evaluato
                               ["evaluator", "stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 EVALUATOR_ERRORS = Counter("guardstream_evaluator_errors_total", "Evaluator errors and timeouts by policy outcome",
                            ["evaluator", "kind", "on_error"], registry=REGISTRY)
+SHADOW_COMPARISONS = Counter(
+    "guardstream_shadow_comparisons_total",
+    "Shadow (candidate) evaluator verdicts compared with the live one, per category (`any`: the overall verdict):"
+    " outcome both, shadow_only, live_only, neither (`any` only)",
+    ["stage", "shadow", "live", "category", "outcome"], registry=REGISTRY)
+SHADOW_RUNS = Counter("guardstream_shadow_runs_total", "Shadow evaluations by result: compared, error, timeout, "
+                      "skipped_busy (max_inflight reached), skipped_paused (failing, paused), skipped_live_error",
+                      ["stage", "shadow", "result"], registry=REGISTRY)
 STREAM_WINDOWS = Counter("guardstream_stream_windows_evaluated_total", "Streaming windows evaluated", ["mode"],
                          registry=REGISTRY)
 STREAM_CUTS = Counter("guardstream_stream_cuts_total", "Streams cut for unsafe output", ["mode"], registry=REGISTRY)

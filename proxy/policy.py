@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
-from evaluators.base import Stage, Verdict
+from evaluators.base import Finding, Stage, Verdict
 from proxy.config import EvaluatorConfig, PolicyConfig
 
 Outcome = Literal["block", "redact", "flag", "allow"]
@@ -22,6 +23,8 @@ class Decision:
     `action` is what the policy calls for; `enforced` is False in shadow mode,
     where a block is only recorded. `failed_open` lists evaluators whose error
     was ignored by `on_error: fail_open` (audited, counted, visible).
+    `category_actions` says what the policy wants for each of `categories` (the
+    strongest of them is `action`).
     """
 
     stage: Stage
@@ -31,6 +34,9 @@ class Decision:
     enforced: bool
     failed_open: list[str] = field(default_factory=list)
     latency_ms: float = 0.0
+    category_actions: dict[str, Outcome] = field(default_factory=dict)
+    #: the shadow evaluators' judgement of the same item, running in the background (proxy/shadow.py)
+    shadow: asyncio.Task[Any] | None = None
 
     @property
     def blocks(self) -> bool:
@@ -45,6 +51,10 @@ class Decision:
     def evaluators(self) -> list[str]:
         return [v.evaluator for v in self.verdicts if v.error or not v.safe]
 
+    def categories_with(self, *actions: Outcome) -> list[str]:
+        """The categories whose own action is one of `actions` (e.g. the ones that blocked)."""
+        return [c for c in self.categories if self.category_actions.get(c, self.action) in actions]
+
     @property
     def worth_auditing(self) -> bool:
         return self.action != "allow" or bool(self.failed_open)
@@ -54,15 +64,14 @@ def decide(stage: Stage, verdicts: list[Verdict], policy: PolicyConfig,
            evaluator_configs: Mapping[str, EvaluatorConfig]) -> Decision:
     """Combine verdicts: the strongest action of any unsafe category wins; errors follow `on_error`."""
     action: Outcome = "allow"
-    categories: list[str] = []
+    wanted_for: dict[str, Outcome] = {}  # category -> its action, in the order met
     failed_open: list[str] = []
     for verdict in verdicts:
         if verdict.error:
             cfg = evaluator_configs.get(verdict.evaluator)
             if cfg is not None and cfg.on_error == "fail_closed":
                 action = "block"
-                if EVALUATOR_ERROR not in categories:
-                    categories.append(EVALUATOR_ERROR)
+                wanted_for[EVALUATOR_ERROR] = "block"
             else:
                 failed_open.append(verdict.evaluator)
             continue
@@ -72,9 +81,15 @@ def decide(stage: Stage, verdicts: list[Verdict], policy: PolicyConfig,
             wanted = policy.action_for(category)
             if wanted == "allow":
                 continue
-            if category not in categories:
-                categories.append(category)
+            wanted_for.setdefault(category, wanted)
             if _RANK[wanted] > _RANK[action]:
                 action = wanted
-    return Decision(stage=stage, action=action, categories=categories, verdicts=verdicts,
-                    enforced=policy.mode == "enforce", failed_open=failed_open)
+    return Decision(stage=stage, action=action, categories=list(wanted_for), verdicts=verdicts,
+                    enforced=policy.mode == "enforce", failed_open=failed_open, category_actions=wanted_for)
+
+
+def redacted_findings(decision: Decision, policy: PolicyConfig) -> list[Finding]:
+    """The findings `redact` masks: those of categories the policy redacts (a flagged injection phrase beside a
+    redacted e-mail address stays as written)."""
+    return [f for v in decision.verdicts if not v.error for f in v.findings
+            if policy.action_for(f.category) == "redact"]

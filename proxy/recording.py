@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -9,14 +10,15 @@ from typing import Any, Callable, Iterable, Mapping
 import structlog
 from aiohttp import web
 
-from evaluators.base import content_text
-from proxy.auth import Principal
+from evaluators.base import Verdict, content_text
 from proxy.audit import AuditSink
+from proxy.auth import Principal
 from proxy.config import AuditConfig
 from proxy.elision import fit
 from proxy.events import content_digest, new_event
 from proxy.policy import Decision
 from proxy.redaction import redact_text
+from proxy.shadow import ShadowResult
 from proxy.unicode_text import clean_text
 
 log = structlog.get_logger("guardstream.audit")
@@ -38,31 +40,65 @@ CTX = web.RequestKey("guardstream_ctx", RequestContext)
 
 
 class Recorder:
-    """Audits every block, flag and failed-open error, and a sample of allowed traffic."""
+    """Audits every block, flag and failed-open error, every shadow disagreement, and a sample of allowed
+    traffic."""
 
-    def __init__(self, sink: AuditSink, cfg: AuditConfig, upstream: str) -> None:
+    def __init__(self, sink: AuditSink, cfg: AuditConfig, upstream: str,
+                 thresholds: Mapping[str, float] | None = None, log_content: bool = False) -> None:
         self.sink = sink
         self.cfg = cfg
         self.upstream = upstream
+        #: evaluator -> the score at which it calls an item unsafe (reviewers see how close a score came)
+        self.thresholds = dict(thresholds or {})
+        self.log_content = log_content  # `logging.log_content`: decision log lines carry the text
 
     def wants(self, decision: Decision) -> bool:
         if decision.worth_auditing:
             return True
+        return self._sampled()
+
+    def _sampled(self) -> bool:
         return self.cfg.sample_allowed > 0 and random.random() < self.cfg.sample_allowed
 
     def record(self, ctx: RequestContext, decision: Decision, messages: Iterable[Mapping[str, Any]] | None,
                completion: str | Callable[[], str] | None, *, choice_index: int | None = None,
                stream_mode: str | None = None, latency_ms: float = 0.0) -> None:
         """Emit an event for `decision` if it is worth auditing; `completion` may be a function making the text
-        (a stream's answer so far is only put together for the events that are emitted)."""
-        if not self.wants(decision):
+        (a stream's answer so far is only put together for the events that are emitted).
+
+        With shadow evaluators running (`decision.shadow`), the event waits for them and carries their
+        verdicts; a disagreement is audited even where the live decision alone is not worth it."""
+        shadow = decision.shadow
+        if shadow is None:
+            if self.wants(decision):
+                self._emit(ctx, decision, messages, completion, choice_index, stream_mode, latency_ms, None)
             return
+        wanted = self.wants(decision)
+        if callable(completion):
+            completion = completion()  # the text as judged now: a stream's answer grows meanwhile
+        messages = list(messages or [])
+
+        def when_judged(task: asyncio.Task[Any]) -> None:
+            result = None if task.cancelled() or task.exception() is not None else task.result()
+            if wanted or (result is not None and result.disagreement):
+                try:
+                    self._emit(ctx, decision, messages, completion, choice_index, stream_mode, latency_ms, result)
+                except Exception:  # a callback has no caller to tell; the event must not vanish silently
+                    log.exception("shadow_event_failed")
+
+        shadow.add_done_callback(when_judged)
+
+    def _emit(self, ctx: RequestContext, decision: Decision, messages: Iterable[Mapping[str, Any]] | None,
+              completion: str | Callable[[], str] | None, choice_index: int | None, stream_mode: str | None,
+              latency_ms: float, shadow: ShadowResult | None) -> None:
         if callable(completion):
             completion = completion()
         if completion:
             completion = clean_text(completion)
         turns = [{"role": clean_text(str(m.get("role", "user"))),
                   "content": clean_text(content_text(m.get("content")))} for m in messages or []]
+        if decision.worth_auditing:
+            self._log(ctx, decision, turns, completion)
         event = new_event(
             request_id=ctx.request_id,
             tenant=ctx.principal.tenant,
@@ -75,13 +111,37 @@ class Recorder:
             choice_index=choice_index,
             categories=list(decision.categories),
             failed_open=list(decision.failed_open),
-            verdicts=[_verdict_json(v) for v in decision.verdicts],
+            verdicts=[self._verdict_json(v) for v in decision.verdicts],
             model=ctx.model,
             upstream=self.upstream,
             content=self._content(turns, completion),
             latency_ms=round(latency_ms or decision.latency_ms, 3),
         )
+        if shadow is not None:
+            event["shadow"] = {
+                "disagreement": shadow.disagreement, "categories": shadow.categories,
+                "verdicts": [{**self._verdict_json(s.verdict), "compared_with": s.compared_with,
+                              "compared": s.compared, "differs": s.differs} for s in shadow.verdicts]}
         self.sink.emit(event)
+
+    def _verdict_json(self, verdict: Verdict) -> dict[str, Any]:
+        out = _verdict_json(verdict)
+        threshold = self.thresholds.get(verdict.evaluator)
+        if threshold is not None:
+            out["threshold"] = threshold
+        return out
+
+    def _log(self, ctx: RequestContext, decision: Decision, turns: list[dict[str, str]],
+             completion: str | None) -> None:
+        """One `guard_decision` line per decision that is not `allow`; its text only with `log_content`."""
+        fields: dict[str, Any] = {}
+        if self.log_content:
+            *kept, answer = fit([t["content"] for t in turns] + [completion], self.cfg.max_content_chars)
+            fields["content"] = {"messages": [{"role": t["role"], "content": text or ""}
+                                              for t, text in zip(turns, kept)], "completion": answer}
+        log.info("guard_decision", stage=decision.stage, action=decision.action, enforced=decision.enforced,
+                 categories=list(decision.categories), evaluators=decision.evaluators,
+                 failed_open=list(decision.failed_open), tenant=ctx.principal.tenant, **fields)
 
     def _content(self, turns: list[dict[str, str]], completion: str | None) -> dict[str, Any]:
         digest = content_digest(turns, completion)
@@ -100,7 +160,7 @@ class Recorder:
         return {"mode": mode, "messages": turns, "completion": completion, "sha256": digest}
 
 
-def _verdict_json(verdict: Any) -> dict[str, Any]:
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
     return {
         "evaluator": verdict.evaluator,
         "version": verdict.version,

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from evaluators.base import EvalItem, Turn, content_text
 from evaluators.rules.redact import mask
 from proxy.protocol import ChatCompletionRequest, CompletionRequest, OpenAIBase, completion_prompts
+from proxy.request_text import RequestText, chat_input, completion_inputs
 
 
 #: (start, end, replacement) in a judged text
@@ -25,7 +26,8 @@ class GenerationRoute:
     chunk_object: str
     #: the conversations an answer's choices continue: one for chat, one per prompt for completions
     conversations: Callable[[dict[str, Any]], list[list[dict[str, str]]]]
-    input_items: Callable[[dict[str, Any]], list[EvalItem]]
+    #: the input items to judge, each with the located request text its rules scan (see proxy/request_text.py)
+    inputs: Callable[[dict[str, Any]], list[tuple[EvalItem, RequestText]]]
     choice_text: Callable[[dict[str, Any]], str]
     delta_text: Callable[[dict[str, Any]], str]
     set_choice_text: Callable[[dict[str, Any], str], None]
@@ -53,8 +55,8 @@ def _chat_conversations(body: dict[str, Any]) -> list[list[dict[str, str]]]:
              for m in body.get("messages", []) if isinstance(m, dict)]]
 
 
-def _chat_inputs(body: dict[str, Any]) -> list[EvalItem]:
-    return [EvalItem.from_messages(body["messages"], "input")]
+def _chat_inputs(body: dict[str, Any]) -> list[tuple[EvalItem, RequestText]]:
+    return [chat_input(body)]
 
 
 #: where reasoning models put their thinking (vLLM and DeepSeek: reasoning_content; newer vLLM, OpenRouter:
@@ -81,6 +83,8 @@ def _chat_delta_text(choice: dict[str, Any]) -> str:
     delta = choice.get("delta") or {}
     content = delta.get("content")
     text = content if isinstance(content, str) else ""
+    if REASONING_FIELDS[0] not in delta and REASONING_FIELDS[1] not in delta:  # the usual delta: no reasoning
+        return text
     reasoning = _reasoning(delta)
     return reasoning + text if reasoning else text
 
@@ -121,10 +125,6 @@ def _completion_conversations(body: dict[str, Any]) -> list[list[dict[str, str]]
     return [[{"role": "user", "content": prompt}] for prompt in prompts]
 
 
-def _completion_inputs(body: dict[str, Any]) -> list[EvalItem]:
-    return [EvalItem.of_text(p, "input") for p in completion_prompts(body.get("prompt"))]
-
-
 def _completion_text(choice: dict[str, Any]) -> str:
     text = choice.get("text")
     return text if isinstance(text, str) else ""
@@ -136,14 +136,14 @@ def _completion_set_text(choice: dict[str, Any], text: str) -> None:
 
 CHAT = GenerationRoute(
     name="chat", path="/chat/completions", request_model=ChatCompletionRequest,
-    chunk_object="chat.completion.chunk", conversations=_chat_conversations, input_items=_chat_inputs,
+    chunk_object="chat.completion.chunk", conversations=_chat_conversations, inputs=_chat_inputs,
     choice_text=_chat_choice_text, delta_text=_chat_delta_text, set_choice_text=_chat_set_text,
     mask_choice=functools.partial(_chat_mask, "message", 2), mask_delta=functools.partial(_chat_mask, "delta", 0),
 )
 
 COMPLETION = GenerationRoute(
     name="completion", path="/completions", request_model=CompletionRequest,
-    chunk_object="text_completion", conversations=_completion_conversations, input_items=_completion_inputs,
+    chunk_object="text_completion", conversations=_completion_conversations, inputs=completion_inputs,
     choice_text=_completion_text, delta_text=_completion_text, set_choice_text=_completion_set_text,
     mask_choice=_completion_mask, mask_delta=_completion_mask,
 )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from proxy.jsonio import dumps, loads
 
 
 @dataclass(slots=True)
@@ -19,7 +20,7 @@ class SSEEvent:
         return self.data is not None and self.data.strip() == "[DONE]"
 
     def json(self) -> Any:
-        return json.loads(self.data) if self.data else None
+        return loads(self.data) if self.data else None
 
 
 class SSEParser:
@@ -72,6 +73,8 @@ class SSEParser:
 
 
 def _data_of(raw: bytes) -> str | None:
+    if raw.startswith(b"data: ") and raw.count(b"\n") == 2:  # one data line: what LLM servers send
+        return raw[6:-2].decode("utf-8", "replace")
     lines = []
     for line in raw.decode("utf-8", "replace").split("\n"):
         if line.startswith("data:"):
@@ -81,7 +84,7 @@ def _data_of(raw: bytes) -> str | None:
 
 
 def encode_event(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + dumps(payload) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from evaluators.base import Evaluator
+from evaluators.base import Evaluator, OptionError
+from evaluators.registry import UnknownEvaluatorType
 from evaluators.registry import create as create_evaluator
 from proxy.audit import AuditSink, build_audit
 from proxy.auth import KeyRing
 from proxy.cache import VerdictCache, build_cache
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.guard import Guard
 from proxy.recording import Recorder
+from proxy.tenants import TenantLimits
 from proxy.upstream import Upstream
 
 log = structlog.get_logger("guardstream")
@@ -30,21 +32,26 @@ class ProxyState:
     guard: Guard
     recorder: Recorder
     upstream: Upstream
+    tenants: TenantLimits
 
     @classmethod
     def build(cls, settings: Settings) -> "ProxyState":
-        evaluators = {name: create_evaluator(cfg.type, name, cfg.options) for name, cfg in settings.evaluators.items()}
+        evaluators = build_evaluators(settings)
         cache = build_cache(settings.cache)
         audit = build_audit(settings.audit)
         upstream = Upstream(settings.upstream)
         return cls(settings=settings, keyring=KeyRing(settings.client_keys), evaluators=evaluators, cache=cache,
                    audit=audit, guard=Guard(settings, evaluators, cache),
-                   recorder=Recorder(audit, settings.audit, upstream.display_url), upstream=upstream)
+                   recorder=Recorder(audit, settings.audit, upstream.display_url, thresholds=_thresholds(evaluators),
+                                     log_content=settings.logging.log_content),
+                   upstream=upstream,
+                   tenants=TenantLimits(*settings.tenant_limits()))
 
     async def start(self) -> None:
         await self.upstream.start()
         await self.cache.start()
         await self.audit.start()
+        self.guard.shadows.start_tally(self.audit.emit)
         log.info("proxy_started", upstream=self.upstream.display_url, cache=self.cache.state().get("backend"),
                  audit=self.audit.destination, evaluators=sorted(self.evaluators),
                  policies=sorted(self.settings.policies), client_keys=len(self.settings.client_keys))
@@ -52,6 +59,7 @@ class ProxyState:
             log.warning("no_client_keys_configured", detail="the proxy accepts every client; configure client_keys")
 
     async def close(self) -> None:
+        await self.guard.shadows.close()  # their events and the last tally go out before the sink closes
         await self.upstream.close()
         for evaluator in self.evaluators.values():
             try:
@@ -60,6 +68,36 @@ class ProxyState:
                 log.warning("evaluator_close_failed", evaluator=evaluator.name)
         await self.cache.close()
         await self.audit.close()
+
+
+def _thresholds(evaluators: dict[str, Evaluator]) -> dict[str, float]:
+    """The score threshold of each evaluator that has one (model evaluators): audited beside its scores."""
+    out: dict[str, float] = {}
+    for name, evaluator in evaluators.items():
+        threshold = getattr(evaluator, "threshold", None)
+        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+            out[name] = float(threshold)
+    return out
+
+
+def build_evaluators(settings: Settings) -> dict[str, Evaluator]:
+    """Every configured evaluator, built; a bad type or option is a ConfigError of one line naming the key."""
+    built: dict[str, Evaluator] = {}
+    for name, cfg in settings.evaluators.items():
+        try:
+            built[name] = create_evaluator(cfg.type, name, cfg.options)
+        except OptionError as exc:
+            raise ConfigError(f"evaluators.{name}.options.{exc.option}: {_one_line(exc.reason)}") from None
+        except UnknownEvaluatorType as exc:
+            raise ConfigError(f"evaluators.{name}.type: {exc}") from None
+        except Exception as exc:  # an engine's own error (a model that does not load, a missing extra)
+            raise ConfigError(f"evaluators.{name}: {type(exc).__name__}: {_one_line(str(exc))}") from None
+    return built
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
+    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
 
 
 STATE = web.AppKey("guardstream_state", ProxyState)

@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig
 from proxy.errors import ProxyError, upstream_bad_response, upstream_timeout, upstream_unreachable
+from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import UPSTREAM_ERRORS
 
 #: client request headers forwarded upstream; everything else (cookies, auth, hop-by-hop, Host) is dropped
@@ -39,7 +40,7 @@ class Upstream:
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         self._api_key = cfg.resolved_api_key()
-        self._key_bytes = self._api_key.encode() if self._api_key and len(self._api_key) >= 8 else None
+        self._key_bytes = key_bytes(cfg)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -114,9 +115,7 @@ class Upstream:
         except aiohttp.ClientError:
             UPSTREAM_ERRORS.labels("disconnected").inc()
             raise upstream_unreachable() from None
-        if self._key_bytes is not None and self._key_bytes in body:  # an upstream echoing our key back
-            body = body.replace(self._key_bytes, b"[upstream key redacted]")
-        return body
+        return scrub(body, self._key_bytes)  # an upstream echoing our key back
 
 
 def _receive_buffer_factory(size: int) -> Callable[[AddrInfo], socket.socket]:

@@ -26,9 +26,12 @@ def start(tmp_path: Path, mode: str | None, *, chunk: int = 16, context: int = 4
           upstream: DemoUpstream | None = None, policy: dict[str, Any] | None = None,
           delay_ms: float = 0.0, chunk_delay_s: float = 0.001, evaluator_type: str = "keyword",
           hold_limit: int = 64 * 1024, words: tuple[str, ...] = (UNSAFE,),
-          evaluators_extra: dict[str, Any] | None = None) -> ProxyHarness:
-    """The proxy in front of a demo upstream; the output guard is the keyword evaluator `secrets`."""
-    streaming: dict[str, Any] = {"chunk_size": chunk, "context_size": context, "hold_limit_bytes": hold_limit}
+          evaluators_extra: dict[str, Any] | None = None, first: int | None = None) -> ProxyHarness:
+    """The proxy in front of a demo upstream; the output guard is the keyword evaluator `secrets` (a window judge).
+
+    Windows are all `chunk` tokens unless `first` (the first window's size; they double up to `chunk`)."""
+    streaming: dict[str, Any] = {"chunk_size": chunk, "first_chunk_size": first or chunk, "context_size": context,
+                                 "hold_limit_bytes": hold_limit}
     if mode is not None:
         streaming["mode"] = mode
     pol: dict[str, Any] = {"input": {"evaluators": []}, "output": {"evaluators": ["secrets"], "streaming": streaming}}

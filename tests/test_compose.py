@@ -224,3 +224,18 @@ def test_docker_compose_config_validates() -> None:
         done = subprocess.run([*cli, "-f", str(COMPOSE), *profile, "config", "--quiet"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
+
+
+def test_the_commented_lora_serving_recipe_is_consistent() -> None:
+    """The commented vLLM-with-adapter recipe: the server's --lora-modules name is what the evaluator requests,
+    the adapter path is inside the mounted runs, and the evaluator options validate."""
+    from evaluators.llama_guard.options import LlamaGuardOptions
+
+    lines = [ln.strip().lstrip("#").strip() for ln in COMPOSE.read_text().splitlines() if ln.strip().startswith("#")]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("options: {backend: openai_http"))
+    block = " ".join(lines[start:start + 2]).removeprefix("options:").strip()
+    options = LlamaGuardOptions.model_validate(yaml.safe_load(block))
+    module = next(ln for ln in lines if "--lora-modules" in ln)
+    name, path = re.search(r'"--lora-modules", "([^=]+)=([^"]+)"', module).groups()  # type: ignore[union-attr]
+    assert options.adapter_name == name and options.adapter == path and path.startswith("/adapters/")
+    assert any('"./runs:/adapters:ro"' in ln for ln in lines) and "--enable-lora" in module

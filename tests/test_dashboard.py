@@ -107,14 +107,16 @@ def dashboard_store(store) -> Any:
     events.append(make_event(tenant="<script>x</script>", action="block", ts=iso(2)))
     with store.write() as conn:
         write_aggregates(conn, aggregate((e, parse_ts(e["ts"])) for e in events))
-    reviewed = events[:6]
+    violent = make_event(action="block", categories=("S1",), verdicts=[lg(False), rules(True)], ts=iso(2))
+    reviewed = events[:6] + [violent]
     store.write_batch([incoming(e, i) for i, e in enumerate(reviewed)])
-    store.add_label(reviewed[0]["event_id"], "alice", "unsafe", ["S1"])   # blocked; both evaluators agree
-    store.add_label(reviewed[0]["event_id"], "bob", "unsafe", ["S1"])
+    store.add_label(reviewed[0]["event_id"], "alice", "unsafe", ["S1"])   # blocked for S1 and pii: S1 only, so
+    store.add_label(reviewed[0]["event_id"], "bob", "unsafe", ["S1"])     # llama_guard agrees, pii's flag is wrong
     store.add_label(reviewed[3]["event_id"], "alice", "safe")              # blocked: evaluators disagree
     store.add_label(reviewed[3]["event_id"], "bob", "unsafe", ["S1"])      # reviewers disagree too
     store.add_label(reviewed[1]["event_id"], "alice", "safe")              # flagged by pii only: pii disagrees
-    return store
+    store.add_label(violent["event_id"], "alice", "unsafe", ["S1"])        # pii let it through: not its category,
+    return store                                                           # so pii agrees (it was 'no' before)
 
 
 async def test_dashboard_page_and_api(dashboard_store) -> None:
@@ -128,10 +130,13 @@ async def test_dashboard_page_and_api(dashboard_store) -> None:
     lg_row = next(e for e in api["evaluators"] if e["evaluator"] == "llama_guard")
     assert lg_row["calls"] == 25 and lg_row["errors"] == 3 and abs(lg_row["error_rate"] - 3 / 25) < 1e-9
     assert api["backlog"]["total"] == 3 and dict(api["backlog"]["by_age"])["< 1 h"] == 3
-    agree = {a["evaluator"]: (a["n"], a["agree"]) for a in api["agreement"]["evaluators"]}
-    assert agree == {"llama_guard": (2, 2), "pii": (2, 1)}  # reviewed[1]: pii flagged it, reviewers say safe
+    agree = {a["evaluator"]: (a["n"], a["agree"], a["flagged"], a["confirmed"]) for a in api["agreement"]["evaluators"]}
+    assert agree == {"llama_guard": (3, 3, 2, 2), "pii": (3, 1, 2, 0)}
+    scopes = {a["evaluator"]: a["scope"] for a in api["agreement"]["evaluators"]}
+    assert scopes["pii"] == ["pii"] and len(scopes["llama_guard"]) == 14  # an S-code stands for the taxonomy
     assert api["agreement"]["reviewers"] == {"n": 2, "agree": 1, "rate": 0.5}
-    assert page.status == 200 and html.count("<svg") == 5
+    assert page.status == 200 and html.count("<svg") == 6
+    assert "on the categories each can name" in html and "S1-S14" in html
     assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
     assert 'id="n-block">9<' in html and "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert json.loads(json.dumps(api))  # plain JSON

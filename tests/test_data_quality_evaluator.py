@@ -129,7 +129,7 @@ def test_inline_rules_and_version_follows_the_rules() -> None:
 
 
 @pytest.mark.parametrize("options,words", [
-    ({}, "options.rules must be"),
+    ({}, "rules: must be"),
     ({"rules": "x.yaml", "colour": 1}, "unknown option"),
     ({"rules": {"record_type": "x", "fields": {}}}, "fields"),
     ({"rules": {"record_type": "x", "fields": {"v": "number"}}, "stages": ["middle"]}, "stages"),

@@ -36,3 +36,41 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     text = audit.read_text()
     assert "AKIAIOSFODNN7EXAMPLE" not in text and "4111 1111 1111 1111" not in text
     assert "[SECRET:aws_access_key]" in text
+
+
+def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy.cli", "demo", "--audit-file", str(tmp_path / "a.jsonl"),
+                           *args], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+def test_the_demo_fails_when_an_example_does_not_behave(tmp_path: Path) -> None:
+    """CI runs the demo: a policy that lets everything through must make it exit non-zero, naming the examples."""
+    config = tmp_path / "open.yaml"
+    config.write_text("policies:\n  default:\n    input: {evaluators: []}\n    output: {evaluators: []}\n")
+    result = run_demo(tmp_path, "--config", str(config))
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "did not behave as expected" in result.stdout
+    assert "expected blocked prompt, got allowed" in result.stdout
+
+
+def test_the_demo_shows_a_secret_in_an_earlier_turn_blocked(tmp_path: Path) -> None:
+    result = run_demo(tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "earlier turn" in result.stdout
+    assert "every example behaved as expected" in result.stdout
+
+
+def test_the_demo_needs_only_the_base_install() -> None:
+    """`make demo` installs the package without extras: what the demo imports must be a base dependency."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    base = {d.split(">")[0].split("=")[0].split(";")[0].split("[")[0].strip().lower() for d in project["dependencies"]}
+    assert {"openai", "aiohttp", "rich"} <= base
+
+
+def test_ci_runs_the_demo_in_a_base_only_venv_before_the_tests() -> None:
+    lines = [line.strip() for line in (Path(__file__).parents[1] / ".ci" / "run").read_text().splitlines()
+             if not line.lstrip().startswith("#")]
+    assert lines.index("make demo VENV=.venv-demo") < lines.index("make test")

@@ -31,7 +31,9 @@ class FakeVLLM:
     default: str = "ok"
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
-    style: str = "plain"  # plain | gap (a "\n\n" token first, byte-level spellings)
+    #: gap: like Llama Guard 3 after Meta's template, a "\n\n" token first (byte-level spellings);
+    #: plain: the word first
+    style: str = "gap"
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -111,11 +113,11 @@ async def test_verdicts_scores_and_request_shape(fake: Any, monkeypatch: pytest.
     assert not unsafe.safe and unsafe.score == pytest.approx(0.9) and unsafe.categories == ["S1", "S10"]
     (body,) = fake.requests  # both prompts in one request
     assert body["model"] == "meta-llama/Llama-Guard-3-8B" and body["logprobs"] == 20
-    assert body["temperature"] == 0 and 1 <= body["max_tokens"] <= 10
+    assert body["temperature"] == 0 and 3 <= body["max_tokens"] <= 10  # "\n\n", the word, <|eot_id|>
     assert len(body["prompt"]) == 2
     # the server's tokenizer adds BOS: the prompt is sent without it
     assert body["prompt"][0].startswith("<|start_header_id|>user<|end_header_id|>\n\nTask: Check")
-    assert body["prompt"][0].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert body["prompt"][0].endswith("categories. <|eot_id|><|start_header_id|>assistant<|end_header_id|>")
     assert fake.headers[0]["Authorization"] == "Bearer sk-test-123"
 
 
@@ -128,8 +130,9 @@ async def test_bos_is_kept_when_the_server_does_not_add_it(fake: Any) -> None:
     assert fake.requests[0]["prompt"].startswith("<|begin_of_text|><|start_header_id|>user")
 
 
-async def test_leading_newline_token_and_spelling_variants(fake: Any) -> None:
-    fake.style = "gap"
+async def test_answer_without_the_leading_newline_token(fake: Any) -> None:
+    """A server whose template already wrote the blank line: the first token is the word."""
+    fake.style = "plain"
     ev = evaluator(fake)
     try:
         safe, unsafe = await ev.evaluate([EvalItem.of_text("bread"), EvalItem.of_text("bomb")])

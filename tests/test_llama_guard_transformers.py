@@ -26,11 +26,11 @@ pytest.importorskip("torch")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-llama-guard")
     tok = build_tokenizer()
-    gap_tok = build_tokenizer(answer_gap="")
+    gap_tok = build_tokenizer(answer_gap="\n\n")
     return {
         "guard": build_llama_guard_model(root / "guard", tok),
         "garbage": build_llama_guard_model(root / "garbage", tok, first_word=GARBAGE),
-        "gap": build_llama_guard_model(root / "gap", gap_tok, answer_gap=""),
+        "gap": build_llama_guard_model(root / "gap", gap_tok, answer_gap="\n\n"),
     }
 
 
@@ -56,6 +56,9 @@ async def test_safe_and_unsafe_verdicts_with_scores(guard: LlamaGuardEvaluator) 
     assert not answer.safe and answer.categories == ["S1", "S10"]
     for v in verdicts:
         assert v.evaluator == "lg" and v.version == guard.version and v.error is None and v.latency_ms > 0
+    # like Llama Guard 3 after Meta's template, the model writes "\n\n" first; the score is read after it
+    (gen,) = await guard.backend.score([guard._wire(guard.cache_context(EvalItem.of_text("bread")))])
+    assert gen.tokens[0] == "\n\n" and gen.tokens[1] == "safe" and gen.text.startswith("\n\nsafe")
 
 
 async def test_threshold_decides_and_categories_are_still_read(models: dict[str, Path]) -> None:
@@ -103,8 +106,9 @@ async def test_garbage_answer_is_an_error_verdict_and_counted(models: dict[str, 
     assert PARSE_ERRORS.labels(evaluator="junk")._value.get() == before + 1
 
 
-async def test_leading_newline_answers(models: dict[str, Path]) -> None:
-    """A 1B-style template leaves "\\n\\n" to the model: the score is read at the next position."""
+async def test_template_that_writes_the_gap_itself(models: dict[str, Path]) -> None:
+    """Meta's templates leave "\\n\\n" to the model (the `guard` model writes it, the score is read at the
+    next position); a template that writes it itself makes the first answer token the word."""
     ev = LlamaGuardEvaluator("gap", {"backend": "transformers", "model": str(models["gap"])})
     try:
         safe, unsafe = await ev.evaluate([EvalItem.of_text("bread"), EvalItem.of_text("bomb")])

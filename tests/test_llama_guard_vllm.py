@@ -94,3 +94,28 @@ async def test_llama_guard_3_shape_with_dummy_weights(tmp_path: Path) -> None:
         json.dumps(v.to_dict())
     (g,) = gens
     assert g.tokens and len(g.top[0]) >= 5 and all(isinstance(k, str) for k in g.top[0])
+
+
+async def test_lora_adapter_gives_the_same_scores_as_transformers_with_peft(tmp_path: Path) -> None:
+    """The in-process engine with `enable_lora` and a LoRARequest per prompt scores like the merged adapter."""
+    from tests.tiny_models import build_llama_guard_model, build_lora_adapter, build_tokenizer
+
+    base = build_llama_guard_model(tmp_path / "tiny", build_tokenizer(), hidden_size=64)
+    adapter = build_lora_adapter(tmp_path / "adapter", base, scale=0.05, seed=3)
+    items = [EvalItem.of_text("bread"), EvalItem.of_text("a bomb"), EvalItem.of_text("a bomb", "output")]
+    reference = LlamaGuardEvaluator("lg-tf", {"backend": "transformers", "model": str(base), "adapter": str(adapter)})
+    try:
+        expected = await reference.evaluate(items)
+    finally:
+        await reference.aclose()
+    ev = _evaluator(base, adapter=str(adapter))
+    try:
+        got = await ev.evaluate(items)
+    finally:
+        await ev.aclose()
+    assert ev.adapter is not None and reference.adapter is not None
+    assert ev.adapter.digest == reference.adapter.digest and "lora:" in ev.version
+    for want, have in zip(expected, got):
+        assert (want.error is None) == (have.error is None)
+        if want.error is None:
+            assert have.safe == want.safe and have.score == pytest.approx(want.score, abs=0.03)

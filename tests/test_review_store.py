@@ -25,7 +25,7 @@ def test_migrations_are_versioned_and_applied_once(store_info) -> None:
     assert applied_versions(store.engine) == [v for v, _, _ in MIGRATIONS]
     assert migrate(store.engine) == []  # nothing pending
     again = open_store(db, schema=schema)  # a second process starting: no error, nothing re-applied
-    assert applied_versions(again.engine) == [1, 2]
+    assert applied_versions(again.engine) == [1, 2, 3]
     again.dispose()
 
 
@@ -104,7 +104,7 @@ def test_labels_keep_history_and_queue_filters(store) -> None:
 
     def ids(**kw) -> list[str]:
         with store.read() as conn:
-            rows, total = queries.queue(conn, QueueFilter(**kw), "alice")
+            rows, total = queries.queue(conn, QueueFilter(order="newest", **kw), "alice")
         assert total == len(rows)
         return [r.event_id for r in rows]
 
@@ -121,6 +121,6 @@ def test_labels_keep_history_and_queue_filters(store) -> None:
         rows, _ = queries.queue(conn, QueueFilter(status="reviewed"), "alice")
         assert (rows[0].my_label, rows[0].label_count) == ("not_sure", 2)
         middle = queries.get_event(conn, e1)
-        assert queries.neighbours(conn, QueueFilter(status="all"), middle) == (e2, e0)
+        assert queries.neighbours(conn, QueueFilter(status="all", order="newest"), middle) == (e2, e0)
         assert queries.facets(conn) == {"tenant": ["acme", "globex"], "category": ["S1", "S10", "pii"],
                                         "evaluator": ["llama_guard", "pii"]}

@@ -123,6 +123,23 @@ def test_review_in_a_real_browser(tmp_path: Path, kafka_bootstrap: str, topic: s
             page.screenshot(path=str(ARTIFACTS / "review_event.png"), full_page=True)
             page.keyboard.press("f")
             page.wait_for_url(lambda url: acme_newest_first[2] not in url)
+
+            # a ticked category checkbox keeps focus, and u still labels (with the categories ticked);
+            # Esc with nothing focused stays on the page (q is "back")
+            page.goto(f"http://127.0.0.1:{port}/events/{acme_newest_first[0]}")
+            page.locator("body").click(position={"x": 5, "y": 5})
+            page.keyboard.press("Escape")
+            assert acme_newest_first[0] in page.url
+            expect(page.locator("body")).to_have_attribute("data-page", "event")
+            page.keyboard.press("?")
+            expect(page.locator("#help")).to_be_visible()
+            page.keyboard.press("Escape")  # closes the help, nothing else
+            expect(page.locator("#help")).to_be_hidden()
+            assert acme_newest_first[0] in page.url
+            page.check("input[name=categories][value=S10]")
+            assert page.evaluate("document.activeElement.value") == "S10"  # focus stays on the checkbox
+            page.keyboard.press("u")
+            page.wait_for_url(lambda url: acme_newest_first[0] not in url)
             browser.close()
     finally:
         server.terminate()
@@ -132,10 +149,10 @@ def test_review_in_a_real_browser(tmp_path: Path, kafka_bootstrap: str, topic: s
     store = open_store(db)
     first = store.get_event(acme_newest_first[1])
     second = store.get_event(acme_newest_first[2])
-    untouched = store.get_event(acme_newest_first[0])
+    third = store.get_event(acme_newest_first[0])
     store.dispose()
     assert [(lab.reviewer, lab.label, lab.categories) for lab in first.labels] == [("alice", "unsafe", ["S2"])]
     assert [(lab.reviewer, lab.label, lab.note) for lab in second.labels] == [
         ("alice", "safe", "only an email address, fine")]
-    assert untouched.labels == []
+    assert [(lab.label, lab.categories) for lab in third.labels] == [("unsafe", ["S1", "S10"])]
     assert (ARTIFACTS / "review_queue.png").stat().st_size > 10_000

@@ -161,7 +161,7 @@ def test_unsafe_phrase_split_across_two_windows_never_reaches_the_client(tmp_pat
 def test_enforcing_policy_defaults_to_buffered_and_refusal_text_is_optional(tmp_path: Path) -> None:
     h = start(tmp_path, None, chunk=C, answer=tokens(60, unsafe_at=K),
               policy={"refusal_text": "Sorry, no.", "output": {"evaluators": ["secrets"], "streaming": {
-                  "chunk_size": C, "context_size": HELD, "refusal": True}}})
+                  "chunk_size": C, "first_chunk_size": C, "context_size": HELD, "refusal": True}}})
     try:
         text, finish, _ = sdk_stream(h)
         assert UNSAFE not in text and text.endswith(f"t{PASSED - 1} Sorry, no.") and finish == "content_filter"

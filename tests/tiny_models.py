@@ -29,7 +29,8 @@ _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 #: Llama-Guard-style chat template (simplified from the 1B model's): role by parity, optional
-#: `categories` dict and `excluded_category_keys`, string content, answer header with "\n\n".
+#: `categories` dict and `excluded_category_keys`, string content; like Meta's, ONE space before
+#: `<|eot_id|>` and nothing after the assistant header (`answer_gap` can add text there).
 CHAT_TEMPLATE = r"""
 {%- if messages|length % 2 == 0 -%}{%- set role = 'Agent' -%}{%- else -%}{%- set role = 'User' -%}{%- endif -%}
 {%- if categories is not defined -%}{%- set categories = default_categories -%}{%- endif -%}
@@ -45,7 +46,7 @@ CHAT_TEMPLATE = r"""
 {{- role + ': ' + message['content'] | trim + '\n\n' -}}
 {%- endfor -%}
 {{- '<END CONVERSATION>\n\nProvide your safety assessment for ONLY THE LAST ' + role + " message in the above conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second line must include a comma-separated list of violated categories." -}}
-{{- '<|eot_id|><|start_header_id|>assistant<|end_header_id|>' + answer_gap -}}
+{{- ' <|eot_id|><|start_header_id|>assistant<|end_header_id|>' + answer_gap -}}
 """
 
 
@@ -65,11 +66,12 @@ def _corpus() -> list[str]:
     return texts * 4
 
 
-def build_tokenizer(path: str | Path | None = None, *, answer_gap: str = "\n\n", vocab_size: int = 600) -> Any:
+def build_tokenizer(path: str | Path | None = None, *, answer_gap: str = "", vocab_size: int = 600) -> Any:
     """Train a byte-level BPE tokenizer offline and wrap it for transformers (saved to `path` if given).
 
-    `answer_gap` is what the chat template puts after the assistant header: "\\n\\n" like the
-    8B template, or "" like the 1B template (the model then writes "\\n\\n" before its answer).
+    `answer_gap` is what the chat template puts after the assistant header: "" like Meta's
+    templates (the model then writes "\\n\\n" before its answer), or e.g. "\\n\\n" for a
+    template that writes the gap itself.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -118,14 +120,14 @@ def _logit(p: float) -> float:
 
 def build_llama_guard_model(path: str | Path, tokenizer: Any, *, p_unsafe: float = 0.1,
                             p_unsafe_trigger: float = 0.9, categories: str = "S1,S10",
-                            first_word: str | None = None, answer_gap: str = "\n\n", seed: int = 0,
+                            first_word: str | None = None, answer_gap: str = "", seed: int = 0,
                             hidden_size: int = 32, num_layers: int = 2) -> Path:
     """Save a tiny Llama Guard look-alike (model + tokenizer) under `path` and return it.
 
     Without the trigger word in the prompt P(unsafe) at the first answer token is
     `p_unsafe`; with it, `p_unsafe_trigger`. `first_word` forces the first answer token
-    (e.g. `GARBAGE`). `answer_gap=""` makes the model write "\\n\\n" first (pair it with a
-    tokenizer built with the same `answer_gap`).
+    (e.g. `GARBAGE`). With `answer_gap=""` (Meta's templates) the model writes "\\n\\n" first;
+    "\\n\\n" makes it answer at once (pair it with a tokenizer built with the same `answer_gap`).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -213,3 +215,54 @@ def build_llama_guard_model(path: str | Path, tokenizer: Any, *, p_unsafe: float
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def build_causal_lm(path: str | Path, tokenizer: Any, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
+                    initializer_range: float = 0.2) -> Path:
+    """A tiny random `LlamaForCausalLM` (model + tokenizer saved under `path`): a base for fine-tuning tests.
+
+    `initializer_range` is larger than Llama's 0.02 so that a 64-wide model can put real probability on a
+    token (with 0.02 every logit stays near zero and LoRA alone cannot sharpen the output): the stand-in for
+    a small instruct model that already writes words.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=4096, initializer_range=initializer_range, tie_word_embeddings=False,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def build_lora_adapter(path: str | Path, base_dir: str | Path, *, r: int = 8, seed: int = 0,
+                       scale: float = 0.0) -> Path:
+    """A PEFT LoRA adapter for the model in `base_dir`, saved under `path`, without training.
+
+    `scale` 0 gives PEFT's own initialisation (B = 0: the adapter changes nothing); otherwise B is random
+    with that standard deviation (the adapter changes the model).
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), local_files_only=True)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear",
+                                                  task_type="CAUSAL_LM"))
+    if scale:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, scale)
+    peft_model.save_pretrained(str(path))
+    return Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -19,6 +20,18 @@ def add_db_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False)
                              "(default: $GUARDSTREAM_REVIEW_DB or %s)" % DEFAULT_DB)
     parser.add_argument("--db-schema", default=argparse.SUPPRESS if suppress else None,
                         help="PostgreSQL schema to keep the tables in (default: the connection's search path)")
+
+
+def open_store_or_exit(args: argparse.Namespace, command: str) -> Any:
+    """The review store of `--db` / `--db-schema`; one that cannot be opened ends the command with one line on
+    stderr and exit status 2 (not a traceback)."""
+    from consumers.store import StoreError, open_store
+
+    try:
+        return open_store(args.db, schema=args.db_schema)
+    except StoreError as exc:
+        print(f"guardstream {command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def stop_on_signals(stop: threading.Event) -> None:

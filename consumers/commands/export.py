@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from consumers.commands.common import add_db_arguments
+from consumers.commands.common import add_db_arguments, open_store_or_exit
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from consumers.export import FORMATS, export, summary_tables
-    from consumers.store import open_store
 
     if not 0.0 <= args.test_fraction < 1.0:
         print("guardstream export: --test-fraction must be in [0, 1)")
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     formats = FORMATS if args.format == "all" else (args.format,)
     stages = tuple(s.strip() for s in args.kto_stages.split(",") if s.strip())
     console = Console()
-    store = open_store(args.db, schema=args.db_schema)
+    store = open_store_or_exit(args, "export")
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
             report = export(store, args.out, formats, test_fraction=args.test_fraction, salt=args.split_salt,

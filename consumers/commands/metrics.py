@@ -11,7 +11,7 @@ import argparse
 import sys
 import threading
 
-from consumers.commands.common import add_db_arguments, run_consumer_beside, stop_on_signals
+from consumers.commands.common import add_db_arguments, open_store_or_exit, run_consumer_beside, stop_on_signals
 from consumers.kafka import add_kafka_arguments
 
 
@@ -28,12 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from consumers.kafka import kafka_settings_from_args
     from consumers.metrics import MetricsConsumer
-    from consumers.store import open_store
 
     if not args.no_consume and not args.bootstrap:
         print("guardstream metrics: --bootstrap is required (or --no-consume)", file=sys.stderr)
         return 2
-    store = open_store(args.db, schema=args.db_schema)
+    store = open_store_or_exit(args, "metrics")
     stop = threading.Event()
     consumer = None if args.no_consume else MetricsConsumer(
         store, kafka_settings_from_args(args, client_id="guardstream-metrics"))

@@ -12,7 +12,7 @@ import argparse
 import sys
 import threading
 
-from consumers.commands.common import add_db_arguments, run_consumer_beside, stop_on_signals
+from consumers.commands.common import add_db_arguments, open_store_or_exit, run_consumer_beside, stop_on_signals
 from consumers.kafka import add_kafka_arguments
 
 
@@ -41,9 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from consumers.store import open_store
 
-    store = open_store(args.db, schema=args.db_schema)
+    store = open_store_or_exit(args, "review")
     try:
         if args.review_action:
             return _admin(store, args)

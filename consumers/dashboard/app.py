@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jinja2
 from aiohttp import web
 
+from consumers.consensus import describe_scope
 from consumers.dashboard import svg
 from consumers.dashboard.data import summary
 from consumers.store import Store
@@ -54,8 +55,19 @@ def charts(data: dict[str, Any]) -> dict[str, Any]:
                                 title="Evaluator error rate", fmt=pct, scale_max=1.0),
         "backlog": svg.bar_chart(data["backlog"]["by_age"], title="Unreviewed events by age"),
         "agreement": svg.bar_chart([(a["evaluator"], a["rate"]) for a in data["agreement"]["evaluators"]],
-                                   title="Evaluator agreement with reviewers", fmt=pct, scale_max=1.0),
+                                   title="Evaluator agreement with reviewers, on the categories each names",
+                                   fmt=pct, scale_max=1.0),
+        "precision": svg.bar_chart([(a["evaluator"], a["precision"]) for a in data["agreement"]["evaluators"]
+                                    if a["precision"] is not None],
+                                   title="Evaluator flags confirmed by reviewers (precision)", fmt=pct, scale_max=1.0),
+        "shadow": svg.bar_chart([(f"{r['shadow']} · {_category(r['category'])}", r["rate"])
+                                 for r in data["shadow"] if r["rate"] is not None][:12],
+                                title="Shadow candidates agreeing with live, per category", fmt=pct, scale_max=1.0),
     }
+
+
+def _category(name: str) -> str:
+    return "overall" if name == "any" else name
 
 
 async def page(request: web.Request) -> web.Response:
@@ -88,4 +100,5 @@ def create_app(store: Store, *, state: Callable[[], dict[str, Any]] | None = Non
     app.router.add_get("/healthz", healthz)
     static = app.router.add_static("/static/", HERE / "static", append_version=True, name="static")
     env.globals["static"] = lambda name: str(static.url_for(filename=name))
+    env.filters["scope"] = describe_scope
     return app

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, case, exists, func, select
 
-from consumers.consensus import consensus, evaluator_agreement, latest_by_reviewer, reviewers_agree
+from consumers.consensus import (category_sort_key, consensus, evaluator_agreement, flag_confirmed,
+                                 latest_by_reviewer, reviewers_agree, scope_of)
 from consumers.store import queries
 from consumers.store import tables as t
 
@@ -54,7 +55,29 @@ def summary(conn: Connection, now: datetime, minutes: int) -> dict[str, Any]:
                            "mean_latency_ms": ms / calls if calls else 0.0})
     return {"since": since, "until": now, "minutes": minutes, "axis": axis, "blocks": blocks, "actions": actions,
             "tenants": tenants, "top_categories": top_categories, "evaluators": evaluators,
-            "backlog": backlog(conn, now), "agreement": agreement(conn)}
+            "backlog": backlog(conn, now), "agreement": agreement(conn), "shadow": shadow_agreement(conn, since)}
+
+
+def shadow_agreement(conn: Connection, since: datetime) -> list[dict[str, Any]]:
+    """Each shadow candidate against its live counterpart, per category: how often they agree.
+
+    Overall (`any`): agreeing = both unsafe or both safe, over every compared item. Per category: agreeing =
+    both named it, over the items where either did (neither is not counted: every category would agree)."""
+    S = t.metric_shadow
+    counts: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for stage, shadow, live, category, outcome, n in conn.execute(
+            select(S.c.stage, S.c.shadow, S.c.live, S.c.category, S.c.outcome, func.sum(S.c.count))
+            .where(S.c.minute >= since).group_by(S.c.stage, S.c.shadow, S.c.live, S.c.category, S.c.outcome)):
+        counts.setdefault((stage, shadow, live, category), {})[outcome] = int(n)
+    rows = []
+    for (stage, shadow, live, category), by in counts.items():
+        agreeing = by.get("both", 0) + by.get("neither", 0)
+        compared = agreeing + by.get("shadow_only", 0) + by.get("live_only", 0)
+        rows.append({"stage": stage, "shadow": shadow, "live": live, "category": category, "compared": compared,
+                     "agree": agreeing, "rate": agreeing / compared if compared else None,
+                     "shadow_only": by.get("shadow_only", 0), "live_only": by.get("live_only", 0)})
+    return sorted(rows, key=lambda r: (r["shadow"], r["live"], r["stage"], r["category"] != "any",
+                                       category_sort_key(r["category"])))
 
 
 def backlog(conn: Connection, now: datetime) -> dict[str, Any]:
@@ -79,8 +102,13 @@ def backlog(conn: Connection, now: datetime) -> dict[str, Any]:
 
 
 def agreement(conn: Connection, sample: int = AGREEMENT_SAMPLE) -> dict[str, Any]:
-    """Reviewers vs evaluators (per evaluator) and reviewers vs each other, on recent reviewed events."""
-    per_eval: dict[str, list[int]] = {}
+    """Reviewers vs evaluators and reviewers vs each other, on recent reviewed events.
+
+    Each evaluator is compared on the categories it can name (a PII rule is not wrong about a violent prompt
+    it let through; see `evaluator_agreement`), and the precision of its flags is the share its reviewers
+    confirmed unsafe for a category in the flag's scope."""
+    scopes = {name: scope_of(cats) for name, cats in queries.evaluator_categories(conn).items()}
+    per_eval: dict[str, list[int]] = {}  # n, agree, flagged, confirmed
     pairs = [0, 0]  # events with >= 2 decided reviewers, of which all agree
     decided = 0
     seen = 0
@@ -96,13 +124,22 @@ def agreement(conn: Connection, sample: int = AGREEMENT_SAMPLE) -> dict[str, Any
         if decision.label is None:
             continue
         decided += 1
-        for name, ok in evaluator_agreement(decision, event.payload.get("verdicts", [])).items():
-            row = per_eval.setdefault(name, [0, 0])
+        verdicts = event.payload.get("verdicts", [])
+        for name, ok in evaluator_agreement(decision, verdicts, scopes).items():
+            row = per_eval.setdefault(name, [0, 0, 0, 0])
             row[0] += 1
             row[1] += int(ok)
+        for verdict in verdicts:
+            confirmed = flag_confirmed(decision, verdict)
+            if confirmed is not None:
+                row = per_eval.setdefault(str(verdict["evaluator"]), [0, 0, 0, 0])
+                row[2] += 1
+                row[3] += int(confirmed)
     return {
         "reviewed": seen, "decided": decided,
-        "evaluators": [{"evaluator": k, "n": n, "agree": a, "rate": a / n if n else 0.0}
-                       for k, (n, a) in sorted(per_eval.items())],
+        "evaluators": [{"evaluator": k, "n": n, "agree": a, "rate": a / n if n else 0.0,
+                        "flagged": f, "confirmed": c, "precision": c / f if f else None,
+                        "scope": "all" if scopes.get(k) is None else sorted(scopes[k] or (), key=category_sort_key)}
+                       for k, (n, a, f, c) in sorted(per_eval.items())],
         "reviewers": {"n": pairs[0], "agree": pairs[1], "rate": pairs[1] / pairs[0] if pairs[0] else None},
     }

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
+from markupsafe import Markup
 
-from consumers.consensus import consensus, evaluator_agreement, latest_by_reviewer, reviewers_agree
+from consumers.consensus import consensus, evaluator_agreement, latest_by_reviewer, reviewers_agree, scope_of
 from consumers.review_ui import app as appmod
+from consumers.review_ui.highlight import highlight, visible
 from consumers.review_ui.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_S, Principal, safe_next
 from consumers.store import QueueFilter, Store, queries
+from consumers.store.derive import VALUE_DOC, find_marks
 from consumers.store.models import LABEL_TITLES, LABELS
 from evaluators.base import LLAMA_GUARD_CATEGORIES, RULE_CATEGORIES
 
@@ -22,6 +25,9 @@ MAX_PAGE = 1_000_000  # a larger page number would overflow the database's OFFSE
 STAGES = ("input", "output")
 ACTIONS = ("block", "flag", "redact", "allow", "error")
 STATUSES = ("unreviewed", "reviewed", "all")
+ORDERS = ("value", "newest")
+#: look-alikes listed on an event page, and labelled with it in one action at most
+MAX_BATCH = 200
 
 
 def _fmt_ts(value: datetime | None) -> str:
@@ -37,7 +43,8 @@ def _path(value: str) -> str:
     return quote(str(value), safe="")
 
 
-FILTERS = {"ts": _fmt_ts, "score": _fmt_score, "label_title": lambda v: LABEL_TITLES.get(v, v), "path": _path}
+FILTERS = {"ts": _fmt_ts, "score": _fmt_score, "label_title": lambda v: LABEL_TITLES.get(v, v), "path": _path,
+           "visible": visible}
 
 
 def reviewer_active(store: Store, name: str) -> bool:
@@ -68,9 +75,11 @@ def parse_filter(query: Mapping[str, str]) -> QueueFilter:
             return None
 
     status = query.get("status", "unreviewed")
+    order = query.get("order", "value")
     return QueueFilter(stage=pick("stage", STAGES), category=pick("category"), evaluator=pick("evaluator"),
                        tenant=pick("tenant"), action=pick("action", ACTIONS), since=when("since"),
-                       until=when("until"), status=status if status in STATUSES else "unreviewed")
+                       until=when("until"), status=status if status in STATUSES else "unreviewed",
+                       order=order if order in ORDERS else "value", disagreement=query.get("disagreement") == "1")
 
 
 # -- login --------------------------------------------------------------------------------------------
@@ -143,7 +152,8 @@ async def queue(request: web.Request) -> web.Response:
     rows, total, facets, counts = await asyncio.to_thread(load)
     params = f.as_params()
     return _render(request, "queue.html", rows=rows, total=total, facets=facets, counts=counts, f=f,
-                   stages=STAGES, actions=ACTIONS, statuses=STATUSES, page=page,
+                   stages=STAGES, actions=ACTIONS, statuses=STATUSES, orders=ORDERS, page=page,
+                   highlight=highlight, value_doc=VALUE_DOC,
                    pages=max(1, -(-total // PAGE_SIZE)), query=urlencode(params),
                    page_query=lambda n: urlencode({**params, "page": n}))
 
@@ -156,9 +166,13 @@ async def event_page(request: web.Request) -> web.Response:
     def load() -> tuple[Any, ...]:
         with store.read() as conn:
             event = queries.get_event(conn, event_id)
-            return (event, *(queries.neighbours(conn, f, event) if event else (None, None)))
+            if event is None:
+                return None, None, None, {}, ([], 0)
+            scopes = {name: scope_of(cats) for name, cats in queries.evaluator_categories(conn).items()}
+            return (event, *queries.neighbours(conn, f, event), scopes,
+                    queries.lookalikes(conn, event, limit=MAX_BATCH))
 
-    event, prev_id, next_id = await asyncio.to_thread(load)
+    event, prev_id, next_id, scopes, (alike, alike_total) = await asyncio.to_thread(load)
     if event is None:
         raise web.HTTPNotFound(text="no such event")
     latest = latest_by_reviewer(event.labels)
@@ -171,10 +185,18 @@ async def event_page(request: web.Request) -> web.Response:
     categories += [(c, c) for c in sorted(checked) if c not in LLAMA_GUARD_CATEGORIES and c not in RULE_CATEGORIES]
     return _render(request, "event.html", event=event, p=event.payload, content=event.content,
                    verdicts=verdicts, latest=latest, decision=decision, mine=mine,
-                   agree=reviewers_agree(latest), ev_agree=evaluator_agreement(decision, verdicts),
+                   agree=reviewers_agree(latest), ev_agree=evaluator_agreement(decision, verdicts, scopes),
                    categories=categories, checked=checked, labels=LABELS, prev_id=prev_id, next_id=next_id,
                    query=urlencode(f.as_params()), judged=_judged_index(event.payload),
-                   payload_json=json.dumps(event.payload, indent=2, ensure_ascii=False))
+                   payload_json=json.dumps(event.payload, indent=2, ensure_ascii=False),
+                   shadow=event.payload.get("shadow") or {}, marked=_marked(event.payload),
+                   alike=alike, alike_total=alike_total, highlight=highlight)
+
+
+def _marked(payload: Mapping[str, Any]) -> Callable[[str | None], Markup]:
+    """Renders one stored text of the event with its findings marked (see derive.find_marks)."""
+    redacted = (payload.get("content") or {}).get("mode") == "redacted"
+    return lambda text: highlight(text, find_marks(text, redacted) if text else [])
 
 
 def _judged_index(payload: Mapping[str, Any]) -> int | None:
@@ -191,10 +213,31 @@ async def post_label(request: web.Request) -> web.StreamResponse:
     label = str(form.get("label", ""))
     categories = [str(c) for c in form.getall("categories", [])]
     note = str(form.get("note", ""))
+    # a batch label: the look-alikes the page listed, when the reviewer ticked "label these too"
+    alike = [str(e) for e in form.getall("lookalikes", [])][:MAX_BATCH] if form.get("batch") == "1" else []
     store, me = request.app[appmod.STORE], request[appmod.PRINCIPAL].name
     wants_json = "application/json" in request.headers.get("Accept", "")
+    f = parse_filter(request.query)
+
+    def next_after() -> str | None:
+        with store.read() as conn:
+            event = queries.get_event(conn, event_id)
+            return queries.neighbours(conn, f, event)[1] if event else None
+
+    def label_and_find_next() -> tuple[list[Any] | None, str | None]:
+        # in value order a label changes the event's own value: its successor is found before it
+        before_label = f.order == "value" and f.status != "unreviewed" and not wants_json
+        successor = next_after() if before_label else None
+        stored = store.add_labels(event_id, me, label, categories, note, alike)
+        if stored is None or wants_json or before_label:
+            return stored, successor
+        if f.order == "value":  # unreviewed, most valuable first: the head of what is left
+            with store.read() as conn:
+                return stored, queries.first_in_queue(conn, f)
+        return stored, next_after()
+
     try:
-        stored = await asyncio.to_thread(store.add_label, event_id, me, label, categories, note)
+        stored, target = await asyncio.to_thread(label_and_find_next)
     except ValueError as exc:
         if wants_json:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
@@ -202,16 +245,10 @@ async def post_label(request: web.Request) -> web.StreamResponse:
     if stored is None:
         raise web.HTTPNotFound(text="no such event")
     if wants_json:
-        return web.json_response({"ok": True, "event_id": event_id, "label": stored.label,
-                                  "categories": stored.categories, "reviewer": stored.reviewer})
-    f = parse_filter(request.query)
+        return web.json_response({"ok": True, "event_id": event_id, "label": stored[0].label,
+                                  "categories": stored[0].categories, "reviewer": stored[0].reviewer,
+                                  "labelled": len(stored)})
 
-    def next_event() -> str | None:
-        with store.read() as conn:
-            event = queries.get_event(conn, event_id)
-            return queries.neighbours(conn, f, event)[1] if event else None
-
-    target = await asyncio.to_thread(next_event)
     query = urlencode(f.as_params())
     raise web.HTTPSeeOther(f"/events/{_path(target)}?{query}" if target else f"/?{query}")
 

@@ -6,7 +6,8 @@ import secrets
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from consumers.store import queries, reviewers
 from consumers.store import tables as t
@@ -17,8 +18,8 @@ from consumers.store.models import (DeadLetter, IncomingEvent, Label, Position, 
                                     WriteResult)
 from consumers.store.writes import write_batch
 
-__all__ = ["Store", "open_store", "DeadLetter", "IncomingEvent", "Label", "Position", "QueueFilter", "QueueRow",
-           "StoredEvent", "WriteResult"]
+__all__ = ["Store", "StoreError", "open_store", "DeadLetter", "IncomingEvent", "Label", "Position", "QueueFilter",
+           "QueueRow", "StoredEvent", "WriteResult"]
 
 
 class Store:
@@ -62,6 +63,17 @@ class Store:
                 return None
             return add_label(conn, pk, reviewer, label, categories, note)
 
+    def add_labels(self, event_id: str, reviewer: str, label: str, categories: list[str] | None = None,
+                   note: str = "", lookalikes: Sequence[str] = ()) -> list[Label] | None:
+        """Label `event_id` and those of `lookalikes` that still look like it, in one transaction (a batch
+        label). None when `event_id` does not exist; ids that are gone or no longer alike are left out."""
+        with self.write() as conn:
+            pk = conn.execute(select(t.events.c.id).where(t.events.c.event_id == event_id)).scalar()
+            if pk is None:
+                return None
+            pks = [pk, *queries.same_lookalike(conn, event_id, list(lookalikes))]
+            return [add_label(conn, p, reviewer, label, categories, note) for p in pks]
+
     def get_event(self, event_id: str) -> StoredEvent | None:
         with self.read() as conn:
             return queries.get_event(conn, event_id)
@@ -87,8 +99,38 @@ class Store:
 
 
 def open_store(db: str, schema: str | None = None, *, run_migrations: bool = True) -> Store:
-    """Connect to `db` (a file path or a SQLAlchemy URL) and bring its schema up to date."""
-    engine = create_store_engine(db, schema=schema)
-    if run_migrations:
-        migrate(engine)
+    """Connect to `db` (a file path or a SQLAlchemy URL) and bring its schema up to date; a store that cannot
+    be opened is a `StoreError` of one line naming the option (`--db` or `--db-schema`)."""
+    try:
+        engine = create_store_engine(db, schema=schema)
+        if schema and schema not in inspect(engine).get_schema_names():
+            hint = ("SQLite has no schemas: leave --db-schema out" if engine.dialect.name == "sqlite"
+                    else f"create it first: CREATE SCHEMA {schema}")
+            raise StoreError(f"--db-schema {schema}: no such schema in {_shown(db)} ({hint})")
+        if run_migrations:
+            migrate(engine)
+    except (SQLAlchemyError, ImportError, OSError, ValueError) as exc:
+        raise StoreError(f"--db {_shown(db)}: {_reason(exc)}") from None
     return Store(engine, db)
+
+
+class StoreError(Exception):
+    """The review store cannot be opened (bad URL, unreachable server, missing schema or driver)."""
+
+
+def _shown(db: str) -> str:
+    try:
+        return safe_url(db)
+    except (ArgumentError, ValueError):
+        return db.rpartition("@")[2]  # not a URL: at least no password in the message
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, NoSuchModuleError):
+        return "unknown kind of database (give a file path, sqlite:///FILE or postgresql://USER@HOST/DB)"
+    if isinstance(exc, ImportError):
+        return (f"its driver is not installed ({exc.name}); for PostgreSQL: pip install 'guardstream[postgres]'")
+    if isinstance(exc, ArgumentError):
+        return "not a database URL (give a file path, sqlite:///FILE or postgresql://USER@HOST/DB)"
+    detail = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    return " ".join(detail.split()) or type(exc).__name__

@@ -6,11 +6,11 @@ import json
 import re
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from consumers.store import tables as t
 from consumers.store.models import LABELS, Label
-from consumers.store.writes import utcnow
+from consumers.store.writes import upsert, utcnow
 
 CATEGORY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_NOTE = 4000
@@ -26,7 +26,14 @@ def add_label(conn: Connection, event_pk: int, reviewer: str, label: str, catego
         raise ValueError(f"invalid category names: {bad}")
     note = (note or "").strip()[:MAX_NOTE]
     created = at or utcnow()
+    first = conn.execute(select(t.labels.c.id).where(t.labels.c.event_pk == event_pk).limit(1)).first() is None
     pk = conn.execute(t.labels.insert().values(event_pk=event_pk, reviewer=reviewer, label=label,
                                                categories=json.dumps(cats), note=note, created_at=created)
                       ).inserted_primary_key[0]
+    if first:  # one more labelled event in each of its categories: they become less rare in the queue
+        EC = t.event_categories
+        upsert(conn, t.category_labels, ["category"],
+               [{"category": c, "labelled": 1}
+                for c in conn.execute(select(EC.c.category).where(EC.c.event_pk == event_pk)).scalars()],
+               add=["labelled"])
     return Label(reviewer=reviewer, label=label, categories=cats, note=note, created_at=created, id=pk)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, Table, inspect, select, text
+from sqlalchemy.schema import CreateColumn
 
 from consumers.store import tables as t
 
@@ -28,10 +29,48 @@ def _m0002_ops_metrics(conn: Connection) -> None:
         table.create(conn)
 
 
+def _m0003_review_queue_value(conn: Connection) -> None:
+    """The value-ordered review queue and shadow evaluators: derived columns on events (backfilled), shadow
+    verdicts, labelled events per category (backfilled from the labels), shadow agreement aggregates.
+    Databases created after this version already have the columns (migration 1 creates the tables as
+    tables.py defines them): only what is missing is added."""
+    _add_missing_columns(conn, t.events, ("value_base", "lookalike_key", "snippet", "snippet_marks", "disagreement"))
+    _add_missing_columns(conn, t.verdicts, ("shadow",))
+    for index in t.events.indexes:
+        if index.name == "ix_gs_events_lookalike_key":
+            index.create(conn, checkfirst=True)
+    t.category_labels.create(conn, checkfirst=True)
+    t.metric_shadow.create(conn, checkfirst=True)
+    from sqlalchemy import func
+
+    from consumers.store.writes import backfill_derived
+
+    backfill_derived(conn)
+    L, EC, CL = t.labels, t.event_categories, t.category_labels
+    counted = (select(EC.c.category, func.count(func.distinct(L.c.event_pk)))
+               .select_from(L.join(EC, EC.c.event_pk == L.c.event_pk)).group_by(EC.c.category))
+    if not conn.execute(select(CL.c.category).limit(1)).first():
+        conn.execute(CL.insert().from_select(["category", "labelled"], counted))
+
+
+def _add_missing_columns(conn: Connection, table: Table, names: tuple[str, ...]) -> None:
+    """ALTER TABLE ... ADD COLUMN for each of `names` the table does not have yet (DDL from tables.py)."""
+    schema = _schema(conn)
+    have = {c["name"] for c in inspect(conn).get_columns(table.name, schema=schema)}
+    prep = conn.dialect.identifier_preparer
+    qualified = (prep.quote_schema(schema) + "." if schema else "") + prep.quote(table.name)
+    for name in names:
+        if name not in have:
+            ddl = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {qualified} ADD COLUMN {ddl}"))
+
+
 #: (version, name, function), in order
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "review store: events, verdicts, labels, reviewers, dead letters", _m0001_review_store),
     (2, "ops metrics: per-minute aggregates and consumer offsets", _m0002_ops_metrics),
+    (3, "review queue by value, shadow evaluators: derived event columns, category labels, shadow metrics",
+     _m0003_review_queue_value),
 )
 
 _PG_LOCK_ID = 0x6775617264  # "guard"

@@ -71,6 +71,8 @@ class QueueFilter:
     since: datetime | None = None
     until: datetime | None = None
     status: str = "unreviewed"  # unreviewed | reviewed | all
+    order: str = "value"  # value (what a label would teach, see derive.VALUE_DOC) | newest
+    disagreement: bool = False  # only events where a shadow evaluator disagreed with the live one
 
     def as_params(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -82,8 +84,23 @@ class QueueFilter:
             value = getattr(self, name)
             if value:
                 out[name] = value.strftime("%Y-%m-%dT%H:%M")
+        if self.disagreement:
+            out["disagreement"] = "1"
         out["status"] = self.status
+        out["order"] = self.order
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class FiredVerdict:
+    """A verdict worth showing in the queue: an unsafe or failed live one, or any shadow (candidate) one."""
+
+    evaluator: str
+    safe: bool
+    score: float | None
+    categories: list[str]
+    shadow: bool = False
+    error: bool = False
 
 
 @dataclass(slots=True)
@@ -99,6 +116,12 @@ class QueueRow:
     content_mode: str
     label_count: int
     my_label: str | None
+    value: float = 0.0
+    snippet: str | None = None
+    marks: list[tuple[int, int, str]] = field(default_factory=list)
+    fired: list[FiredVerdict] = field(default_factory=list)
+    lookalikes: int = 0  # other unreviewed events that look alike (labelled together from the event page)
+    disagreement: bool = False
 
 
 @dataclass(slots=True)

@@ -6,8 +6,23 @@ what the code reads and writes against.
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        MetaData, String, Table, Text, UniqueConstraint)
+from sqlalchemy import (
+                        BigInteger,
+                        Boolean,
+                        Column,
+                        DateTime,
+                        Float,
+                        ForeignKey,
+                        Index,
+                        Integer,
+                        LargeBinary,
+                        MetaData,
+                        String,
+                        Table,
+                        Text,
+                        UniqueConstraint,
+                        false,
+)
 
 metadata = MetaData()
 
@@ -45,6 +60,12 @@ events = Table(
     Column("kafka_partition", Integer),
     Column("kafka_offset", BigInteger),
     Column("received_at", DateTime, nullable=False),
+    # the review queue's view of the event (consumers/store/derive.py), worked out when it is stored (m0003)
+    Column("value_base", Float, nullable=False, server_default="0"),
+    Column("lookalike_key", String(64), index=True),
+    Column("snippet", Text),
+    Column("snippet_marks", Text),  # JSON [[start, end, label], ...] in the snippet
+    Column("disagreement", Boolean, nullable=False, server_default=false()),
 )
 
 #: event -> category (queue filter)
@@ -69,6 +90,7 @@ verdicts = Table(
     Column("latency_ms", Float),
     Column("cached", Boolean),
     Column("error", Text),
+    Column("shadow", Boolean, nullable=False, server_default=false()),  # a shadow (candidate) evaluator's (m0003)
 )
 
 #: reviewer labels; never updated, so the history is kept (latest per reviewer counts)
@@ -113,6 +135,13 @@ settings = Table(
     Column("value", Text, nullable=False),
 )
 
+#: labelled events per category (an event counts once, for each of its categories): the queue's rarity
+category_labels = Table(
+    "gs_category_labels", metadata,
+    Column("category", String(64), primary_key=True),
+    Column("labelled", BigInteger, nullable=False),
+)
+
 # -- ops metrics (consumers/metrics.py) ---------------------------------------------------------------
 #: events per minute by stage, action and tenant
 metric_events = Table(
@@ -154,4 +183,16 @@ consumer_offsets = Table(
     Column("topic", String(255), primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
+)
+
+#: shadow evaluators' agreement with their live counterparts, per minute (from the proxies' shadow tallies)
+metric_shadow = Table(
+    "gs_metric_shadow", metadata,
+    Column("minute", DateTime, primary_key=True),
+    Column("stage", String(16), primary_key=True),
+    Column("shadow", String(256), primary_key=True),
+    Column("live", String(256), primary_key=True),
+    Column("category", String(64), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from consumers.store import tables as t
+from consumers.store.derive import Derived, derive, marks_json
 from consumers.store.models import DeadLetter, IncomingEvent, WriteResult
 
 
@@ -21,6 +22,17 @@ def insert_ignore(conn: Connection, table: Table, conflict: Sequence[str]) -> An
     """INSERT ... ON CONFLICT (conflict) DO NOTHING for the connection's dialect."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]], *,
+           add: Iterable[str] = (), replace: Iterable[str] = ()) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE: `add` columns are incremented, `replace` ones overwritten."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    set_ = {c: table.c[c] + stmt.excluded[c] for c in add} | {c: stmt.excluded[c] for c in replace}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=set_), rows)
 
 
 def clip(table: Table, column: str, value: Any) -> Any:
@@ -35,11 +47,19 @@ def fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     return {name: clip(table, name, value) for name, value in row.items()}
 
 
-def _event_row(item: IncomingEvent, received_at: datetime) -> dict[str, Any]:
+def derived_columns(d: Derived) -> dict[str, Any]:
+    """The review queue's columns of an event (see derive.py)."""
+    return {"value_base": d.value_base, "lookalike_key": d.lookalike_key, "snippet": d.snippet,
+            "snippet_marks": json.dumps(marks_json(d.marks)) if d.snippet is not None else None,
+            "disagreement": d.disagreement}
+
+
+def _event_row(item: IncomingEvent, received_at: datetime, derived: Derived) -> dict[str, Any]:
     e = item.event
     content = e["content"]
     pos = item.position
     return fit(t.events, {
+        **derived_columns(derived),
         "event_id": e["event_id"], "ts": item.ts, "request_id": e["request_id"], "tenant": e["tenant"],
         "policy": e["policy"], "stage": e["stage"], "action": e["action"], "mode": e["mode"],
         "model": e.get("model"), "upstream": e["upstream"], "route": e.get("route"),
@@ -68,10 +88,12 @@ def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence
         result.duplicates += len(existing)
         fresh = [item for event_id, item in unique.items() if event_id not in existing]
         ids: dict[str, int] = {}
+        derived = {item.event["event_id"]: derive(item.event) for item in fresh}
         if fresh:
             # one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy "insertmanyvalues")
             stmt = insert_ignore(conn, t.events, ["event_id"]).returning(t.events.c.id, t.events.c.event_id)
-            ids = {event_id: pk for pk, event_id in conn.execute(stmt, [_event_row(i, now) for i in fresh])}
+            rows = [_event_row(i, now, derived[i.event["event_id"]]) for i in fresh]
+            ids = {event_id: pk for pk, event_id in conn.execute(stmt, rows)}
         result.duplicates += len(fresh) - len(ids)  # lost a race with another consumer
         result.inserted += len(ids)
         verdict_rows: list[dict[str, Any]] = []
@@ -80,14 +102,17 @@ def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence
             pk = ids.get(item.event["event_id"])
             if pk is None:
                 continue
-            categories = {clip(t.event_categories, "category", c) for c in item.event["categories"]}
+            categories = {clip(t.event_categories, "category", c)
+                          for c in derived[item.event["event_id"]].categories}
             category_rows += [{"event_pk": pk, "category": c} for c in sorted(categories)]
-            for i, v in enumerate(item.event["verdicts"]):
+            shadow = (item.event.get("shadow") or {}).get("verdicts") or []
+            for i, (v, is_shadow) in enumerate([(v, False) for v in item.event["verdicts"]] +
+                                               [(v, True) for v in shadow]):
                 verdict_rows.append(fit(t.verdicts, {
                     "event_pk": pk, "position": i, "evaluator": v["evaluator"], "version": v["version"],
                     "safe": bool(v["safe"]), "categories": json.dumps(list(v["categories"])),
                     "score": v.get("score"), "latency_ms": v.get("latency_ms"), "cached": v.get("cached"),
-                    "error": v.get("error"),
+                    "error": v.get("error"), "shadow": is_shadow,
                 }))
         if verdict_rows:
             conn.execute(t.verdicts.insert(), verdict_rows)
@@ -106,3 +131,20 @@ def write_batch(conn: Connection, items: Sequence[IncomingEvent], dead: Sequence
             else:
                 result.dead_letters += 1
     return result
+
+
+def backfill_derived(conn: Connection, chunk: int = 500) -> int:
+    """Work out the queue's columns for events stored before they existed (migration 3). Returns how many."""
+    E = t.events
+    done = 0
+    last = 0
+    while True:
+        rows = conn.execute(select(E.c.id, E.c.payload).where(E.c.lookalike_key.is_(None), E.c.id > last)
+                            .order_by(E.c.id).limit(chunk)).all()
+        if not rows:
+            return done
+        for pk, payload in rows:
+            columns = derived_columns(derive(json.loads(payload)))
+            conn.execute(E.update().where(E.c.id == pk).values(fit(t.events, columns)))
+        done += len(rows)
+        last = rows[-1].id

@@ -13,6 +13,7 @@ from typing import Any
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
+SHADOW = "guardstream_shadow_comparisons_total"
 
 
 def panel(title: str, exprs: list[tuple[str, str]], unit: str, x: int, y: int, w: int = 12, h: int = 8,
@@ -69,42 +70,66 @@ def dashboard() -> dict[str, Any]:
               "ops", 0, 26),
         panel("Slow clients disconnected", [(f"rate(guardstream_slow_client_disconnects_total[{RATE}])", "stalled")],
               "ops", 12, 26, description="Streaming clients that accepted no bytes for server.write_timeout_s"),
-        row("Evaluators", 34),
+        panel("Requests refused: tenant at its upstream limit",
+              [(f"sum by (tenant) (rate(guardstream_tenant_rejections_total[{RATE}]))", "{{tenant}}")], "ops", 0, 34,
+              description="429s for tenants holding upstream.tenant_max_concurrent (or tenants.NAME.max_concurrent)"
+                          " upstream requests already"),
+        row("Evaluators", 42),
         panel("Evaluator latency p95 (cache misses)",
               [(f"histogram_quantile(0.95, sum by (le, evaluator, stage) "
                 f"(rate(guardstream_evaluator_latency_seconds_bucket[{RATE}])))", "{{evaluator}} {{stage}}")],
-              "s", 0, 35),
+              "s", 0, 43),
         panel("Evaluator errors and timeouts",
               [(f"sum by (evaluator, kind, on_error) (rate(guardstream_evaluator_errors_total[{RATE}]))",
-                "{{evaluator}} {{kind}} ({{on_error}})")], "ops", 12, 35),
+                "{{evaluator}} {{kind}} ({{on_error}})")], "ops", 12, 43),
         panel("Streaming windows evaluated and streams cut",
               [(f"sum by (mode) (rate(guardstream_stream_windows_evaluated_total[{RATE}]))", "windows {{mode}}"),
-               (f"sum by (mode) (rate(guardstream_stream_cuts_total[{RATE}]))", "cuts {{mode}}")], "ops", 0, 43),
-        row("Cache", 51),
+               (f"sum by (mode) (rate(guardstream_stream_cuts_total[{RATE}]))", "cuts {{mode}}")], "ops", 0, 51),
+        row("Cache", 59),
         panel("Verdict cache hit ratio",
               [(f'sum by (backend) (rate(guardstream_cache_lookups_total{{result=~"hit|coalesced"}}[{RATE}])) / '
                 f"sum by (backend) (rate(guardstream_cache_lookups_total[{RATE}]))", "{{backend}}")],
-              "percentunit", 0, 52),
+              "percentunit", 0, 60),
         panel("Cache errors (served without cache)",
               [(f"sum by (backend, kind) (rate(guardstream_cache_errors_total[{RATE}]))", "{{backend}} {{kind}}")],
-              "ops", 12, 52),
+              "ops", 12, 60),
         panel("Cache backend up", [("min by (backend) (guardstream_cache_backend_up)", "{{backend}}")],
-              "short", 0, 60, w=6, h=5, kind="stat"),
-        row("Audit stream", 65),
+              "short", 0, 68, w=6, h=5, kind="stat"),
+        row("Audit stream", 73),
         panel("Audit events by outcome",
-              [(f"sum by (outcome) (rate(guardstream_audit_events_total[{RATE}]))", "{{outcome}}")], "ops", 0, 66),
-        panel("Audit spool depth", [("sum(guardstream_audit_spool_depth)", "events spooled")], "short", 12, 66,
+              [(f"sum by (outcome) (rate(guardstream_audit_events_total[{RATE}]))", "{{outcome}}")], "ops", 0, 74),
+        panel("Audit spool depth", [("sum(guardstream_audit_spool_depth)", "events spooled")], "short", 12, 74,
               description="Events waiting for the broker; replayed in order on recovery"),
-        panel("Kafka broker up", [("min(guardstream_audit_broker_up)", "broker")], "short", 0, 74, w=6, h=5,
+        panel("Kafka broker up", [("min(guardstream_audit_broker_up)", "broker")], "short", 0, 82, w=6, h=5,
               kind="stat"),
-        row("Llama Guard", 79),
+        row("Llama Guard", 87),
         panel("Llama Guard unparseable answers",
               [(f"sum by (evaluator) (rate(guardstream_llama_guard_parse_errors_total[{RATE}]))", "{{evaluator}}")],
-              "ops", 0, 80, description="Answers that were not 'safe' / 'unsafe' + codes (handled per on_error)"),
+              "ops", 0, 88, description="Answers that were not 'safe' / 'unsafe' + codes (handled per on_error)"),
         panel("Llama Guard category decodes",
               [(f"sum by (evaluator) (rate(guardstream_llama_guard_category_decodes_total[{RATE}]))",
                 "{{evaluator}}")],
-              "ops", 12, 80, description="Extra decodes to read the categories of an unsafe verdict"),
+              "ops", 12, 88, description="Extra decodes to read the categories of an unsafe verdict"),
+        row("Shadow candidates", 96),
+        panel("Shadow agreement with live, overall",
+              [(f'sum by (shadow, live, stage) (rate({SHADOW}{{category="any",outcome=~"both|neither"}}[{RATE}])) / '
+                f'sum by (shadow, live, stage) (rate({SHADOW}{{category="any"}}[{RATE}]))',
+                "{{shadow}} vs {{live}} ({{stage}})")], "percentunit", 0, 97,
+              description="Share of items where the candidate and its live counterpart both called it unsafe or "
+                          "both safe (policies' `shadow:`)"),
+        panel("Shadow agreement per category",
+              [(f'sum by (shadow, category) (rate({SHADOW}{{category!="any",outcome="both"}}[{RATE}])) / '
+                f'sum by (shadow, category) (rate({SHADOW}{{category!="any"}}[{RATE}]))',
+                "{{shadow}} {{category}}")], "percentunit", 12, 97,
+              description="Of the items where the candidate or the live evaluator named a category, the share "
+                          "where both did"),
+        panel("Shadow disagreements (to the review queue)",
+              [(f'sum by (shadow, category, outcome) (rate({SHADOW}{{outcome=~"shadow_only|live_only"}}[{RATE}]))',
+                "{{shadow}} {{category}} {{outcome}}")], "ops", 0, 105, stack=True),
+        panel("Shadow evaluations by result",
+              [(f"sum by (shadow, result) (rate(guardstream_shadow_runs_total[{RATE}]))", "{{shadow}} {{result}}")],
+              "ops", 12, 105, description="error/timeout: the candidate failed (nothing changed); skipped_busy: "
+                                         "shadow.max_inflight reached"),
     ]
     return {
         "uid": "guardstream-proxy", "title": "guardstream proxy", "tags": ["guardstream"], "editable": True,

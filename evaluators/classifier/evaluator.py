@@ -22,10 +22,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import structlog
 
-from evaluators.base import STAGES, BaseEvaluator, EvalItem, Stage, Verdict
+from evaluators.base import STAGES, BaseEvaluator, EvalItem, OptionError, Stage, Verdict, check_option_names
 from evaluators.batching import MicroBatcher
 from evaluators.classifier import DEFAULT_MODEL_DIR
-from evaluators.classifier.artifact import Artifact, load_artifact
+from evaluators.classifier.artifact import Artifact, ArtifactError, load_artifact
 from evaluators.classifier.embedding import Embedder, shared_embedder
 from evaluators.classifier.encoding import Judged
 from evaluators.classifier.runtime import FORMAT, OPERATING_POINTS, SafetyArtifact, Scored, read_meta
@@ -125,26 +125,28 @@ class EncoderEvaluator(BaseEvaluator):
 
 
 def create(name: str, options: Mapping[str, Any]) -> ClassifierEvaluator | EncoderEvaluator:
-    unknown = set(options) - OPTION_NAMES
-    if unknown:
-        raise ValueError(f"classifier {name!r}: unknown option(s) {sorted(unknown)} (known: {sorted(OPTION_NAMES)})")
+    check_option_names(options, OPTION_NAMES)
     path = Path(options.get("path") or DEFAULT_MODEL_DIR)
     stages = options.get("stages") or STAGES
     bad = set(stages) - set(STAGES)
     if bad:
-        raise ValueError(f"classifier {name!r}: unknown stage(s) {sorted(bad)}")
+        raise OptionError("stages", f"unknown stage(s) {sorted(bad)}")
     point = str(options.get("operating_point", "default"))
     if point not in OPERATING_POINTS:
-        raise ValueError(f"classifier {name!r}: operating_point must be one of {list(OPERATING_POINTS)} (got {point!r})")
+        raise OptionError("operating_point", f"must be one of {', '.join(OPERATING_POINTS)} (got {point!r})")
     threshold = options.get("threshold")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"classifier {name!r}: threshold must be between 0 and 1 (got {threshold!r})")
-    if read_meta(path).get("format") == FORMAT:
-        return EncoderEvaluator(name, load_encoder(path), threshold=threshold, operating_point=point,
-                                max_batch_size=int(options.get("max_batch_size", 32)),
-                                max_wait_ms=float(options.get("max_wait_ms", 2.0)), stages=tuple(stages))
+        raise OptionError("threshold", f"must be between 0 and 1 (got {threshold!r})")
+    try:
+        if read_meta(path).get("format") == FORMAT:
+            return EncoderEvaluator(name, load_encoder(path), threshold=threshold, operating_point=point,
+                                    max_batch_size=int(options.get("max_batch_size", 32)),
+                                    max_wait_ms=float(options.get("max_wait_ms", 2.0)), stages=tuple(stages))
+        artifact = load_artifact(path)
+    except (ArtifactError, OSError) as exc:
+        raise OptionError("path", str(exc)) from None
     return ClassifierEvaluator(
-        name, load_artifact(path),
+        name, artifact,
         threshold=options.get("threshold"),
         max_batch_size=int(options.get("max_batch_size", 32)),
         max_wait_ms=float(options.get("max_wait_ms", 2.0)),

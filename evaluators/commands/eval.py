@@ -2,6 +2,7 @@
 
 NAME is, in order of lookup:
   classifier:PATH   the classifier evaluator with the artifact at PATH
+  artifact:DIR      the evaluator that serves a `guardstream finetune` artifact (as it was measured)
   an evaluator instance of the config file (--config, else the built-in default policy)
   a registered evaluator type, built with its default options
 
@@ -17,6 +18,7 @@ EXAMPLES = """examples:
   guardstream eval data/test.jsonl --evaluator classifier --report out/report.json --plot out/pr.png
   guardstream eval data/test.csv --evaluator classifier:path/to/artifact --stage input
   guardstream eval data/test.jsonl --evaluator guard --config guardstream.yaml --compare-second
+  guardstream eval export/llamaguard/test.jsonl --compare llama_guard artifact:runs/lg-v2 --config guardstream.yaml
 """
 
 
@@ -24,8 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EXAMPLES
     parser.add_argument("data", metavar="DATA", help="labelled JSONL or CSV (text | prompt[/completion], label)")
-    parser.add_argument("--evaluator", required=True, metavar="NAME",
-                        help="config instance name, registered type, or classifier:PATH")
+    parser.add_argument("--evaluator", metavar="NAME",
+                        help="config instance name, registered type, classifier:PATH or artifact:DIR")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                        help="judge the data with two evaluators: both metrics, their disagreements, McNemar's test")
     parser.add_argument("--stage", choices=("input", "output"), default=None,
                         help="judge every row as this stage (default: output when a row has a completion)")
     parser.add_argument("--config", metavar="FILE", default=None, help="guardstream config file defining NAME")
@@ -47,6 +51,11 @@ def resolve_evaluator(spec: str, config: str | None) -> tuple[Any, str]:
 
     if spec.startswith("classifier:"):
         return registry.create("classifier", "classifier", {"path": spec.split(":", 1)[1]}), "fail_open"
+    if spec.startswith("artifact:"):
+        from evaluators.finetune.candidate import artifact_evaluator
+
+        kind, options = artifact_evaluator(spec.split(":", 1)[1])
+        return registry.create(kind, spec, options), "fail_open"
     from proxy.config import load_settings
 
     settings = load_settings(config)
@@ -73,9 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from proxy.config import ConfigError
 
     console = Console()
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     if args.batch_size < 1:
         err.print("guardstream eval: --batch-size must be >= 1")
+        return 2
+    if (args.evaluator is None) == (args.compare is None):
+        err.print("guardstream eval: name one evaluator (--evaluator NAME) or two (--compare A B)")
         return 2
     try:
         rows = load_rows(args.data, label_true=args.label_true, limit=args.limit)
@@ -85,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         err.print(f"guardstream eval: {args.data} has no rows")
         return 2
+    if args.compare:
+        return run_compare(args, rows, console, err)
     try:
         evaluator, config_on_error = resolve_evaluator(args.evaluator, args.config)
     except (ConfigError, ValueError, ImportError) as exc:
@@ -130,3 +144,50 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"plot: {args.plot}")
     return 0
 
+
+
+def run_compare(args: argparse.Namespace, rows: Any, console: Any, err: Any) -> int:
+    """`--compare A B`: both evaluators on the same items, then metrics side by side, disagreements, McNemar."""
+    import asyncio
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evaluators.evaluation.compare import compare, print_comparison
+    from evaluators.evaluation.runner import run_evaluator
+    from proxy.config import ConfigError
+
+    built = []
+    for spec in args.compare:
+        try:
+            built.append(resolve_evaluator(spec, args.config))
+        except (ConfigError, ValueError, ImportError) as exc:
+            err.print(f"guardstream eval: cannot build evaluator {spec!r}: {exc}")
+            return 2
+    on_error = args.on_error or built[0][1]
+    items = [r.to_item(args.stage) for r in rows]
+
+    async def go() -> list[Any]:
+        runs = []
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err) as progress:
+            for spec, (evaluator, _) in zip(args.compare, built):
+                task = progress.add_task(f"evaluating with {spec}", total=len(items))
+                runs.append(await run_evaluator(evaluator, items, args.batch_size,
+                                                lambda n, t=task: progress.advance(t, n)))
+                await evaluator.aclose()
+        return runs
+
+    run_a, run_b = asyncio.run(go())
+    result = compare(rows, run_a.verdicts, run_b.verdicts, on_error)
+    result.update({"schema": "guardstream.compare.v1", "data": str(args.data), "on_error": on_error,
+                   "evaluators": {"a": {"spec": args.compare[0], "version": built[0][0].version},
+                                  "b": {"spec": args.compare[1], "version": built[1][0].version}}})
+    print_comparison(result, (args.compare[0], args.compare[1]), console)
+    if args.report:
+        from pathlib import Path
+
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        console.print(f"report: {args.report}")
+    return 0

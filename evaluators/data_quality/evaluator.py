@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from evaluators.base import BaseEvaluator, EvalItem, Finding, Stage, Verdict
+from evaluators.base import BaseEvaluator, EvalItem, Finding, OptionError, Stage, Verdict, check_option_names
 from evaluators.data_quality.checker import Checker, Failure
 from evaluators.data_quality.extract import extract_records
-from evaluators.data_quality.rules import RuleSet, load_rules, rules_from_data
+from evaluators.data_quality.rules import RuleSet, RulesError, load_rules, rules_from_data
 
 CATEGORY = "quality"
 ENGINE_VERSION = "1"
@@ -99,10 +99,13 @@ class DataQualityEvaluator(BaseEvaluator):
                 report.failures.extend(LocatedFailure(f, located.start, located.end) for f in failures)
         return report
 
-    def judge(self, text: str) -> Verdict:
+    def judge(self, text: str, offset: int = 0) -> Verdict:
+        """Judge the records of `text`; finding spans are shifted by `offset` (where `text` sits in the item's
+        `scan_text`, so a policy that redacts `quality` masks the right place)."""
         started = time.perf_counter()
         report = self.inspect(text)
-        findings = [Finding(CATEGORY, f"{lf.failure.rule}:{lf.failure.field}@{lf.failure.index}", lf.start, lf.end)
+        findings = [Finding(CATEGORY, f"{lf.failure.rule}:{lf.failure.field}@{lf.failure.index}",
+                            lf.start + offset, lf.end + offset)
                     for lf in report.failures[: self.max_findings]]
         return Verdict(
             safe=report.accepted,
@@ -115,28 +118,34 @@ class DataQualityEvaluator(BaseEvaluator):
         )
 
     async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
-        return [self.judge(item.text) for item in items]
+        return [self.judge(item.text, item.judged_at) for item in items]
 
 
 def create(name: str, options: Mapping[str, Any]) -> DataQualityEvaluator:
     """Registry factory. Options: `rules` (path to the YAML rule file, or the rule set inline),
     `records_key`, `require_records` (default false), `max_findings` (100), `stages` (["output"])."""
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise ValueError(f"evaluator {name!r}: unknown option(s) {sorted(unknown)} (known: {sorted(OPTIONS)})")
+    check_option_names(options, OPTIONS)
     source = options.get("rules")
     if isinstance(source, (str, Path)):
-        rules = load_rules(source)
+        try:
+            rules = load_rules(source)
+        except RulesError as exc:  # the file's first problem, with its line; check-data lists them all
+            more = f" (and {len(exc.issues) - 1} more: see `guardstream check-data`)" if len(exc.issues) > 1 else ""
+            raise OptionError("rules", exc.issues[0].render(str(source)) + more) from None
     elif isinstance(source, Mapping):
-        rules = rules_from_data(source, f"evaluators.{name}.options.rules")
+        try:
+            rules = rules_from_data(source, f"evaluators.{name}.options.rules")
+        except RulesError as exc:
+            issue = exc.issues[0]
+            raise OptionError(f"rules.{issue.dotted}" if issue.path else "rules", issue.message) from None
     else:
-        raise ValueError(f"evaluator {name!r}: options.rules must be a rule-file path or an inline rule set")
+        raise OptionError("rules", "must be a rule-file path or an inline rule set")
     stages = frozenset(options.get("stages") or ["output"])
     if not stages or not stages <= {"input", "output"}:
-        raise ValueError(f"evaluator {name!r}: options.stages must be a subset of [input, output]")
+        raise OptionError("stages", "must be a subset of [input, output]")
     max_findings = int(options.get("max_findings", 100))
     if max_findings < 1:
-        raise ValueError(f"evaluator {name!r}: options.max_findings must be at least 1")
+        raise OptionError("max_findings", "must be at least 1")
     return DataQualityEvaluator(
         name, rules,
         records_key=options.get("records_key"),

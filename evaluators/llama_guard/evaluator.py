@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from evaluators.base import STAGES, BaseEvaluator, EvalItem, Stage, Verdict
+from evaluators.base import STAGES, BaseEvaluator, EvalItem, OptionError, Stage, Verdict
+from evaluators.llama_guard.adapters import Adapter, AdapterError
 from evaluators.llama_guard.backends.base import Backend
 from evaluators.llama_guard.metrics import CATEGORY_DECODES, PARSE_ERRORS
 from evaluators.llama_guard.options import LlamaGuardOptions
@@ -62,6 +63,10 @@ class LlamaGuardEvaluator(BaseEvaluator):
             [c.model_dump() for c in opts.categories] if opts.categories else None, opts.exclude, opts.size())
         self.known_codes = frozenset(c.code for c in self.categories) | frozenset(opts.exclude)
         self.excluded = frozenset(opts.exclude)
+        try:
+            self.adapter = Adapter.from_options(opts.adapter, opts.adapter_name)
+        except AdapterError as exc:
+            raise OptionError("adapter", str(exc)) from None
         self.tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(opts)
         self.renderer = self._pick_renderer()
         count = _token_counter(self.tokenizer) if opts.max_prompt_tokens and self.tokenizer is not None else None
@@ -70,7 +75,7 @@ class LlamaGuardEvaluator(BaseEvaluator):
         self._bos = (getattr(self.tokenizer, "bos_token", None) or BOS) if self._server_adds_bos() else None
         self.version = self._version()
         self._render = functools.lru_cache(maxsize=256)(self.prompts.build)
-        self.backend: Backend = backend if backend is not None else build_backend(opts, self.tokenizer)
+        self.backend: Backend = backend if backend is not None else build_backend(opts, self.tokenizer, self.adapter)
 
     # -- contract ---------------------------------------------------------------------
 
@@ -78,9 +83,13 @@ class LlamaGuardEvaluator(BaseEvaluator):
         """The complete prompt the model reads (conversation, categories, template)."""
         return self._render(item)
 
+    def served_prompt(self, item: EvalItem) -> str:
+        """Exactly what the backend receives for this item (fine-tuning trains on the same text)."""
+        return self._wire(self._render(item))
+
     async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
         start = time.perf_counter()
-        prompts = [self._wire(self._render(item)) for item in items]
+        prompts = [self.served_prompt(item) for item in items]
         gens = await self.backend.score(prompts)
         outcomes = [self._judge(g) for g in gens]
         need = [i for i, o in enumerate(outcomes) if o.category_prefix is not None and o.error is None]
@@ -184,8 +193,11 @@ class LlamaGuardEvaluator(BaseEvaluator):
             "max_chars": self.options.max_chars,
             "max_prompt_tokens": self.options.max_prompt_tokens,
         }
+        if self.adapter is not None:
+            blob["adapter"] = self.adapter.version_tag()
         digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
-        return f"{self.options.model}@{digest}"
+        model = self.options.model + (f"+{self.adapter.version_tag()}" if self.adapter is not None else "")
+        return f"{model}@{digest}"
 
 
 def _token_counter(tokenizer: Any) -> Callable[[str], int]:
@@ -210,12 +222,13 @@ def _load_tokenizer(opts: LlamaGuardOptions) -> Any:
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def build_backend(opts: LlamaGuardOptions, tokenizer: Any = None) -> Backend:
+def build_backend(opts: LlamaGuardOptions, tokenizer: Any = None, adapter: Adapter | None = None) -> Backend:
     """The backend named in the options (heavy libraries are imported here, not before)."""
     if opts.backend == "openai_http":
         from evaluators.llama_guard.backends.openai_http import OpenAIHTTPBackend
 
-        return OpenAIHTTPBackend(opts.url, opts.model, api_key=os.environ.get(opts.api_key_env or "") or None,
+        served = adapter.name if adapter is not None else opts.model  # a vLLM server names adapters as models
+        return OpenAIHTTPBackend(opts.url, served, api_key=os.environ.get(opts.api_key_env or "") or None,
                                  timeout_s=opts.timeout_s, connect_timeout_s=opts.connect_timeout_s,
                                  retries=opts.retries, backoff_s=opts.backoff_s, pool_size=opts.pool_size,
                                  max_tokens=opts.max_tokens, top_logprobs=opts.top_logprobs,
@@ -226,10 +239,10 @@ def build_backend(opts: LlamaGuardOptions, tokenizer: Any = None) -> Backend:
         return VLLMEngineBackend(opts.model, opts.tokenizer, max_tokens=opts.max_tokens,
                                  top_logprobs=opts.top_logprobs, gpu_memory_utilization=opts.gpu_memory_utilization,
                                  max_model_len=opts.max_model_len, dtype=opts.dtype, load_format=opts.load_format,
-                                 engine_args=opts.engine_args)
+                                 engine_args=opts.engine_args, adapter=adapter)
     from evaluators.llama_guard.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(opts.model, opts.tokenizer, device=opts.device, dtype=opts.dtype,
                                max_batch_size=opts.batch.max_batch_size, max_wait_ms=opts.batch.max_wait_ms,
                                top_logprobs=opts.top_logprobs, tokenizer_obj=tokenizer,
-                               torch_threads=opts.torch_threads)
+                               torch_threads=opts.torch_threads, adapter=adapter.path if adapter is not None else None)

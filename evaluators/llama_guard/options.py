@@ -35,6 +35,12 @@ class LlamaGuardOptions(_Strict):
     api_key_env: str | None = None
     #: local tokenizer directory: its chat template renders prompts and it counts tokens
     tokenizer: str | None = None
+    #: a LoRA adapter directory (`guardstream finetune`): merged into the model (transformers), sent with every
+    #: request (vllm), or only digested for the version (openai_http, where the server loaded it)
+    adapter: str | None = None
+    #: the adapter's name on a vLLM server (`--lora-modules NAME=DIR`): openai_http requests it as `model`;
+    #: default: the adapter directory's name
+    adapter_name: str | None = None
     prompt_format: Literal["auto", "builder", "chat_template"] = "auto"
     categories: list[CategoryOption] | None = None
     exclude: list[str] = Field(default_factory=list)
@@ -43,7 +49,8 @@ class LlamaGuardOptions(_Strict):
     threshold: float = Field(default=0.5, gt=0.0, le=1.0)
     max_chars: int = Field(default=32_000, gt=1000)
     max_prompt_tokens: int | None = Field(default=None, gt=256)
-    max_tokens: int = Field(default=10, ge=1, le=64)
+    #: tokens generated per judgement (openai_http, vllm): at least "\n\n", the word and <|eot_id|>
+    max_tokens: int = Field(default=10, ge=3, le=64)
     category_tokens: int = Field(default=24, ge=2, le=128)
     top_logprobs: int = Field(default=20, ge=2, le=20)
     #: the server / engine tokenizer adds BOS, so strip it from the rendered prompt before sending;

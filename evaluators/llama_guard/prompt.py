@@ -17,14 +17,17 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
 from evaluators.base import LLAMA_GUARD_CATEGORIES, EvalItem
 
 #: bump when the rendered text changes: it is part of the evaluator version (and so of cache keys)
-PROMPT_FORMAT_VERSION = "lg3.1"
+PROMPT_FORMAT_VERSION = "lg3.2"
 
 USER, AGENT = "User", "Agent"
 ModelSize = Literal["1b", "8b"]
 
 BOS = "<|begin_of_text|>"
 USER_HEADER = "<|start_header_id|>user<|end_header_id|>\n\n"
-ASSISTANT_HEADER = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+#: byte-exact with Meta's chat template (Llama Guard 3 1B and 8B tokenizer configs, llama-stack): ONE space
+#: before `<|eot_id|>` and nothing after the assistant header; the model itself generates ANSWER_GAP first
+ASSISTANT_HEADER = " <|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+ANSWER_GAP = "\n\n"
 
 TURNS_OMITTED = "[... {n} earlier turns omitted ...]"
 TEXT_OMITTED = "\n[... truncated ...]\n"
@@ -146,6 +149,13 @@ def task_text(categories: Sequence[Category], conversation: Sequence[GuardTurn])
     )
 
 
+def answer_text(unsafe: bool, codes: Sequence[str] = ()) -> str:
+    """What the model writes after the prompt: `\\n\\nsafe`, or `\\n\\nunsafe\\nS1,S10` (the SFT target)."""
+    if not unsafe:
+        return f"{ANSWER_GAP}safe"
+    return f"{ANSWER_GAP}unsafe" + (f"\n{','.join(codes)}" if codes else "")
+
+
 # -- renderers ------------------------------------------------------------------
 
 class Renderer(Protocol):
@@ -156,7 +166,8 @@ class Renderer(Protocol):
 
 @dataclass(frozen=True)
 class BuilderRenderer:
-    """guardstream's own rendering: the task text in a Llama 3 user turn, then the assistant header."""
+    """guardstream's own rendering, byte-exact with Meta's template: BOS, the task text in a Llama 3 user
+    turn, ` <|eot_id|>` and the assistant header (the answer, `\\n\\nsafe`..., is the model's to write)."""
 
     categories: tuple[Category, ...]
     bos: str = BOS

@@ -2,7 +2,9 @@
 
 A rule engine is its patterns: it subclasses `RuleEvaluator`, sets `category`
 and `engine_version`, and implements `scan(text) -> list[Finding]` (or
-`analyse` when it also has a score). Rules are CPU work of a few microseconds,
+`analyse` when it also has a score). An engine that also implements
+`open_from` (where an unfinished match could still begin) judges streamed
+answers incrementally (`incremental()`, see `_incremental.py`). Rules are CPU work of a few microseconds,
 so `evaluate` runs them inline on the event loop; only large batches hop to a
 worker thread so one huge text cannot stall other requests.
 """
@@ -18,7 +20,9 @@ import time
 from collections import Counter
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
-from evaluators.base import STAGES, BaseEvaluator, EvalItem, Finding, Stage, Verdict
+from evaluators.base import (STAGES, BaseEvaluator, EvalItem, Finding, IncrementalScanner, OptionError, Stage,
+                             Verdict, check_option_names)
+from evaluators.rules._incremental import TailScanner
 
 #: Batches with more characters than this are judged in a worker thread.
 INLINE_MAX_CHARS = 64 * 1024
@@ -37,12 +41,13 @@ class RuleEvaluator(BaseEvaluator):
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
-        unknown = set(self.options) - self.option_names - self.common_options
-        if unknown:
-            raise ValueError(f"{type(self).__name__} {name!r}: unknown option(s) {sorted(unknown)}")
+        check_option_names(self.options, self.option_names | self.common_options)
         self.name = name
         self.version = options_version(self.engine_version, self.options)
-        self.stages = parse_stages(self.options.get("stages"))
+        try:
+            self.stages = parse_stages(self.options.get("stages"))
+        except ValueError as exc:
+            raise OptionError("stages", str(exc)) from None
         self.inline_max_chars = int(self.options.get("inline_max_chars", INLINE_MAX_CHARS))
 
     # -- what an engine implements -------------------------------------------------
@@ -53,6 +58,24 @@ class RuleEvaluator(BaseEvaluator):
     def analyse(self, text: str) -> tuple[list[Finding], float | None]:
         """Findings and an optional score; the default has no score."""
         return self.scan(text), None
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """Where, at or after `start`, the end of `text` could still be the start of an unfinished match (or of
+        a match that could still grow, or whose lookahead could still fail): `len(text)` when nowhere.
+        `run` is where the trailing run of non-whitespace begins. Engines that implement it judge streams
+        incrementally; it must never answer later than the true start (holding more is safe, less leaks)."""
+        raise NotImplementedError
+
+    def certain(self, text: str, start: int) -> list[Finding]:
+        """Streams: matches starting at or after `start` (text still held: they may grow) that more text cannot
+        undo, so a stream can be cut before they end. None by default."""
+        return []
+
+    def incremental(self) -> IncrementalScanner | None:
+        """A scanner for one streamed answer (None when the engine has no `open_from`)."""
+        if type(self).open_from is RuleEvaluator.open_from:
+            return None
+        return TailScanner(self)
 
     # -- the Evaluator contract ----------------------------------------------------
     def judge(self, text: str) -> Verdict:
@@ -71,7 +94,7 @@ class RuleEvaluator(BaseEvaluator):
 
     def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
         """Judge inline (the proxy then needs no task or timer); None for batches too big for the loop."""
-        texts = [item.text for item in items]
+        texts = [item.scan_text for item in items]
         if sum(len(t) for t in texts) > self.inline_max_chars:
             return None
         return [self.judge(t) for t in texts]
@@ -80,10 +103,10 @@ class RuleEvaluator(BaseEvaluator):
         verdicts = self.evaluate_sync(items)
         if verdicts is not None:
             return verdicts
-        return await asyncio.to_thread(lambda: [self.judge(item.text) for item in items])
+        return await asyncio.to_thread(lambda: [self.judge(item.scan_text) for item in items])
 
     def cache_context(self, item: EvalItem) -> str:
-        return item.text
+        return item.scan_text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
@@ -115,7 +138,7 @@ def select_kinds(name: str, value: Any, known: Iterable[str], default: Iterable[
     kinds = frozenset([value] if isinstance(value, str) else value)
     unknown = kinds - known
     if unknown:
-        raise ValueError(f"{name}: unknown kind(s) {sorted(unknown)} (known: {sorted(known)})")
+        raise OptionError("kinds", f"unknown kind(s) {sorted(unknown)} (known: {sorted(known)})")
     return kinds
 
 

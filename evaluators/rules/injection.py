@@ -30,9 +30,11 @@ from typing import Any, Mapping
 
 import ahocorasick
 
-from evaluators.base import Finding
+from evaluators.base import Finding, IncrementalScanner
 from evaluators.rules._base import RuleEvaluator, lower_same_length
+from evaluators.rules._incremental import TailScanner, compile_partial
 from evaluators.rules._injection_heuristics import HEURISTICS, Heuristic
+from evaluators.rules._prefilter import Triggers
 
 CATEGORY = "prompt_injection"
 DEFAULT_THRESHOLD = 0.5
@@ -73,11 +75,21 @@ class InjectionEvaluator(RuleEvaluator):
         self.heuristics = tuple(h for h in HEURISTICS if h.name not in disable)
         self.decode_base64 = bool(self.options.get("decode_base64", True)) and "encoded_payload" not in disable
         self._phrases = _automaton(self.heuristics)
+        self._requires = {h.name: h.requires for h in self.heuristics if h.requires}
+        # Hyperscan's whitespace is not Python's (\x1c-\x1f are whitespace to `re`): such text is scanned in full
+        self._triggers = Triggers([rb"[\x0b\x1c-\x1f]"] + ([rb"[A-Za-z0-9+/]{24}"] if self.decode_base64 else []),
+                                  supersets=[h.pattern.pattern.encode() for h in self.heuristics])
+        self._open = [compile_partial(h.pattern.pattern) for h in self.heuristics]
+        starts = {phrase for h in self.heuristics for phrase in h.starts}
+        self._start_prefixes = frozenset(p[:k] for p in starts for k in range(1, len(p)))
+        self._longest_start = max(map(len, starts), default=0)
 
     def scan(self, text: str) -> list[Finding]:
         return self.analyse(text)[0]
 
     def analyse(self, text: str) -> tuple[list[Finding], float]:
+        if self._triggers.present(text) is False:
+            return [], 0.0  # no heuristic can match, no base64 run: one Hyperscan pass
         matches = self.matches(text)
         if self.decode_base64:
             matches += self._encoded(text)
@@ -93,11 +105,14 @@ class InjectionEvaluator(RuleEvaluator):
             miss *= 1.0 - self.weights[kind]
         return round(1.0 - miss, 6)
 
-    def matches(self, text: str) -> list[Finding]:
-        """The first match of every heuristic, tried only at its anchor phrases."""
+    def matches(self, text: str, seen: set[str] | None = None, require: bool = True) -> list[Finding]:
+        """The first match of every heuristic, tried only at its anchor phrases.
+
+        `seen` (a stream's) collects the phrases found, and counts those found in earlier text for `requires`;
+        `require=False` leaves `requires` to the caller."""
         low = lower_same_length(text)
         starts: dict[int, list[int]] = {}  # heuristic index -> offsets where one of its start phrases begins
-        present: set[str] = set()
+        present: set[str] = seen if seen is not None else set()
         for end, (phrase, start_of) in self._phrases.iter(low):
             present.add(phrase)
             pos = end - len(phrase) + 1
@@ -106,7 +121,7 @@ class InjectionEvaluator(RuleEvaluator):
         out = []
         for i in sorted(starts):
             h = self.heuristics[i]
-            if h.requires and present.isdisjoint(h.requires):
+            if require and h.requires and present.isdisjoint(h.requires):
                 continue
             src = text if h.on_original else low
             for pos in sorted(starts[i]):
@@ -115,6 +130,40 @@ class InjectionEvaluator(RuleEvaluator):
                     out.append(Finding(CATEGORY, h.name, m.start(), m.end()))
                     break
         return out
+
+    def requirement_met(self, kind: str, seen: set[str]) -> bool:
+        """Whether a heuristic's `requires` phrases (if any) were seen."""
+        requires = self._requires.get(kind)
+        return not requires or not seen.isdisjoint(requires)
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """A base64 payload is one run of non-whitespace: held while it may grow. Phrases hold spaces: held from
+        an anchor phrase where its heuristic is still partly matched (or matched up to the last two
+        characters), or from a start phrase begun at the very end."""
+        hold = run
+        lo = max(start, len(text) - _PHRASE_SPAN)
+        window = text[lo:]
+        low = lower_same_length(window)
+        last = len(window) - 2
+        for end, (phrase, start_of) in self._phrases.iter(low):
+            pos = end - len(phrase) + 1
+            if lo + pos >= hold:
+                continue
+            for i in start_of:
+                m = self._open[i].match(window if self.heuristics[i].on_original else low, pos, partial=True)
+                if m is not None and (m.partial or m.end() >= last):
+                    hold = lo + pos
+                    break
+        for k in range(min(self._longest_start, len(low)), 0, -1):  # longest first: the earliest start
+            if lo + len(low) - k >= hold:
+                break
+            if low[-k:] in self._start_prefixes:
+                hold = lo + len(low) - k
+                break
+        return hold
+
+    def incremental(self) -> IncrementalScanner | None:
+        return InjectionScanner(self)
 
     def _encoded(self, text: str) -> list[Finding]:
         """Base64 runs that decode to readable text: `encoded_payload` if that text is an injection."""
@@ -136,6 +185,43 @@ class InjectionEvaluator(RuleEvaluator):
                 out.append(Finding(CATEGORY, kind, offset + m.start(), offset + m.end()))
             offset += len(word)
         return out
+
+
+#: characters before the end of a streamed answer where a phrase still being written may start
+_PHRASE_SPAN = 256
+
+
+class InjectionScanner(TailScanner):
+    """Streams: the score is the noisy-OR of every heuristic matched anywhere in the answer so far, so the
+    kinds matched (and phrases seen, for `requires`) are kept across steps; findings are reported once the
+    score reaches the threshold, each once."""
+
+    __slots__ = ("_seen", "_kinds", "_waiting", "_reported")
+
+    def __init__(self, engine: "InjectionEvaluator") -> None:
+        super().__init__(engine)
+        self._seen: set[str] = set()
+        self._kinds: dict[str, Finding] = {}  # heuristic -> its first match
+        self._waiting: dict[str, Finding] = {}  # matched, but its `requires` phrases were not seen yet
+        self._reported: set[str] = set()
+
+    def findings(self, text: str, start: int, hold: int, final: bool) -> tuple[list[Finding], float | None]:
+        engine: InjectionEvaluator = self.engine  # type: ignore[assignment]
+        found = engine.matches(text, self._seen, require=False)
+        if engine.decode_base64:
+            found += engine._encoded(text)
+        for match in found:
+            if start <= match.start < hold and match.kind not in self._kinds:
+                self._waiting.setdefault(match.kind, match)
+        for kind, match in list(self._waiting.items()):
+            if engine.requirement_met(kind, self._seen):
+                self._kinds[kind] = self._waiting.pop(kind)
+        score = engine.score(set(self._kinds))
+        if score < engine.threshold:
+            return [], score
+        new = [m for kind, m in self._kinds.items() if kind not in self._reported]
+        self._reported.update(self._kinds)
+        return sorted(new, key=lambda f: (f.start, f.end)), score
 
 
 def _automaton(heuristics: tuple[Heuristic, ...]) -> "ahocorasick.Automaton":

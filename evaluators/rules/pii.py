@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, select_kinds
+from evaluators.rules._incremental import compile_partial, open_start
+from evaluators.rules._prefilter import Triggers
 
 CATEGORY = "pii"
 #: in priority order: where two kinds overlap, the earlier one wins
@@ -118,8 +120,11 @@ class PiiEvaluator(RuleEvaluator):
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
         self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
+        self._triggers = Triggers([p for kind, p in _TRIGGERS if kind in self.kinds])
 
     def scan(self, text: str) -> list[Finding]:
+        if self._triggers.present(text) is False:
+            return []  # no '@', nine digits, IBAN start or phone prefix: nothing to find (one Hyperscan pass)
         found: list[Finding] = []
         kinds = self.kinds
         if "email" in kinds and "@" in text:
@@ -134,6 +139,26 @@ class PiiEvaluator(RuleEvaluator):
             found += _intl_phones(text)  # before US shapes: "+1 415 555 0132" is one number
             found += us_phones
         return drop_overlaps(found) if len(found) > 1 else found
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """E-mail addresses (and IBANs or numbers written without spaces) are one run of non-whitespace: held
+        while it may grow. Cards, SSNs, phones and IBANs written in groups hold spaces: held from where one
+        could start in the trailing run of their characters."""
+        hold = run
+        n = len(text)
+        low = max(start, n - _NUMBER_SPAN)
+        i = n
+        while i > low and text[i - 1] in _NUMBER_CHARS:
+            i -= 1
+        if i < n:  # a number may start in text[i:]: at a digit that begins one, a '+' or a '('
+            starter = _NUMBER_START.search(text, i)
+            if starter is not None and starter.start() < hold:
+                hold = starter.start()
+        if "iban" in self.kinds and hold > low:
+            iban = open_start(_IBAN_OPEN, text, low, slack=2)
+            if iban is not None and iban < hold:
+                hold = iban
+        return hold
 
     def _numbers(self, text: str) -> tuple[list[Finding], list[Finding]]:
         """Cards and SSNs, and US phones, looked for only inside regions dense with digits."""
@@ -162,6 +187,16 @@ class PiiEvaluator(RuleEvaluator):
 
 
 _DIGIT_KINDS = frozenset({"credit_card", "ssn", "phone"})
+#: what each kind cannot match without (the prefilter, `_prefilter.py`); cards, SSNs and US phones are looked for
+#: only inside `_DENSE_DIGITS` regions
+_TRIGGERS = (("email", rb"@"), ("iban", rb"[A-Z][A-Z][0-9][0-9]"),
+             *((kind, rb"[0-9(](?:[ .()\-]{0,2}[0-9]){8,}") for kind in ("credit_card", "ssn", "phone")),
+             ("phone", rb"\+[0-9]"), ("phone", rb"00[1-9]"))
+#: what cards, SSNs and phones are made of, and how long one is at most (with the lookahead past its end)
+_NUMBER_CHARS = frozenset("0123456789 ().+-")
+_NUMBER_SPAN = 52
+_NUMBER_START = re.compile(r"(?<![\w-])\d|[+(]")
+_IBAN_OPEN = compile_partial(_IBAN.pattern)
 _SSN_PARTS = re.compile(r"[- ]")
 
 

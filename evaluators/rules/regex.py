@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-from evaluators.base import Finding
+from evaluators.base import Finding, IncrementalScanner
 from evaluators.rules._base import RuleEvaluator, lower_same_length
+from evaluators.rules._incremental import compile_partial, open_start
 
 DEFAULT_CATEGORY = "blocklist"
 
@@ -64,6 +65,25 @@ class RegexEvaluator(RuleEvaluator):
         self.words = re.compile(r"(?<!\w)" + trie_regex(lowered) + r"(?!\w)") if lowered else None
         if not self.patterns and self.words is None:
             raise ValueError(f"regex evaluator {name!r}: give at least one of `patterns` or `words`")
+        self._open = _partial_patterns([p for _, p in self.patterns] + ([self.words] if self.words else []))
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """Held from the first place where a configured pattern is still partly matched, or matched up to the
+        last two characters (it could still grow, or a lookahead past it fail)."""
+        assert self._open is not None
+        hold = len(text)
+        low = None
+        for i, pattern in enumerate(self._open):
+            subject = text
+            if self.words is not None and i == len(self._open) - 1:  # words run on the lower-cased text
+                subject = low = low if low is not None else lower_same_length(text)
+            found = open_start(pattern, subject, start, slack=2)
+            if found is not None and found < hold:
+                hold = found
+        return hold
+
+    def incremental(self) -> IncrementalScanner | None:
+        return super().incremental() if self._open is not None else None
 
     def scan(self, text: str) -> list[Finding]:
         out: list[Finding] = []
@@ -78,6 +98,15 @@ class RegexEvaluator(RuleEvaluator):
         if len(self.patterns) + (self.words is not None) > 1:
             out.sort(key=lambda f: (f.start, f.end))
         return out
+
+
+def _partial_patterns(patterns: list[re.Pattern[str]]) -> list[Any] | None:
+    """The patterns compiled for partial matching; None when one is beyond the `regex` module (such an engine
+    judges streams in windows instead)."""
+    try:
+        return [compile_partial(p.pattern, p.flags & ~re.UNICODE) for p in patterns]
+    except Exception:  # regex's own error type, or a flag it reads differently
+        return None
 
 
 def _compile_patterns(name: str, patterns: Any, flags: int) -> list[tuple[str, re.Pattern[str]]]:

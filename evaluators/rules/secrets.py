@@ -14,10 +14,14 @@ value only, so redaction keeps the key name for context.
 from __future__ import annotations
 
 import re
+
+import regex
 from typing import Any, Callable, Mapping
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, lower_same_length, select_kinds, shannon_entropy
+from evaluators.rules._incremental import compile_partial, open_start
+from evaluators.rules._prefilter import Triggers
 
 CATEGORY = "secret"
 #: in priority order: where two kinds overlap, the earlier one wins
@@ -40,8 +44,11 @@ DEFAULT_ENTROPY_THRESHOLD = 3.0
 
 _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY(?: BLOCK)?-----")
 # the armoured body: "Header: value" lines and base64 lines (atomic, so it never backtracks)
-_PEM_BODY = re.compile(r"(?:\s*+(?:[\w-]++:[^\n]*+|[A-Za-z0-9+/=]{4,}+))++")
+_PEM_LINE = r"(?:\s*+(?:[\w-]++:[^\n]*+|[A-Za-z0-9+/=]{4,}+))"
+_PEM_BODY = re.compile(_PEM_LINE + "++")
 _PEM_END = re.compile(r"\s*-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
+#: a whole PEM block, END line included: a partial match is a block still being streamed (header or body)
+_PEM_OPEN = compile_partial(_PEM_BEGIN.pattern + _PEM_LINE + "*+" + _PEM_END.pattern)
 
 
 class _Token:
@@ -92,6 +99,24 @@ _ASSIGNMENT = re.compile(
 _BEARER = re.compile(r"bearer\s{1,5}([a-z0-9._~+/-]{20,512}=*)(?![a-z0-9._~+/=-])")
 _URL_PASSWORD = re.compile(r"://(?<=[a-z0-9]://)[^\s:/@]*:([^\s/@]{1,256})@[\w.-]+")
 
+_MAX_LEAD = max(t.lead for t in _TOKENS)
+#: what each kind's pattern cannot match without (the prefilter, `_prefilter.py`): the literal it starts with
+_TRIGGERS = (
+    ("private_key", rb"-----BEGIN "), ("aws_access_key", rb"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|3T)"),
+    ("github_token", rb"gh[pousr]_"), ("github_token", rb"github_pat_"), ("openai_key", rb"sk-"),
+    ("slack_token", rb"xox[abposr]-"), ("slack_webhook", rb"hooks\.slack\.com/services/"),
+    ("google_api_key", rb"AIza"), ("stripe_key", rb"k_live_"), ("jwt", rb"eyJ"), ("connection_string", rb"://"),
+)
+#: ... or the name it needs before a value (matched ignoring case)
+_TRIGGERS_CASELESS = (
+    ("aws_secret_key", rb"aws_?secret"), ("bearer_token", rb"bearer"),
+    *(("generic_secret", p) for p in (rb"pass", rb"pwd", rb"secret", rb"api[_-]?key", rb"apikey",
+                                      rb"access[_-]?key", rb"token", rb"credential")),
+)
+#: streams: a value's name and operator come at most this many characters before it
+_VALUE_CONTEXT = 64
+_VALUE_KEYS = re.compile(r"pass|pwd|secret|api|key|token|credential|bearer", re.IGNORECASE)
+
 _PLACEHOLDER = re.compile(
     r"xxxx|\*\*\*|\.\.\.|your|example|sample|changeme|change_me|placeholder|redacted|dummy|"
     r"environ|getenv|process\.env|^(?:pass(?:word)?|secret|pwd|none|null|true|false|undefined)$"
@@ -126,8 +151,22 @@ class SecretsEvaluator(RuleEvaluator):
         self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
         self.entropy_threshold = float(self.options.get("entropy_threshold", DEFAULT_ENTROPY_THRESHOLD))
         self._tokens = [t for t in _TOKENS if t.kind in self.kinds]
+        self._triggers = Triggers([p for kind, p in _TRIGGERS if kind in self.kinds],
+                                  [p for kind, p in _TRIGGERS_CASELESS if kind in self.kinds])
+        # streams: where a token (in one run of non-whitespace) or a value (after its name) may still be arriving
+        within = [t.pattern.pattern for t in self._tokens]
+        if "connection_string" in self.kinds:
+            within.append(f"(?i:{_URL_PASSWORD.pattern})")  # matched on the lower-cased text
+        self._open_tokens = compile_partial("|".join(f"(?:{p})" for p in within) or "(?!)")
+        values = [p.pattern.replace("|$)", ")") for kind, p in (("generic_secret", _ASSIGNMENT),
+                  ("bearer_token", _BEARER), ("aws_secret_key", _AWS_SECRET)) if kind in self.kinds]
+        self._value_keys = Triggers([], [p for kind, p in _TRIGGERS_CASELESS if kind in self.kinds])
+        self._open_values = compile_partial("|".join(f"(?:{p})" for p in values), regex.IGNORECASE) \
+            if values else None
 
     def scan(self, text: str) -> list[Finding]:
+        if self._triggers.present(text) is False:
+            return []  # none of the literals every pattern needs: nothing to find (one Hyperscan pass)
         kinds = self.kinds
         found: list[Finding] = []
         if "private_key" in kinds and "-----BEGIN " in text:
@@ -149,6 +188,37 @@ class SecretsEvaluator(RuleEvaluator):
         if "generic_secret" in kinds and ("=" in text or ":" in text):
             found += _values(text, low, _ASSIGNMENT, "generic_secret", random_enough)
         return drop_overlaps(found) if len(found) > 1 else found
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """Where a secret may still be streaming: a trailing run of non-whitespace that is (the start of) a
+        token, a JWT or a URL's password; a value after `password = ` or `Bearer ` (the name is context, the
+        value the finding); a PEM block from its header until its END line, or until its body stops looking
+        like one. Ordinary words are cleared as they end... or at once, when they cannot start a token."""
+        n = len(text)
+        hold = n
+        if run < n:
+            found = open_start(self._open_tokens, text, run, slack=0)
+            if found is not None:
+                hold = max(run, found - _MAX_LEAD)  # a token's finding may start before its pattern (`lead`)
+        if hold > start and self._open_values is not None:
+            lo = max(0, start - _VALUE_CONTEXT)
+            keys = self._value_keys.present(text[lo:])
+            if keys or (keys is None and _VALUE_KEYS.search(text, lo) is not None):
+                found = open_start(self._open_values, text, lo, slack=0)
+                if found is not None:
+                    hold = min(hold, max(found, start))
+        if "private_key" in self.kinds and hold > start and text.find("-", start) >= 0:
+            pem = open_start(_PEM_OPEN, text, start)
+            if pem is not None and pem < hold:
+                hold = pem
+        return hold
+
+
+    def certain(self, text: str, start: int) -> list[Finding]:
+        """A PEM header followed by 40 characters of key material is a private key whatever follows."""
+        if "private_key" not in self.kinds or text.find("-----BEGIN", start) < 0:
+            return []
+        return _private_keys(text, start)
 
 
 def _values(text: str, low: str, pattern: re.Pattern[str], kind: str, accept: Callable[[str], bool]) -> list[Finding]:
@@ -173,10 +243,10 @@ def _url_password_ok(value: str) -> bool:
     return len(set(value)) > 2
 
 
-def _private_keys(text: str) -> list[Finding]:
+def _private_keys(text: str, pos: int = 0) -> list[Finding]:
     """PEM / OpenSSH / PGP private-key blocks: header, at least 40 characters of key material, END line if present."""
     out = []
-    for m in _PEM_BEGIN.finditer(text):
+    for m in _PEM_BEGIN.finditer(text, pos):
         body = _PEM_BODY.match(text, m.end())
         if body is None or sum(c.isalnum() for c in body.group()) < 40:
             continue

@@ -37,6 +37,7 @@ _SUSPECT = re.compile(
     "\u200b-\u200d\u2060-\u2064\ufeff\u180e\u115f\u1160\u3164\uffa0"  # zero_width
     "]+"
 )
+_SUSPECT_CHAR = re.compile(_SUSPECT.pattern[:-1])
 #: ASCII bytes that are never suspect: printable characters, tab, newline, carriage return
 _ASCII_OK = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 _JOINERS = frozenset("\u200b\u200c\u200d")
@@ -81,6 +82,14 @@ class UnicodeEvaluator(RuleEvaluator):
                 if kind in self.kinds and not self._benign(text, kind, start, pos):
                     out.append(Finding(CATEGORY, kind, start, pos))
         return out
+
+    def open_from(self, text: str, start: int, run: int) -> int:
+        """A finding is decided by the characters next to it: a trailing run of hidden characters is held until
+        a visible one follows (one stray character at the end is benign only if the answer ends there)."""
+        i = len(text)
+        while i > start and _SUSPECT_CHAR.match(text[i - 1]):
+            i -= 1
+        return i
 
     def _benign(self, text: str, kind: str, start: int, end: int) -> bool:
         if kind == "variation_selector":

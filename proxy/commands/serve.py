@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 
 
@@ -36,25 +37,34 @@ def run(args: argparse.Namespace) -> int:
     from proxy.app import serve
     from proxy.config import ConfigError, load_settings
     from proxy.logs import configure_logging
+    from proxy.state import ProxyState
 
     try:
         settings = load_settings(args.config, overrides=overrides_from(args))
+        configure_logging(settings.logging)
+        state = ProxyState.build(settings)  # evaluators built and checked before anything listens
     except ConfigError as exc:
         print(f"guardstream: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging)
     describe_startup(settings, args.config)
     _install_uvloop()
+    host, port = settings.server.host, settings.server.port
     try:
-        asyncio.run(serve(settings, settings.server.host, settings.server.port))
+        asyncio.run(serve(settings, host, port, state=state, on_listening=lambda: print(
+            f"guardstream: listening on http://{host}:{port}", file=sys.stderr, flush=True)))
     except ConfigError as exc:  # found at start-up, e.g. an unusable audit.spool_dir
         print(f"guardstream: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        print(f"guardstream: server.port: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 2
     return 0
 
 
 def describe_startup(settings: object, config_path: str | None) -> None:
-    """Say, in plain words on stderr, what this proxy runs with."""
+    """Say, in plain words on stderr, what this proxy runs with (then `listening on`, once it does)."""
     from proxy.config import Settings
 
     assert isinstance(settings, Settings)
@@ -66,7 +76,6 @@ def describe_startup(settings: object, config_path: str | None) -> None:
         "guardstream: audit events " + (f"to Kafka {settings.audit.kafka_bootstrap}, topic {settings.audit.topic}"
                                         if settings.audit.kafka_bootstrap
                                         else f"to the JSONL file {settings.audit.jsonl_path} (no Kafka configured)"),
-        f"guardstream: listening on http://{settings.server.host}:{settings.server.port}",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
 

@@ -1,22 +1,29 @@
-"""One choice of a streamed answer: its windows and the upstream events held back until judged."""
+"""One choice of a streamed answer: its judges' progress and the upstream events held back until cleared."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 from evaluators.rules.redact import merge_sorted
+from proxy.elision import ElidedText
+from proxy.streaming.compaction import TextDelta, merge, text_field
+from proxy.streaming.judges import IncrementalJudges
 from proxy.streaming.windows import TokenWindows, Window, WindowQueue
 
 #: (start, end, replacement): characters of the answer to mask
 Span = tuple[int, int, str]
 
+#: the most text one merged event carries (compaction keeps release points this close together)
+MERGED_CHARS = 256
+
 
 @dataclass(slots=True)
 class Entry:
-    """One upstream event of this choice, as received, and the text position it follows."""
+    """One upstream event of this choice, as received, and where its text lies in the answer."""
 
     raw: bytes
     end: int  # tokens of this choice up to and including this event
@@ -26,72 +33,117 @@ class Entry:
 
 
 class ChoiceStream:
-    """Per-choice state: release order is upstream order; text is released only once judged (within `lead`).
+    """Per-choice state: release order is upstream order; text is released only once its judges allow it.
 
-    `lead` is how many tokens beyond the approved text may reach the client:
-    0 in buffered mode, one window in optimistic mode, unbounded in final mode.
-    `holdback` keeps the last tokens of approved text until the next window is judged (buffered mode: the
-    context size): the next window is judged with them as context, so something unsafe or personal split
-    across two windows is cut or masked whole instead of its first part reaching the client.
-    A finishing event is released only when the whole answer has been judged.
+    Two kinds of judge clear text (see ARCHITECTURE.md, "Streaming output moderation"):
+    - `judges`, the incremental judges: the answer's characters before `judges.cleared`;
+    - `windows`, the window judges: the characters before `windows.cleared` (approved windows less their
+      last words), and tokens up to `windows.approved + lead`.
+    `hold`: text waits for both (buffered mode); otherwise only the window judges' `lead` applies
+    (one window in optimistic mode, unbounded in final mode). A finishing event is released only once the
+    whole answer has been judged.
     """
 
-    def __init__(self, index: int, windows: TokenWindows, lead: float, holdback: int = 0,
+    def __init__(self, index: int, windows: TokenWindows | None, judges: IncrementalJudges | None, lead: float,
+                 hold: bool, keep_chars: int = 32_768,
                  rewrite: Callable[[bytes, list[Span]], bytes] | None = None) -> None:
         self.index = index
         self.windows = windows
+        self.judges = judges
         self.lead = lead
+        self.hold = hold
         self.pending = WindowQueue()
         self.entries: deque[Entry] = deque()
         self.worker: asyncio.Task[None] | None = None
-        self.holdback = holdback
         self.finished = False  # upstream sent this choice's finish_reason
         self.ended = False  # no more text will come (finished, or the stream ended)
         self.cut = False
         self.held_bytes = 0  # of the events in `entries`
+        self.chars = 0  # characters of the answer so far
+        self.tokens = 0
+        self.answer = ElidedText(keep_chars)  # what audit events show of the answer so far
         self.redactions: list[Span] = []  # masks from `redact` verdicts, applied as held events are released
         self.rewrite = rewrite  # masks spans of one event's text (the route's)
 
     def add(self, raw: bytes, text: str, finish: bool) -> Window | None:
         """Take one upstream event of this choice; return a window that is now ready for judgment."""
-        chars = self.windows.chars
-        window = self.windows.add(text)
+        start = self.chars
+        window = None
+        if text:
+            self.chars += len(text)
+            self.answer.append(text)
+            if self.judges is not None:
+                self.judges.add(text)
+            if self.windows is not None:
+                window = self.windows.add(text)
+                self.tokens = self.windows.tokens
         if finish:
             self.finished = self.ended = True
-            last = self.windows.seal(final=True)
-            if last is not None:
-                window = last
-            elif window is not None:
-                window.final = True
-        self.entries.append(Entry(raw, self.windows.tokens, finish, chars, self.windows.chars))
+            window = self._seal_last(window)
+        self.entries.append(Entry(raw, self.tokens, finish, start, self.chars))
         self.held_bytes += len(raw)
         return window
 
     def end_of_stream(self) -> Window | None:
         """The upstream ended without finishing this choice: its last partial window, if any."""
         self.ended = True
-        return self.windows.seal(final=True)
+        return self._seal_last(None)
+
+    def _seal_last(self, window: Window | None) -> Window | None:
+        if self.windows is None:
+            return window
+        last = self.windows.seal(final=True)
+        if last is not None:
+            return last
+        if window is not None:
+            window.final = True
+        return window
+
+    @property
+    def judged(self) -> bool:
+        """Every judge has judged the whole answer (it ended, every window passed, every scanner flushed)."""
+        if not self.ended:
+            return False
+        if self.windows is not None and self.windows.approved < self.windows.tokens:
+            return False
+        return self.judges is None or (not self.judges.pending and self.judges.cleared >= self.chars)
 
     def release(self) -> list[bytes]:
         """Pop the events that may reach the client now, in order."""
         out: list[bytes] = []
-        approved = self.windows.approved
-        if self.holdback and not (self.ended and approved >= self.windows.tokens):
-            limit = approved - self.holdback  # the next window's context stays held until it is judged
-        else:
-            limit = approved + self.lead
         entries = self.entries
+        if not entries:
+            return out
+        if self.judged:
+            chars: float = math.inf
+            tokens: float = math.inf
+        else:
+            chars, tokens = self._limits()
         while entries:
             entry = entries[0]
             if entry.finish:
-                if approved < self.windows.tokens:
+                if not self.judged:
                     break
-            elif entry.end > limit:
+            elif entry.char_end > chars or entry.end > tokens:
                 break
             entry = entries.popleft()
             self.held_bytes -= len(entry.raw)
             out.append(self._masked(entry) if self.redactions else entry.raw)
         return out
+
+    def _limits(self) -> tuple[float, float]:
+        """(characters, tokens) of the answer the client may have now."""
+        chars: float = math.inf
+        tokens: float = math.inf
+        windows = self.windows
+        if self.hold:
+            if self.judges is not None:
+                chars = self.judges.cleared
+            if windows is not None:
+                chars = min(chars, windows.cleared)
+        elif windows is not None:
+            tokens = windows.approved + self.lead
+        return chars, tokens
 
     def redact(self, spans: list[Span]) -> None:
         """Mask these answer spans in the events still held (those released already cannot be).
@@ -106,6 +158,33 @@ class ChoiceStream:
                  if s < b and e > a]
         self.redactions = [span for span in self.redactions if span[1] > b]  # later events only need these
         return self.rewrite(entry.raw, spans) if spans and self.rewrite else entry.raw
+
+    def compact(self) -> None:
+        """Merge runs of held plain text events into one event each (see compaction.py)."""
+        out: deque[Entry] = deque()
+        run: list[tuple[Entry, TextDelta]] = []
+
+        def close_run() -> None:
+            if len(run) > 1:
+                first, last = run[0][0], run[-1][0]
+                out.append(Entry(merge([delta for _, delta in run]), last.end, False, first.char_start,
+                                 last.char_end))
+            else:
+                out.extend(entry for entry, _ in run)
+            run.clear()
+
+        for entry in self.entries:
+            delta = None if entry.finish else text_field(entry.raw)
+            if delta is None or (run and (run[0][1][2] != delta[2] or
+                                          entry.char_end - run[0][0].char_start > MERGED_CHARS)):
+                close_run()
+            if delta is None:
+                out.append(entry)
+            else:
+                run.append((entry, delta))
+        close_run()
+        self.entries = out
+        self.held_bytes = sum(len(e.raw) for e in out)
 
     def drop(self) -> int:
         """Forget every event not yet released (cut, or the stream failed); returns how many."""

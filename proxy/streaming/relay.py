@@ -1,9 +1,11 @@
 """StreamRelay: upstream SSE to the client, each choice moderated per the policy's streaming mode.
 
-Three kinds of task cooperate on one event loop:
+Tasks cooperating on one event loop:
 - the reader pulls upstream bytes, splits them into events and hands each to its
-  choice (synchronously: state changes and what is emitted happen in one step);
-- one judge task per choice at a time judges that choice's windows in order
+  choice; after each read it feeds what arrived to the choices' incremental judges
+  (the rule engines, inline: microseconds), cuts a choice they find unsafe, and
+  releases what every judge cleared;
+- one window-judge task per choice at a time judges that choice's windows in order
   (one window in flight, one queued, later windows merge into the queued one);
   it releases held events as windows pass and cuts the choice when one fails;
 - `run()` waits for the reader, then for the judges, and ends the stream.
@@ -11,15 +13,14 @@ Everything for the client goes through `_emit` (ordered) and `_flush` (one
 writer at a time), so the reader keeps reading while a window is judged, and a
 slow client slows the reader down. Back-pressure from the judges: once more than
 `hold_limit_bytes` of events wait for judgment, the reader stops reading the
-upstream until a window is judged, so a slow client or evaluator never makes the
-proxy hold the upstream's whole answer.
+upstream until a window is judged (a window ends early rather than wait; text held
+only by the incremental judges is judged as it stands), so a slow client or
+evaluator never makes the proxy hold the upstream's whole answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import time
 from typing import Any
 
@@ -29,8 +30,10 @@ from aiohttp import web
 
 from evaluators.rules.redact import placeholder_spans
 from proxy.guard import Guard
+from proxy.jsonio import loads
+from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
-from proxy.policy import EVALUATOR_ERROR, Decision
+from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
@@ -63,17 +66,23 @@ class StreamRelay:
         self.plan = ModePlan.of(self.policy, guard.settings.audit.max_content_chars)
         self.hold_limit = self.policy.output.streaming.hold_limit_bytes
         self.mode = self.plan.mode
+        scanning, windowed = guard.stream_judges(policy_name)
+        self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
+        self._windowed = windowed if self.plan.incremental else guard.evaluator_names(policy_name, "output")
         self.conversations = conversations
         self.n = n
         self.upstream = upstream
         self.client = client
+        self._key = key_bytes(guard.settings.upstream)
         self.expected_choices = max(1, choices)
         self.choices: dict[int, ChoiceStream] = {}
         self.meta: dict[str, Any] = {}
+        self._touched: dict[int, ChoiceStream] = {}  # choices that got events since the last `_settle`
         self._tail: list[bytes] = []  # choiceless events (usage, errors) waiting for held choice events
         self._out: list[bytes] = []
         self._write_lock = asyncio.Lock()
         self._reader: asyncio.Task[str] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
         self._stopped = False  # we cut every choice and closed the upstream
         self._aborted = False  # the upstream reported an error mid-stream
         self._client_error: BaseException | None = None
@@ -82,6 +91,14 @@ class StreamRelay:
     # -- the request's life ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except ConnectionError as exc:  # the client went away: aiohttp's drain raises a plain ConnectionError,
+            if isinstance(exc, ConnectionResetError):  # which the server would log as a traceback; the handler
+                raise  # and the middleware answer a reset as the client's hang-up (499)
+            raise ConnectionResetError(str(exc)) from None
+
+    async def _run(self) -> None:
         self._reader = asyncio.create_task(self._read(), name=f"stream-reader-{self.ctx.request_id}")
         ending = "eof"
         try:
@@ -117,13 +134,21 @@ class StreamRelay:
                 UPSTREAM_ERRORS.labels("stream_interrupted").inc()
                 log.warning("upstream_stream_interrupted", error=type(exc).__name__)
                 return "interrupted"
+            held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
             for event in events:
                 if event.is_done:
+                    self._settle()
                     return "done"
                 self._on_event(event)
-                if self._held_bytes() > self.hold_limit:
-                    await self._flush()
-                    await self._wait_for_judges()
+                held += len(event.raw)
+                if held > self.hold_limit:
+                    held = self._held_bytes()
+                    if held > self.hold_limit:
+                        self._settle()
+                        await self._flush()
+                        await self._wait_for_judges()
+                        held = self._held_bytes()
+            self._settle()
             await self._flush()
             if not data:
                 return "eof"
@@ -132,14 +157,25 @@ class StreamRelay:
         return sum(c.held_bytes for c in self.choices.values())
 
     async def _wait_for_judges(self) -> None:
-        """Back-pressure: stop reading while more than `hold_limit_bytes` of events wait for judgment."""
+        """Back-pressure: stop reading while more than `hold_limit_bytes` of events wait for judgment (runs of
+        small text events merged first: the limit is about text, not framing)."""
+        for choice in self.choices.values():
+            choice.compact()
         while not self._aborted and self._held_bytes() > self.hold_limit:
             judging = False
             for choice in self.choices.values():
-                if choice.entries and not choice.cut and choice.pending.idle:
-                    self._submit(choice, choice.windows.seal())  # judge what is held now: a window ends early
-                judging = judging or not choice.pending.idle
-            if not judging:  # nothing judged can release anything (cannot happen: held text is in a window)
+                if not choice.entries or choice.cut:
+                    continue
+                judges, windows = choice.judges, choice.windows
+                if windows is not None and windows.cleared < (judges.cleared if judges else choice.chars):
+                    if choice.pending.idle:
+                        self._submit(choice, windows.seal())  # judge what is held now: a window ends early
+                    judging = judging or not choice.pending.idle
+                elif judges is not None and judges.cleared < choice.chars:
+                    self._scan(choice, final=True)  # only the incremental judges hold it: judged as it stands
+                    self._release(choice)
+            await self._flush()
+            if not judging:
                 return
             self._judged.clear()
             await self._judged.wait()
@@ -163,6 +199,8 @@ class StreamRelay:
             for choice in self.choices.values():
                 if not choice.cut and not choice.finished:
                     self._submit(choice, choice.end_of_stream())
+                    self._touched[choice.index] = choice
+            self._settle()
         while workers := [c.worker for c in self.choices.values() if c.worker and not c.worker.done()]:
             await asyncio.gather(*workers, return_exceptions=True)
         if self._client_error is not None:
@@ -179,20 +217,24 @@ class StreamRelay:
         await self._flush()
 
     async def _cancel_tasks(self) -> None:
-        tasks = [t for t in [self._reader, *(c.worker for c in self.choices.values())] if t and not t.done()]
+        tasks = [t for t in [self._reader, *self._workers] if t is not None]
         for task in tasks:
-            task.cancel()
-        if tasks:
+            if not task.done():
+                task.cancel()
+        if tasks:  # every task's outcome is retrieved: none is left to "Task exception was never retrieved"
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- upstream events ---------------------------------------------------------------------------
 
     def _on_event(self, event: SSEEvent) -> None:
+        if self._key is not None and self._key in event.raw:  # an upstream echoing its key (in an error, say)
+            event = SSEEvent(scrub(event.raw, self._key), event.data and scrub(event.data.encode(), self._key)
+                             .decode("utf-8", "replace"))
         if event.data is None or not self.plan.judges:  # keep-alive comment, or nothing to judge
             self._emit(event.raw)
             return
         try:
-            payload = json.loads(event.data)
+            payload = loads(event.data)
         except (ValueError, RecursionError):
             payload = None
         choices = payload.get("choices") if isinstance(payload, dict) else None
@@ -224,23 +266,57 @@ class StreamRelay:
         index = index if isinstance(index, int) else 0
         choice = self.choices.get(index)
         if choice is None:
-            choice = self.choices[index] = self.plan.new_choice(index)
+            choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy_name, self._scanning),
+                                                                bool(self._windowed))
             choice.rewrite = self._mask_event
         if choice.cut:
             return
         window = choice.add(raw, clean_text(self.route.delta_text(obj)), bool(obj.get("finish_reason")))
         self._submit(choice, window)
-        self._release(choice)
+        self._touched[index] = choice
+
+    def _settle(self) -> None:
+        """After a read: the incremental judges judge what arrived, then what every judge cleared is released."""
+        for choice in self._touched.values():
+            if choice.cut:
+                continue
+            if choice.judges is not None:
+                self._scan(choice, final=choice.ended)
+            if not choice.cut:
+                self._release(choice)
+        self._touched.clear()
 
     # -- judging -----------------------------------------------------------------------------------
+
+    def _scan(self, choice: ChoiceStream, final: bool) -> None:
+        """Feed the choice's new text to its incremental judges; act on what they found."""
+        judges = choice.judges
+        assert judges is not None
+        verdicts = judges.step(final)
+        if final and choice.ended:
+            for slot in judges.slots:
+                self.guard.observe(slot.name, "output", slot.seconds)
+        if not verdicts:
+            return
+        decision = self.guard.decide(self.policy_name, "output", verdicts)
+        if decision.redacts:
+            choice.redact(placeholder_spans(redacted_findings(decision, self.policy), choice.chars))
+        conversation = conversation_of(self.conversations, self.n, choice.index)
+        self.recorder.record(self.ctx, decision, conversation, lambda: str(choice.answer),
+                             choice_index=choice.index, stream_mode=self.mode,
+                             latency_ms=sum(slot.seconds for slot in judges.slots) * 1000)
+        if decision.blocks:
+            self._cut(choice, decision)
 
     def _submit(self, choice: ChoiceStream, window: Window | None) -> None:
         if window is None:
             return
         choice.pending.push(window)
         if choice.worker is None or choice.worker.done():
-            choice.worker = asyncio.create_task(self._judge_windows(choice),
-                                                name=f"stream-judge-{self.ctx.request_id}-{choice.index}")
+            choice.worker = worker = asyncio.create_task(
+                self._judge_windows(choice), name=f"stream-judge-{self.ctx.request_id}-{choice.index}")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
 
     async def _judge_windows(self, choice: ChoiceStream) -> None:
         try:
@@ -250,12 +326,13 @@ class StreamRelay:
                 if decision.blocks:
                     self._cut(choice, decision)
                 else:
+                    assert choice.windows is not None
                     choice.windows.approve(window)
                     self._release(choice)
                 await self._flush()
                 self._judged.set()
-        except ConnectionResetError as exc:  # the client went away while we wrote
-            self._client_error = exc
+        except ConnectionError as exc:  # the client went away while we wrote (aiohttp: ConnectionResetError,
+            self._client_error = exc  # or ConnectionError("Connection lost") from a pending drain)
             if self._reader is not None:
                 self._reader.cancel()
         finally:
@@ -263,12 +340,14 @@ class StreamRelay:
             self._judged.set()
 
     async def _judge(self, choice: ChoiceStream, window: Window) -> Decision:
+        assert choice.windows is not None
         context = choice.windows.context() if self.plan.windowed else ""
         text = context + window.text
         conversation = conversation_of(self.conversations, self.n, choice.index)
         started = time.perf_counter()
         try:
-            decision = await self.guard.check(self.policy_name, self.route.output_item(conversation, text))
+            decision = await self.guard.check(self.policy_name, self.route.output_item(conversation, text),
+                                              self._windowed)
         except Exception:  # a guard bug must not let text through: fail closed
             log.exception("stream_window_judge_failed", choice_index=choice.index)
             decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],
@@ -276,17 +355,15 @@ class StreamRelay:
         STREAM_WINDOWS.labels(self.mode).inc()
         if decision.redacts:
             self._redact(choice, window, decision, len(context))
-        answer = functools.partial(choice.windows.answer_through, window)  # built only if an event is emitted
-        self.recorder.record(self.ctx, decision, conversation, answer,
+        self.recorder.record(self.ctx, decision, conversation, lambda: str(choice.answer),
                              choice_index=choice.index, stream_mode=self.mode,
                              latency_ms=(time.perf_counter() - started) * 1000)
         return decision
 
     def _redact(self, choice: ChoiceStream, window: Window, decision: Decision, context_len: int) -> None:
-        """A `redact` verdict: the findings in this window and its context are masked in the held events as they
-        are released (buffered mode holds the context back for this; in optimistic mode only what is still
-        held can be masked)."""
-        findings = [f for v in decision.verdicts for f in v.findings]
+        """A window judge's `redact` verdict: the findings in this window and its context are masked in the held
+        events as they are released (only what is still held can be masked)."""
+        findings = redacted_findings(decision, self.policy)
         offset = window.char_start - context_len  # the context is the approved text just before the window
         length = context_len + window.char_end - window.char_start
         choice.redact([(offset + start, offset + end, text)
@@ -296,7 +373,7 @@ class StreamRelay:
         """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise)."""
         try:
             event = SSEParser().feed(raw)[0]
-            payload = json.loads(event.data or "")
+            payload = loads(event.data or "")
             self.route.mask_delta(payload["choices"][0], spans)
         except (ValueError, LookupError, TypeError, AttributeError):  # cannot happen for an event we judged
             log.error("stream_redaction_failed")
@@ -324,15 +401,15 @@ class StreamRelay:
 
     def _stop_upstream(self) -> None:
         self._stopped = True
-        if self._reader is not None and not self._reader.done():
-            self._reader.cancel()
+        reader = self._reader
+        if reader is not None and not reader.done() and reader is not asyncio.current_task():
+            reader.cancel()
         self.upstream.close()  # generation stops: the upstream sees its client go away
 
     def _abort(self) -> None:
-        """The upstream failed mid-stream: windowed modes drop every unjudged event and stop judging.
-
-        (Final mode forwarded the text already: it still judges the partial answers, for the audit.)
-        """
+        """The upstream failed mid-stream: buffered and optimistic modes drop every event not yet released
+        and stop judging. (Final mode forwarded the text already: it still judges the partial answers, for the
+        audit.)"""
         if not self.plan.windowed:
             return
         self._aborted = True

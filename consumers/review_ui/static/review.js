@@ -3,11 +3,21 @@
   "use strict";
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
   const page = () => document.body.dataset.page;
-  const typing = (el) => el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName));
+  // keys go to the page unless focus is where letters are typed: a ticked checkbox, a radio or a button keeps
+  // focus after a click, and u/f/n must still work there
+  const NOT_TEXT = /^(checkbox|radio|button|submit|reset|range|color|file|image)$/;
+  const typing = (el) => el && (el.isContentEditable || /^(TEXTAREA|SELECT)$/.test(el.tagName) ||
+                                (el.tagName === "INPUT" && !NOT_TEXT.test(el.type)));
 
   function toggleHelp() {
     const help = document.getElementById("help");
     help.hidden = !help.hidden;
+  }
+  // Esc dismisses (the help, then focus); it never leaves the page: q is "back"
+  function dismiss() {
+    const help = document.getElementById("help");
+    if (!help.hidden) help.hidden = true;
+    else if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
   }
 
   // -- queue: j/k select a row, o/Enter open it, u/f/n label it in place -------------------------
@@ -70,7 +80,7 @@
       case "n": submitLabel("not_sure"); break;
       case "j": go("next"); break;
       case "k": go("prev"); break;
-      case "q": case "Escape": go("back"); break;
+      case "q": go("back"); break;
       case "/": document.getElementById("note").focus(); break;
       default: return false;
     }
@@ -82,6 +92,7 @@
     if (typing(ev.target)) { if (ev.key === "Escape") ev.target.blur(); return; }
     let handled = false;
     if (ev.key === "?") { toggleHelp(); handled = true; }
+    else if (ev.key === "Escape") { dismiss(); handled = true; }
     else if (page() === "queue") handled = queueKey(ev);
     else if (page() === "event") handled = eventKey(ev);
     if (handled) ev.preventDefault();

@@ -30,7 +30,7 @@ class TransformersBackend:
     def __init__(self, model: str, tokenizer: str | None = None, *, device: str = "auto", dtype: str = "auto",
                  max_batch_size: int = 8, max_wait_ms: float = 2.0, top_logprobs: int = 20,
                  max_leading_whitespace: int = 2, tokenizer_obj: Any = None, torch_threads: int | None = None,
-                 warmup: bool = True) -> None:
+                 warmup: bool = True, adapter: str | None = None) -> None:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,6 +49,10 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, local_files_only=True)
+        if adapter is not None:  # a LoRA adapter (guardstream finetune), merged into the weights
+            from evaluators.llama_guard.adapters import merge_into
+
+            self.model = merge_into(self.model, adapter)
         self.model.to(self.device).eval()
         self.top_logprobs = top_logprobs
         self.max_leading_whitespace = max_leading_whitespace
@@ -62,7 +66,8 @@ class TransformersBackend:
             name="llama-guard-decode")
         if warmup:  # the first forward in a fresh thread is slow: pay it at start-up, not on a request
             self._executor.submit(self._first_tokens, ["warm-up"]).result()
-        log.info("llama_guard.transformers.loaded", model=model, device=str(self.device), dtype=str(torch_dtype))
+        log.info("llama_guard.transformers.loaded", model=model, adapter=adapter, device=str(self.device),
+                 dtype=str(torch_dtype))
 
     # -- async API --------------------------------------------------------------
 

@@ -1,0 +1,61 @@
+"""One pass over a text for every trigger of a rule engine (Hyperscan), before any of its regexes runs.
+
+A rule engine's patterns each need something literal-ish to match: a token's prefix (`ghp_`, `AKIA`, `eyJ`), a
+keyword (`password`, `bearer`), an `@`, a run of nine digits. `Triggers` compiles those necessary conditions into
+one Hyperscan database; scanning a kilobyte of ordinary prose for all of them takes about a microsecond, and an
+engine whose triggers are all absent finds nothing without running its regexes (tens of microseconds).
+
+Only ASCII text takes this path: the engines' regexes use Python's Unicode classes, which Hyperscan's byte-mode
+classes do not reproduce beyond ASCII; other text is scanned as before. Without the `hyperscan` package (a
+platform without its wheel) every text is scanned as before: the prefilter changes cost, never outcomes.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+try:
+    import hyperscan
+except ImportError:  # pragma: no cover - the wheel is there on every platform CI and the images use
+    hyperscan = None
+
+
+
+def _stop(*_: Any) -> bool:
+    return True  # non-zero: Hyperscan stops scanning
+
+
+class Triggers:
+    """Is any of these patterns (Hyperscan syntax, bytes) in an ASCII text? `None` when it cannot tell."""
+
+    def __init__(self, patterns: Sequence[bytes], caseless: Sequence[bytes] = (), supersets: Sequence[bytes] = ()) -> None:
+        """`caseless` patterns ignore case; `supersets` are full regexes compiled in Hyperscan's prefilter mode
+        (constructs it lacks, like lookbehinds, are loosened: it matches a superset), ignoring case."""
+        self._db = None
+        if hyperscan is None or not (patterns or caseless or supersets):
+            return
+        expressions = list(patterns) + list(caseless) + list(supersets)
+        one = hyperscan.HS_FLAG_SINGLEMATCH
+        flags = [one] * len(patterns) + [one | hyperscan.HS_FLAG_CASELESS] * len(caseless)
+        flags += [one | hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_PREFILTER] * len(supersets)
+        db = hyperscan.Database()
+        db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
+                   flags=flags)
+        self._db = db
+        self._prototype = hyperscan.Scratch(db)
+        self._local = threading.local()  # a scratch per thread (big batches are judged in worker threads)
+
+    def present(self, text: str) -> bool | None:
+        """True if a trigger occurs in `text`, False if none does; None when the text is not ASCII (or there is
+        no Hyperscan): the caller must scan."""
+        if self._db is None or not text.isascii():
+            return None
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._prototype.clone()
+        try:
+            self._db.scan(text.encode("ascii"), match_event_handler=_stop, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return True
+        return False

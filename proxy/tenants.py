@@ -1,0 +1,51 @@
+"""Per-tenant limits on concurrent upstream requests: one tenant cannot take the whole upstream pool.
+
+Every tenant may hold at most its limit of upstream requests and streams at once (a stream counts until it
+ends); one more gets an OpenAI-shaped 429 with `Retry-After`, at once, instead of queueing for a pool
+connection, so another tenant's request finds a free connection. Counting is a dict on the event loop: no lock.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+from proxy.errors import ProxyError
+from proxy.metrics import TENANT_REJECTIONS
+
+#: seconds a rejected client is told to wait
+RETRY_AFTER_S = 1
+
+
+class TenantLimits:
+    def __init__(self, default: int, overrides: Mapping[str, int] | None = None) -> None:
+        self.default = default
+        self.overrides = dict(overrides or {})
+        self.open: dict[str, int] = {}
+
+    def limit(self, tenant: str) -> int:
+        return self.overrides.get(tenant, self.default)
+
+    @contextmanager
+    def slot(self, tenant: str) -> Iterator[None]:
+        """Hold one of the tenant's upstream slots for the block; over the limit: a 429 ProxyError."""
+        held = self.open.get(tenant, 0)
+        limit = self.limit(tenant)
+        if held >= limit:
+            TENANT_REJECTIONS.labels(tenant).inc()
+            raise over_limit(tenant, limit)
+        self.open[tenant] = held + 1
+        try:
+            yield
+        finally:
+            left = self.open[tenant] - 1
+            if left:
+                self.open[tenant] = left
+            else:
+                del self.open[tenant]
+
+
+def over_limit(tenant: str, limit: int) -> ProxyError:
+    return ProxyError(429, f"Too many concurrent requests for tenant {tenant!r}: at most {limit} may be in "
+                      "progress at once. Retry when one has finished.", type="requests", code="rate_limit_exceeded",
+                      headers={"retry-after": str(RETRY_AFTER_S)})

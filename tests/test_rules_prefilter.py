@@ -1,0 +1,48 @@
+"""The Hyperscan prefilter (`evaluators/rules/_prefilter.py`) changes what the rules cost, never what they find:
+every engine finds the same with and without it, on texts built from the pieces its patterns are made of."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evaluators.rules._prefilter import Triggers
+from evaluators.rules.injection import InjectionEvaluator
+from evaluators.rules.pii import PiiEvaluator
+from evaluators.rules.secrets import SecretsEvaluator
+from tests.planted import PLANTED
+
+FRAGMENTS = [
+    *PLANTED.values(), "-----BEGIN ", "PRIVATE KEY-----", "AKIA", "ghp_", "sk-", "xoxb-", "AIza", "sk_live_", "eyJ",
+    "://", "@", "password", "Password=", "token: ", "Bearer ", "aws_secret_access_key", " = ", "\"", "'", "\n",
+    " ", ".", "-", "+", "(", ")", "00", "0044 ", "+1 ", "415", "555-0132", "4111", "1111 ", "DE89", "3704 ",
+    "ignore", " all ", "previous", " instructions", "you are now", "DAN", "reveal", "system prompt",
+    "aWdub3JlIGFsbCBwcmV2aW91cyBpbnN0cnVjdGlvbnM=", "\x1c", "\x0b", "hello", "world", "x" * 30, "12345678",
+]
+ENGINES = [SecretsEvaluator("s"), PiiEvaluator("p"), InjectionEvaluator("i")]
+
+
+def _without_prefilter(engine: Any) -> Any:
+    plain = type(engine)(engine.name, engine.options)
+    plain._triggers = Triggers([])  # no database: `present` answers None, every text is scanned
+    return plain
+
+
+PLAIN = [_without_prefilter(e) for e in ENGINES]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(alphabet=st.characters(max_codepoint=127),
+                                                              max_size=8)), max_size=14))
+def test_prefiltered_engines_find_what_the_full_scan_finds(parts: list[str]) -> None:
+    text = "".join(parts)
+    for fast, plain in zip(ENGINES, PLAIN):
+        assert fast.analyse(text) == plain.analyse(text), (type(fast).__name__, text)
+
+
+def test_the_prefilter_answers_for_ascii_only() -> None:
+    triggers = Triggers([rb"ghp_"])
+    assert triggers.present("a ghp_ b") is True and triggers.present("plain prose") is False
+    assert triggers.present("caf\u00e9 ghp_") is None  # non-ASCII: the engine scans it in full
