@@ -100,7 +100,7 @@ def test_tampered_weights_are_refused(trained, workdir: Path, tmp_path: Path) ->
 
 def test_cli_train_then_eval(workdir: Path, capsys) -> None:
     out = workdir / "cli-model"
-    assert main(["train", "--kind", "embedding-head", "--data", str(workdir / "train.jsonl"), "--out", str(out), "--head", "mlp",
+    assert main(["train", "--data", str(workdir / "train.jsonl"), "--out", str(out), "--head", "mlp",
                  "--hidden", "16", "--reg", "0.001", "--calibration", "isotonic", "--target-fpr", "0.1"]) == 0
     printed = capsys.readouterr().out
     assert "artifact" in printed and "dev" in printed
