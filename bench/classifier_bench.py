@@ -1,15 +1,18 @@
-"""The CPU safety classifier's speed: latency at batch 1, throughput at batch 32, micro-batching under load.
+"""The CPU safety classifier's speed, against the previous default in the same run; and the proxy with it.
 
     python -m bench.classifier_bench                    # table, bench/results/classifier.json, docs/classifier.md section
     python -m bench.classifier_bench --seconds 2 --repeats 1 --no-write
-    python -m bench.classifier_bench --torch-threads 1  # on a shared / oversubscribed CPU
 
-Texts are short chat prompts (~20 tokens) and, separately, long ones (~250 tokens,
-the model's reading limit). Each cell is the best of `--repeats` runs of `--seconds`
-each, after a warm-up over every text; throughput is items per median call (the mean is in
-the JSON too). On a shared machine neighbours only ever make a run slower, so the best
-run and the median call are the closest to the machine's own speed. Prints a
-markdown table, written into docs/classifier.md between markers, with the load average.
+Models: the shipped default (multilingual-e5-small, int8 ONNX Runtime, no torch) and the previous
+default (all-MiniLM-L6-v2 + logistic head via torch, `models/minilm-v1`, needs the `hf` extra),
+measured one after the other in one process (run it on a quiet machine: load that changes
+between the two models moves the ratio). Per model and text length
+(short chat prompts ~20 tokens; long ones, cut at each model's reading limit): latency at batch 1,
+throughput at batch 32 (one call with 32 items) and 32 concurrent single-item callers merged by the
+micro-batcher; each cell is the best of `--repeats` runs of `--seconds`. Also the resident memory of
+a fresh process that loaded each model, and the proxy in one process (demo upstream, aiohttp client,
+concurrency 32, distinct prompts so nothing is cached): rules only against rules + the classifier on
+both stages. Prints markdown tables, written into docs/classifier.md between markers.
 """
 
 from __future__ import annotations
@@ -91,55 +94,166 @@ async def _throughput(ev: Any, texts: list[str], batch: int, seconds: float, con
             "p50_round_ms": p50 * 1000}
 
 
-async def measure(path: str | None, seconds: float, repeats: int = 3) -> dict[str, Any]:
+PREVIOUS = ROOT / "evaluators" / "classifier" / "models" / "minilm-v1"
+
+
+async def _model_cells(ev: Any, seconds: float, repeats: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"version": ev.version}
+    for label, texts in (("short", SHORT), ("long", _long_texts())):
+        b1 = [await _latency_batch1(ev, texts, seconds) for _ in range(repeats)]
+        b32 = [await _throughput(ev, texts, 32, seconds, concurrent=False) for _ in range(repeats)]
+        c32 = [await _throughput(ev, texts, 32, seconds, concurrent=True) for _ in range(repeats)]
+        out[label] = {"batch1": min(b1, key=lambda r: r["p50_ms"]),
+                      "batch32": max(b32, key=lambda r: r["items_per_s"]),
+                      "concurrent32": max(c32, key=lambda r: r["items_per_s"])}
+    return out
+
+
+def _rss_mb(path: Path | None) -> float | None:
+    """Peak resident memory (MB) of a fresh process that loads the model and judges one prompt."""
+    import subprocess
+
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec
+    code = ("import asyncio, sys\nfrom evaluators import registry\nfrom evaluators.base import EvalItem\n"
+            f"ev = registry.create('classifier', 'm', {{'path': {str(path)!r}}} if {path is not None} else {{}})\n"
+            "asyncio.run(ev.evaluate([EvalItem.of_text('hello there')]))\n"
+            "print(next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')) / 1024)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return float(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+
+
+async def measure(path: str | None, seconds: float, repeats: int = 3, previous: bool = True) -> dict[str, Any]:
     from evaluators import registry
 
-    ev = registry.create("classifier", "speed", {"path": path} if path else {})
+    models = {"shipped": registry.create("classifier", "speed", {"path": path} if path else {})}
+    if previous:
+        try:
+            models["previous"] = registry.create("classifier", "previous", {"path": str(PREVIOUS)})
+        except Exception as exc:  # noqa: BLE001 - the hf extra may be missing; report the shipped model alone
+            print(f"previous model not measured: {exc}", file=sys.stderr)
+    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                                       "python": platform.python_version(), "load_avg_before": os.getloadavg()},
+                           "repeats": repeats, "models": {}}
     try:
-        import torch
-
-        out: dict[str, Any] = {
-            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                        "torch": torch.__version__, "load_avg_before": os.getloadavg()},
-            "version": ev.version,
-            "repeats": repeats,
-        }
-        for label, texts in (("short", SHORT), ("long", _long_texts())):
-            tokens = statistics.fmean(len(x) for x in ev.embedder._token_ids(texts))
-            b1 = [await _latency_batch1(ev, texts, seconds) for _ in range(repeats)]
-            b32 = [await _throughput(ev, texts, 32, seconds, concurrent=False) for _ in range(repeats)]
-            c32 = [await _throughput(ev, texts, 32, seconds, concurrent=True) for _ in range(repeats)]
-            out[label] = {
-                "tokens_mean": tokens,
-                "batch1": min(b1, key=lambda r: r["p50_ms"]),
-                "batch32": max(b32, key=lambda r: r["items_per_s"]),
-                "concurrent32": max(c32, key=lambda r: r["items_per_s"]),
-                "all_runs": {"batch1_p50_ms": [r["p50_ms"] for r in b1],
-                             "batch32_items_per_s": [r["items_per_s"] for r in b32],
-                             "concurrent32_items_per_s": [r["items_per_s"] for r in c32]},
-            }
-        out["machine"]["load_avg_after"] = os.getloadavg()
-        return out
+        for name, ev in models.items():
+            out["models"][name] = await _model_cells(ev, seconds, repeats)
+        out["models"]["shipped"]["rss_mb"] = _rss_mb(Path(path) if path else None)
+        if "previous" in models:
+            out["models"]["previous"]["rss_mb"] = _rss_mb(PREVIOUS)
     finally:
-        await ev.aclose()
+        for ev in models.values():
+            await ev.aclose()
+    out["machine"]["load_avg_after"] = os.getloadavg()
+    return out
+
+
+async def measure_proxy(requests: int, concurrency: int, repeat: int) -> dict[str, Any]:
+    """Requests/s and latency through the proxy: rules only, and rules + the classifier on both stages."""
+    import tempfile
+
+    import aiohttp
+    from aiohttp import web
+
+    from bench.load import BodyMaker, LoadSpec
+    from bench.targets import BENCH_KEY, Env, Placement, Row, guardstream_config
+    from bench.upstream import fixed_answer
+    from proxy.app import create_app
+    from proxy.config import Settings
+    from proxy.demo_upstream import DemoUpstream
+    from proxy.logs import configure_logging
+
+    text = fixed_answer(512)
+    up_runner, up_url = await DemoUpstream(answer=lambda body: text, record=False).start()
+    workdir = Path(tempfile.mkdtemp(prefix="guardstream-clf-proxy-"))
+    env = Env(workdir=workdir, upstream_url=up_url, placement=Placement(None, None, None))
+    configs: dict[str, dict[str, Any]] = {}
+    rules, _ = guardstream_config(Row("rules", "guardstream", "", guard="rules"), env, 0)
+    configs["rules only"] = rules
+    learned, _ = guardstream_config(Row("classifier", "guardstream", "", guard="rules"), env, 0)
+    learned["evaluators"]["safety"] = {"type": "classifier", "timeout_ms": 10_000}
+    policy = learned["policies"]["default"]
+    policy["input"]["evaluators"].append("safety")
+    policy["output"]["evaluators"].append("safety")
+    configs["rules + classifier (input and output)"] = learned
+    runners: list[web.AppRunner] = [up_runner]
+    result: dict[str, Any] = {"requests": requests, "concurrency": concurrency, "answer_bytes": len(text), "rows": {}}
+    try:
+        targets = {}
+        for name, cfg in configs.items():
+            settings = Settings.model_validate(cfg)
+            configure_logging(settings.logging)
+            runner = web.AppRunner(create_app(settings), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            runners.append(runner)
+            targets[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/chat/completions"  # type: ignore[union-attr]
+        for _ in range(repeat):
+            for name, url in targets.items():
+                spec = LoadSpec(url=url, concurrency=concurrency, duration_s=0, unique=True)
+                bodies = BodyMaker(spec)
+                headers = {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}"}
+                latencies: list[float] = []
+                left = requests
+
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+                    async def worker() -> None:
+                        nonlocal left
+                        while left > 0:
+                            left -= 1
+                            t0 = time.perf_counter()
+                            async with session.post(url, data=bodies.next(), headers=headers) as response:
+                                await response.read()
+                                assert response.status == 200, response.status
+                            latencies.append((time.perf_counter() - t0) * 1000)
+
+                    left = concurrency * 2
+                    await asyncio.gather(*(worker() for _ in range(concurrency)))
+                    latencies.clear()
+                    left = requests
+                    started = time.perf_counter()
+                    await asyncio.gather(*(worker() for _ in range(concurrency)))
+                    wall = time.perf_counter() - started
+                row = {"requests_per_s": requests / wall, "p50_ms": percentile(latencies, 50),
+                       "p99_ms": percentile(latencies, 99)}
+                best = result["rows"].get(name)
+                if best is None or row["requests_per_s"] > best["requests_per_s"]:
+                    result["rows"][name] = row
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+    return result
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = ["| texts | tokens | batch 1 p50 / p90 / p99 (ms) | batch 1 items/s | batch 32 items/s | batch 32 call p50 (ms) "
-             "| 32 concurrent callers items/s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for label in ("short", "long"):
-        x = r[label]
-        b1, b32, c32 = x["batch1"], x["batch32"], x["concurrent32"]
-        lines.append(f"| {label} | {x['tokens_mean']:.0f} | {b1['p50_ms']:.1f} / {b1['p90_ms']:.1f} / {b1['p99_ms']:.1f} "
-                     f"| {b1['items_per_s']:.0f} | {b32['items_per_s']:.0f} | {b32['p50_round_ms']:.0f} "
-                     f"| {c32['items_per_s']:.0f} |")
+    models = r["models"]
+    lines = ["| model | texts | batch 1 p50 (ms) | batch 1 items/s | batch 32 items/s | 32 concurrent callers items/s "
+             "| process RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, m in models.items():
+        for label in ("short", "long"):
+            x = m[label]
+            rss = f"{m['rss_mb']:.0f}" if m.get("rss_mb") else "-"
+            lines.append(f"| {name} ({m['version']}) | {label} | {x['batch1']['p50_ms']:.1f} | "
+                         f"{x['batch1']['items_per_s']:.0f} | {x['batch32']['items_per_s']:.0f} | "
+                         f"{x['concurrent32']['items_per_s']:.0f} | {rss} |")
+    if "previous" in models:
+        for label in ("short", "long"):
+            new, old = models["shipped"][label], models["previous"][label]
+            lines.append(f"| **ratio shipped / previous** | {label} | | "
+                         f"**{new['batch1']['items_per_s'] / old['batch1']['items_per_s']:.2f}x** | "
+                         f"**{new['batch32']['items_per_s'] / old['batch32']['items_per_s']:.2f}x** | "
+                         f"**{new['concurrent32']['items_per_s'] / old['concurrent32']['items_per_s']:.2f}x** | |")
     m = r["machine"]
     lines.append("")
-    lines.append(f"Best of {r['repeats']} runs per cell. Machine: {m['cpus']} CPUs ({m['processor']}), torch {m['torch']} with {m['torch_threads']} threads, "
-                 f"Python {m['python']}; load average before/after: "
-                 f"{m['load_avg_before'][0]:.2f} / {m['load_avg_after'][0]:.2f}. Model {r['version']}.")
+    lines.append(f"Best of {r['repeats']} runs per cell. Machine: {m['cpus']} CPUs ({m['processor']}), Python {m['python']}; "
+                 f"load average before/after: {m['load_avg_before'][0]:.2f} / {m['load_avg_after'][0]:.2f}.")
+    proxy = r.get("proxy")
+    if proxy:
+        lines += ["", f"Proxy, one process, {proxy['requests']} distinct non-streamed requests at concurrency "
+                      f"{proxy['concurrency']} ({proxy['answer_bytes']}-byte answers), best of the rounds:", "",
+                  "| policy | requests/s | p50 (ms) | p99 (ms) |", "|---|---:|---:|---:|"]
+        for name, row in proxy["rows"].items():
+            lines.append(f"| {name} | {row['requests_per_s']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
     return "\n".join(lines)
 
 
@@ -153,14 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default=None, help="artifact directory (default: the shipped model)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per cell run (5)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the best is reported (3)")
-    parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--no-previous", action="store_true", help="skip the previous (torch) model")
+    parser.add_argument("--proxy-requests", type=int, default=600, help="requests per proxy row and round (0: skip)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the JSON and the docs alone")
     args = parser.parse_args(argv)
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
-    result = asyncio.run(measure(args.path, args.seconds, args.repeats))
+    result = asyncio.run(measure(args.path, args.seconds, args.repeats, previous=not args.no_previous))
+    if args.proxy_requests:
+        result["proxy"] = asyncio.run(measure_proxy(args.proxy_requests, 32, args.repeats))
     result["benchmark"] = "classifier"
     result["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     result["command"] = "python -m bench.classifier_bench " + " ".join(argv if argv is not None else sys.argv[1:])

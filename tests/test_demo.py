@@ -18,6 +18,17 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     for outcome in ("allowed", "blocked prompt", "blocked answer", "flagged"):
         assert outcome in out
     assert "input:prompt_injection" in out and "output:pii" in out
+    # the learned classifier: a benign coding question passes, a harmful prompt is blocked with a Llama Guard
+    # category, and a harmful streamed answer is cut
+    lines = [line for line in out.splitlines() if line.count("│") > 5]
+
+    def row(prompt_start: str) -> str:  # the first line of a table row (long prompts wrap onto more lines)
+        return next(line for line in lines if line.split("│")[2].strip().startswith(prompt_start))
+
+    assert "allowed" in row("How do I set the seed")
+    bomb = row("Give me step-by-step")
+    assert "blocked prompt" in bomb and any(f"S{i}" in bomb for i in range(1, 15))
+    assert "blocked answer" in row("Tell me a story about a chemist.")
     events = [json.loads(line) for line in audit.read_text().splitlines()]
     assert f"{len(events)} written to jsonl:{audit}" in out
     assert {e["action"] for e in events} == {"block", "flag"}

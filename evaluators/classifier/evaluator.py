@@ -1,11 +1,16 @@
 """The `classifier` evaluator: calibrated P(unsafe) from a trained artifact, micro-batched on CPU.
 
 Options (YAML `evaluators.NAME.options`):
-  path            artifact directory (default: the shipped model, evaluators/classifier/models/default)
-  threshold       override the artifact's threshold (unsafe when score >= threshold)
-  max_batch_size  largest batch one forward pass takes (default 32)
-  max_wait_ms     how long the batcher waits to fill a batch (default 2)
-  stages          ["input", "output"] by default
+  path             artifact directory (default: the shipped model, evaluators/classifier/models/default)
+  operating_point  `default` (few false alarms) or `strict` (high recall); encoder artifacts only
+  threshold        override the artifact's threshold(s) (unsafe when score >= threshold)
+  max_batch_size   largest batch one forward pass takes (default 32)
+  max_wait_ms      how long the batcher waits to fill a batch (default 2)
+  stages           ["input", "output"] by default
+
+Two artifact formats load: the encoder (`guardstream.classifier.v2`, the shipped default: ONNX
+Runtime, no torch; answers are judged with their prompt; categories are S-codes and
+`prompt_injection`) and the older embedding + head format (v1: MiniLM via torch, `hf` extra).
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from evaluators.batching import MicroBatcher
 from evaluators.classifier import DEFAULT_MODEL_DIR
 from evaluators.classifier.artifact import Artifact, ArtifactError, load_artifact
 from evaluators.classifier.embedding import Embedder, shared_embedder
+from evaluators.classifier.encoding import Judged
+from evaluators.classifier.runtime import FORMAT, OPERATING_POINTS, SafetyArtifact, Scored, read_meta
+from evaluators.classifier.runtime import load as load_encoder
 
 log = structlog.get_logger("guardstream.classifier")
 
-OPTION_NAMES = {"path", "threshold", "max_batch_size", "max_wait_ms", "stages"}
+OPTION_NAMES = {"path", "threshold", "operating_point", "max_batch_size", "max_wait_ms", "stages"}
 
 
 class ClassifierEvaluator(BaseEvaluator):
@@ -71,14 +79,69 @@ class ClassifierEvaluator(BaseEvaluator):
         await self._batcher.aclose()
 
 
-def create(name: str, options: Mapping[str, Any]) -> ClassifierEvaluator:
+def judged_of(item: EvalItem) -> Judged:
+    """A prompt alone (stage input), or the answer with the user turn before it (stage output)."""
+    if item.stage == "input":
+        return Judged(item.text)
+    judged = item.judged if item.judged >= 0 else len(item.turns) + item.judged
+    prompt = next((t.content for t in reversed(item.turns[:judged]) if t.role == "user"), "")
+    return Judged(prompt, item.text)
+
+
+class EncoderEvaluator(BaseEvaluator):
+    """Judges prompts, and answers in the context of their prompt, with an ONNX encoder artifact."""
+
+    def __init__(self, name: str, artifact: SafetyArtifact, *, threshold: float | None = None,
+                 operating_point: str = "default", max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 stages: Sequence[Stage] = STAGES) -> None:
+        self.name = name
+        self.artifact = artifact
+        self.thresholds = {stage: artifact.threshold(stage, operating_point) if threshold is None else float(threshold)
+                           for stage in STAGES}
+        suffix = "" if operating_point == "default" else f"-{operating_point}"
+        self.version = artifact.version + suffix + ("" if threshold is None else f"-t{float(threshold):g}")
+        self.stages = frozenset(stages)
+        self._batcher: MicroBatcher[Judged, Scored] = MicroBatcher(
+            artifact.score, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, name=f"classifier-{name}")
+
+    def cache_context(self, item: EvalItem) -> str:
+        j = judged_of(item)
+        return j.prompt if j.answer is None else f"{j.prompt}\x00{j.answer}"
+
+    async def evaluate(self, items: Sequence[EvalItem]) -> list[Verdict]:
+        start = time.perf_counter()
+        results = await self._batcher.submit_many([judged_of(item) for item in items])
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        verdicts = []
+        for item, scored in zip(items, results):
+            unsafe = scored.score >= self.thresholds[item.stage]
+            verdicts.append(Verdict(safe=not unsafe, evaluator=self.name, version=self.version,
+                                    categories=scored.categories if unsafe else [], score=scored.score,
+                                    latency_ms=latency_ms))
+        return verdicts
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()
+
+
+def create(name: str, options: Mapping[str, Any]) -> ClassifierEvaluator | EncoderEvaluator:
     check_option_names(options, OPTION_NAMES)
     path = Path(options.get("path") or DEFAULT_MODEL_DIR)
     stages = options.get("stages") or STAGES
     bad = set(stages) - set(STAGES)
     if bad:
         raise OptionError("stages", f"unknown stage(s) {sorted(bad)}")
+    point = str(options.get("operating_point", "default"))
+    if point not in OPERATING_POINTS:
+        raise OptionError("operating_point", f"must be one of {', '.join(OPERATING_POINTS)} (got {point!r})")
+    threshold = options.get("threshold")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise OptionError("threshold", f"must be between 0 and 1 (got {threshold!r})")
     try:
+        if read_meta(path).get("format") == FORMAT:
+            return EncoderEvaluator(name, load_encoder(path), threshold=threshold, operating_point=point,
+                                    max_batch_size=int(options.get("max_batch_size", 32)),
+                                    max_wait_ms=float(options.get("max_wait_ms", 2.0)), stages=tuple(stages))
         artifact = load_artifact(path)
     except (ArtifactError, OSError) as exc:
         raise OptionError("path", str(exc)) from None

@@ -1,9 +1,13 @@
 """`guardstream train --data KTO.jsonl --out DIR`: train the CPU safety classifier.
 
 Rows are KTO (`prompt`, `completion`, `label`: true = desirable = safe) or moderation
-rows (`text`, `label`); see evaluators/evaluation/datasets.py. The judged text is the
-completion when present, else the prompt. The artifact directory is what the
-`classifier` evaluator loads (`options: {path: DIR}`).
+rows (`text`, `label`); see evaluators/evaluation/datasets.py. A row with a completion
+trains the answer stage (the answer read after its prompt), else the prompt stage. The
+artifact directory is what the `classifier` evaluator loads (`options: {path: DIR}`).
+
+`--kind encoder`: the shipped model's recipe (multilingual-e5-small, top layers fine-tuned, int8
+ONNX; needs the `hf` extra to train, only the base install to serve; tens of minutes per 10k rows on a CPU).
+`--kind embedding-head` (default, minutes): frozen MiniLM embeddings + a logistic head.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="artifact directory to write")
     parser.add_argument("--name", default="classifier", help="model name recorded in the artifact")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and the head (0)")
+    parser.add_argument("--kind", choices=("encoder", "embedding-head"), default="embedding-head",
+                        help="embedding-head: frozen MiniLM + logistic head (default, minutes); encoder: the shipped "
+                             "model's recipe, fine-tuned multilingual-e5-small served by ONNX (slow on CPU)")
+    parser.add_argument("--epochs", type=int, default=3, help="encoder: training epochs (3)")
+    parser.add_argument("--trainable-layers", type=int, default=2, help="encoder: top layers fine-tuned (2)")
+    parser.add_argument("--pool", action="append", type=Path, default=[], metavar="FILE",
+                        help="encoder: held-out benign prompts (repeatable) whose false alarms set the prompt "
+                             "threshold (<= 2%% on each); default: the val split's safe prompts")
     parser.add_argument("--head", choices=("logreg", "mlp"), default="logreg", help="head on the embeddings (logreg)")
     parser.add_argument("--reg", type=float, default=None,
                         help="logreg C or MLP alpha (default: chosen on the validation split)")
@@ -43,7 +55,62 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="JSON object merged into the data manifest (sources, licences, exclusions)")
 
 
+def run_encoder(args: argparse.Namespace) -> int:
+    """Fine-tune the encoder on the rows and write an ONNX artifact (the shipped model's recipe)."""
+    import json
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from evaluators.classifier.encoder_train import EncoderConfig, describe, fit, prepare
+    from evaluators.classifier.finalize import package
+    from evaluators.classifier.progress import rich_progress
+    from evaluators.evaluation.datasets import DataError, load_rows
+
+    err = Console(stderr=True)
+    try:
+        rows = [r for path in args.data for r in load_rows(path, label_true=args.label_true)]
+        pools = [replace(r, source=f"pool{i}") for i, path in enumerate(args.pool)
+                 for r in load_rows(path, label_true=args.label_true) if not r.unsafe]
+    except DataError as exc:
+        err.print(f"guardstream train: {exc}")
+        return 2
+    from tokenizers import Tokenizer
+
+    from evaluators.classifier import backbone
+    from evaluators.classifier.encoding import Encoder
+
+    config = EncoderConfig(seed=args.seed, epochs=args.epochs, trainable_layers=args.trainable_layers,
+                           val_fraction=args.val_fraction, dev_fraction=args.dev_fraction,
+                           source_balance=args.source_balance)
+    extra = json.loads(args.manifest_extra.read_text(encoding="utf-8")) if args.manifest_extra else {}
+    try:
+        tok_json = json.loads(backbone.tokenizer_file().read_text(encoding="utf-8"))
+        with rich_progress() as (bar, log):
+            prepared = prepare(rows, config)
+            fitted = fit(prepared, backbone.load_bert(), Encoder(Tokenizer.from_str(json.dumps(tok_json))), config,
+                         progress=bar, log=log)
+            names = tuple(sorted({r.source or "" for r in pools})) or ("(val)",)
+            metrics = package(args.out, args.out / "build", fitted.model, tok_json, None, prepared, pools,
+                              {**describe(config), "history": fitted.history, "backbone": backbone.BACKBONE_ID},
+                              {"files": [str(p) for p in args.data], **extra}, pools=names, name=args.name,
+                              log=log, progress=bar)
+    except (backbone.BackboneMissing, ValueError) as exc:
+        err.print(f"guardstream train: {exc}")
+        return 2
+    dev = metrics["dev"]["default"]["slices"]
+    for stage in ("input", "output"):
+        if stage in dev:
+            m = dev[stage]
+            Console().print(f"dev {stage}: n={m['n']} precision={m['precision']:.3f} recall={m['recall']:.3f} "
+                            f"f1={m['f1']:.3f} fpr={m['fpr']:.3f}")
+    Console().print(f"artifact {metrics['version']} written to {args.out} (use options: {{path: {args.out}}})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "encoder":
+        return run_encoder(args)
     import json
     from contextlib import ExitStack
 

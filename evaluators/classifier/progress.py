@@ -1,0 +1,24 @@
+"""Rich progress bars and a log line printer for long classifier jobs (build, train, cross-validation)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+Bar = Callable[[str, int], Callable[[int], None]]
+
+
+@contextmanager
+def rich_progress() -> Iterator[tuple[Bar, Callable[[str], None]]]:
+    """(bar, log): `bar(description, total)` returns an `advance(n)` callback; `log` prints above the bars."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=Console(stderr=True))
+    with progress:
+        def bar(description: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield bar, lambda message: progress.console.print(message)
