@@ -6,6 +6,8 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumers.stall import DEFAULT_MAX_STALLS, DEFAULT_STALL_LIMIT_S
+
 DEFAULT_TOPIC = "guardstream.events"
 
 
@@ -22,6 +24,10 @@ class KafkaSettings:
     max_poll_interval_ms: int = 300_000
     security_protocol: str = "PLAINTEXT"
     ssl_cafile: str | None = None
+    #: a poll or commit still running after this long is released (consumers/stall.py)
+    stall_limit_s: float = DEFAULT_STALL_LIMIT_S
+    #: stalls in a row after which the consumer gives up (its command exits for a restart)
+    max_stalls: int = DEFAULT_MAX_STALLS
     extra: dict[str, Any] = field(default_factory=dict)
 
     def consumer_config(self) -> dict[str, Any]:

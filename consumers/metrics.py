@@ -22,6 +22,7 @@ from sqlalchemy import Connection, select
 
 from consumers.decode import decode
 from consumers.kafka import KafkaSettings
+from consumers.stall import ConsumerStalled, StallGuard
 from consumers.store import Store
 from consumers.store import tables as t
 from consumers.store.writes import clip, upsert
@@ -147,6 +148,7 @@ class MetricsConsumer:
         self.invalid = 0
         self._positions: dict[int, int] = {}
         self._consumer: Any = None
+        self._guard = StallGuard("metrics", settings.stall_limit_s, settings.max_stalls)
 
     def start(self) -> None:
         from kafka import KafkaConsumer
@@ -174,8 +176,8 @@ class MetricsConsumer:
         from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
-        batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
-                                    max_records=self.settings.max_poll_records)
+        batch = self._guard.poll(self._consumer, timeout_ms=self.settings.poll_timeout_ms,
+                                 max_records=self.settings.max_poll_records)
         if not batch:
             return None
         agg = Aggregates()
@@ -202,7 +204,8 @@ class MetricsConsumer:
         if self.after_write:
             self.after_write(counted)
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(positions[tp.partition], "", -1) for tp in batch})
+            self._guard.call(self._consumer, lambda: self._consumer.commit(
+                {tp: OffsetAndMetadata(positions[tp.partition], "", -1) for tp in batch}))
         except KafkaError as exc:  # harmless: the DB positions are the truth
             log.warning("offset commit failed (lag display only)", error=type(exc).__name__)
         return counted
@@ -214,6 +217,8 @@ class MetricsConsumer:
             while not stop.is_set():
                 try:
                     self.poll_once()
+                except ConsumerStalled:
+                    raise  # the Kafka client stopped answering: the command exits for a restart
                 except Exception as exc:  # keep consuming; the batch is re-read after a seek to stored positions
                     log.error("metrics batch failed", error=type(exc).__name__)
                     self._rewind()
@@ -229,12 +234,14 @@ class MetricsConsumer:
                 self._consumer.seek(tp, stored[tp.partition])
 
     def close(self) -> None:
+        self._guard.close()
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
             self._consumer = None
 
     def state(self) -> dict[str, Any]:
-        return {"counted": self.counted, "invalid": self.invalid, "skipped_replayed": self.skipped_replayed}
+        return {"counted": self.counted, "invalid": self.invalid, "skipped_replayed": self.skipped_replayed,
+                "stalls": self._guard.stalls}
 
 
 def aggregate(events: Iterable[tuple[Mapping[str, Any], datetime]]) -> Aggregates:

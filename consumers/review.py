@@ -21,6 +21,7 @@ import structlog
 
 from consumers.decode import decode
 from consumers.kafka import KafkaSettings
+from consumers.stall import StallGuard
 from consumers.store import DeadLetter, IncomingEvent, Position, Store, WriteResult
 
 log = structlog.get_logger("guardstream.review")
@@ -41,6 +42,7 @@ class ReviewConsumer:
         self.last_error: str | None = None
         self._consumer: Any = None
         self._backoff = 0.0
+        self._guard = StallGuard("review", settings.stall_limit_s, settings.max_stalls)
 
     def start(self) -> None:
         from kafka import KafkaConsumer
@@ -53,8 +55,8 @@ class ReviewConsumer:
         from kafka.structs import OffsetAndMetadata
         from sqlalchemy.exc import SQLAlchemyError
 
-        batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
-                                    max_records=self.settings.max_poll_records)
+        batch = self._guard.poll(self._consumer, timeout_ms=self.settings.poll_timeout_ms,
+                                 max_records=self.settings.max_poll_records)
         if not batch:
             return None
         items: list[IncomingEvent] = []
@@ -101,7 +103,7 @@ class ReviewConsumer:
         if self.after_write:
             self.after_write(result)
         try:
-            self._consumer.commit(offsets)
+            self._guard.call(self._consumer, lambda: self._consumer.commit(offsets))
         except (CommitFailedError, KafkaError) as exc:
             # e.g. a rebalance took the partitions away: the new owner re-reads them and the store dedupes
             self.last_error = f"commit: {type(exc).__name__}"
@@ -147,13 +149,16 @@ class ReviewConsumer:
             self.close()
 
     def close(self) -> None:
+        self._guard.close()
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
             self._consumer = None
 
     def state(self) -> dict[str, Any]:
         return {"batches": self.batches, "inserted": self.stats.inserted, "duplicates": self.stats.duplicates,
-                "dead_letters": self.stats.dead_letters, "shadow_tallies": self.tallies, "last_error": self.last_error}
+                "dead_letters": self.stats.dead_letters, "shadow_tallies": self.tallies, "last_error": self.last_error,
+                "stalls": self._guard.stalls}
+
 
 
 def refuses_data(exc: Exception) -> bool:

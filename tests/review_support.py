@@ -101,5 +101,5 @@ def event_message(event: dict[str, Any]) -> tuple[bytes, bytes]:
 
 
 #: consumer settings for tests: small group timeouts so joins take ~3 s instead of ~23 s
-FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=400, max_poll_interval_ms=2500,
+FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=400, max_poll_interval_ms=2500, stall_limit_s=20.0,
                   poll_timeout_ms=300)

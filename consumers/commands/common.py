@@ -10,6 +10,8 @@ import threading
 from typing import Any
 
 DEFAULT_DB = "var/review.db"
+#: exit status of a consumer command whose consumer died (EX_TEMPFAIL): its supervisor restarts it
+EXIT_RESTART = 75
 
 
 def add_db_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
@@ -38,6 +40,39 @@ def stop_on_signals(stop: threading.Event) -> None:
     """SIGINT/SIGTERM set `stop` (main thread only)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+
+
+class ConsumerThread(threading.Thread):
+    """Runs `consumer.run(stop)` beside a web app. A consumer that dies (its Kafka client stopped answering,
+    consumers/stall.py) ends the whole command: SIGTERM to itself, and the command exits EXIT_RESTART, rather
+    than leaving a UI up over a consumer that no longer consumes."""
+
+    def __init__(self, consumer: Any, stop: threading.Event, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.consumer = consumer
+        self.stop = stop
+        self.failed: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.consumer.run(self.stop)
+        except Exception as exc:
+            self.failed = exc
+            print(f"guardstream {self.name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_consumer(consumer: Any, stop: threading.Event, command: str) -> int:
+    """`consumer.run(stop)` in this thread (no UI); a consumer whose Kafka client stopped answering ends the
+    command with EXIT_RESTART and one line on stderr."""
+    from consumers.stall import ConsumerStalled
+
+    try:
+        consumer.run(stop)
+    except ConsumerStalled as exc:
+        print(f"guardstream {command}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_RESTART
+    return 0
 
 
 def run_consumer_beside(app: Any, thread: threading.Thread | None, stop: threading.Event) -> None:

@@ -11,7 +11,8 @@ import argparse
 import sys
 import threading
 
-from consumers.commands.common import add_db_arguments, open_store_or_exit, run_consumer_beside, stop_on_signals
+from consumers.commands.common import (EXIT_RESTART, ConsumerThread, add_db_arguments, open_store_or_exit,
+                                       run_consumer, run_consumer_beside, stop_on_signals)
 from consumers.kafka import add_kafka_arguments
 
 
@@ -40,19 +41,17 @@ def run(args: argparse.Namespace) -> int:
         if args.no_ui:
             assert consumer is not None
             stop_on_signals(stop)
-            consumer.run(stop)
-            return 0
+            return run_consumer(consumer, stop, "metrics")
         from aiohttp import web
 
         from consumers.dashboard import create_app
 
         app = create_app(store, state=(lambda: {"consumer": consumer.state()}) if consumer else None)
-        thread = threading.Thread(target=consumer.run, args=(stop,), name="metrics-consumer",
-                                  daemon=True) if consumer else None
+        thread = ConsumerThread(consumer, stop, "metrics-consumer") if consumer else None
 
         run_consumer_beside(app, thread, stop)
         print(f"guardstream metrics: dashboard on http://{args.host}:{args.port}/", flush=True)
         web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
-        return 0
+        return EXIT_RESTART if thread and thread.failed else 0
     finally:
         store.dispose()

@@ -12,7 +12,8 @@ import argparse
 import sys
 import threading
 
-from consumers.commands.common import add_db_arguments, open_store_or_exit, run_consumer_beside, stop_on_signals
+from consumers.commands.common import (EXIT_RESTART, ConsumerThread, add_db_arguments, open_store_or_exit,
+                                       run_consumer, run_consumer_beside, stop_on_signals)
 from consumers.kafka import add_kafka_arguments
 
 
@@ -94,12 +95,11 @@ def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
     thread = None
     if not args.no_consume:
         consumer = ReviewConsumer(store, kafka_settings_from_args(args, client_id="guardstream-review"))
-        thread = threading.Thread(target=consumer.run, args=(stop,), name="review-consumer", daemon=True)
+        thread = ConsumerThread(consumer, stop, "review-consumer")
     if args.no_ui:
         stop_on_signals(stop)
         assert consumer is not None
-        consumer.run(stop)
-        return 0
+        return run_consumer(consumer, stop, "review")
 
     from aiohttp import web
 
@@ -112,4 +112,4 @@ def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
     print(f"guardstream review: UI on http://{args.host}:{args.port}/ "
           f"({'consuming ' + args.topic if consumer else 'not consuming'})", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
-    return 0
+    return EXIT_RESTART if thread and thread.failed else 0
