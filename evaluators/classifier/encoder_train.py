@@ -110,9 +110,14 @@ def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: 
                 first[row.group] = i
     if threshold <= 1.0 and len(rows) > 1:
         # character 3-5-grams that occur in at most 2% of the texts: shared boilerplate n-grams ("the ", "how")
-        # would make every pair similar and the product dense; near-duplicates share their rare n-grams
-        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), max_df=0.02, sublinear_tf=True, dtype=np.float32)
-        x = vec.fit_transform([r.text[:2000] for r in rows]).tocsr()
+        # would make every pair similar and the product dense; near-duplicates share their rare n-grams (in a
+        # small set, such as a review export, "rare" is at most two texts)
+        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), max_df=max(0.02, 2.0 / len(rows)),
+                              sublinear_tf=True, dtype=np.float32)
+        try:
+            x = vec.fit_transform([r.text[:2000] for r in rows]).tocsr()
+        except ValueError:  # no n-gram is rare: no text has a near-duplicate by this measure
+            return [uf.find(i) for i in range(len(rows))]
         xt = x.T.tocsc()
         for start in range(0, len(rows), block):
             sims = (x[start:start + block] @ xt).tocsr()

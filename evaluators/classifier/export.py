@@ -125,8 +125,13 @@ def pooled_features(onnx_path: Path, encoder, items, batch: int = 64):
     return out
 
 
-def refit_categories(onnx_path: Path, encoder, rows, categories, seed: int = 0) -> dict[str, object]:
-    """Refit the category head of a float32 export in place on unsafe rows with known categories."""
+def refit_categories(onnx_path: Path, encoder, rows, categories, seed: int = 0,
+                     keep_unfitted: bool = False) -> dict[str, object]:
+    """Refit the category head of a float32 export in place on unsafe rows with known categories.
+
+    A category without both positive and negative rows is switched off (weight 0, bias -10), or with
+    `keep_unfitted` (fine-tuning a trained model on rows that name few categories) keeps the head it had.
+    """
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -134,18 +139,21 @@ def refit_categories(onnx_path: Path, encoder, rows, categories, seed: int = 0) 
 
     from evaluators.classifier.encoder_train import judged
 
+    model = onnx.load(str(onnx_path))
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = numpy_helper.to_array(inits["heads.category.weight"]).astype(np.float32).copy()
+    bias = numpy_helper.to_array(inits["heads.category.bias"]).astype(np.float32).copy()
     known = [r for r in rows if r.unsafe and any(c in categories for c in r.categories)]
-    x = pooled_features(onnx_path, encoder, [judged(r) for r in known])
-    weights = np.zeros((len(categories), x.shape[1]), dtype=np.float32)
-    bias = np.full(len(categories), -10.0, dtype=np.float32)
+    x = pooled_features(onnx_path, encoder, [judged(r) for r in known]) if known else None
     counts = {}
     for k, name in enumerate(categories):
         y = np.array([name in r.categories for r in known])
         counts[name] = int(y.sum())
-        if 0 < y.sum() < len(y):
+        if x is not None and 0 < y.sum() < len(y):
             clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed).fit(x, y)
             weights[k], bias[k] = clf.coef_[0], clf.intercept_[0]
-    model = onnx.load(str(onnx_path))
+        elif not keep_unfitted:
+            weights[k], bias[k] = 0.0, -10.0
     for init in model.graph.initializer:
         if init.name == "heads.category.weight":
             init.CopyFrom(numpy_helper.from_array(weights, init.name))

@@ -101,8 +101,14 @@ def _score(art: SafetyArtifact, rows: Sequence[LabelledRow], progress: Callable[
 def package(out: Path, build: Path, model: Any, tokenizer_json: dict[str, Any], keep: Sequence[int] | None,
             prepared: Prepared, heldout: Sequence[LabelledRow], training: dict[str, Any], manifest: dict[str, Any], *,
             pools: Sequence[str] = THRESHOLD_POOLS, name: str = "guardstream-default",
-            log: Callable[[str], None] = print, progress: Progress = _none) -> dict[str, Any]:
-    """Prune (when `keep` is given) and export a trained `SafetyModel`, then `finish` it into `out`."""
+            log: Callable[[str], None] = print, progress: Progress = _none,
+            base_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Prune (when `keep` is given) and export a trained `SafetyModel`, then `finish` it into `out`.
+
+    `base_meta`: the artifact a warm start began from (`guardstream finetune classifier`): its calibration and
+    thresholds are kept (a review export's val split is too small and too unlike live traffic to set them),
+    and so is its category head for the categories the rows do not name.
+    """
     import copy
 
     from evaluators.classifier.export import export_onnx, prune_embeddings, prune_vocabulary
@@ -116,13 +122,14 @@ def package(out: Path, build: Path, model: Any, tokenizer_json: dict[str, Any], 
         training = {**training, "vocabulary": {"kept": len(keep), "original": training.get("vocabulary_original")}}
     export_onnx(model, build / "model_fp32.onnx")
     return finish(out, build, build / "model_fp32.onnx", tokenizer_json, prepared, heldout, training, manifest,
-                  pools=pools, name=name, log=log, progress=progress)
+                  pools=pools, name=name, log=log, progress=progress, base_meta=base_meta)
 
 
 def finish(out: Path, build: Path, fp32: Path, tokenizer_json: dict[str, Any], prepared: Prepared,
            heldout: Sequence[LabelledRow], training: dict[str, Any], manifest: dict[str, Any], *,
            pools: Sequence[str] = THRESHOLD_POOLS, name: str = "guardstream-default",
-           log: Callable[[str], None] = print, progress: Progress = _none) -> dict[str, Any]:
+           log: Callable[[str], None] = print, progress: Progress = _none,
+           base_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """From a float32 export: refit the category head, quantise, write the tokenizer, `finalize`."""
     from tokenizers import Tokenizer
 
@@ -131,17 +138,18 @@ def finish(out: Path, build: Path, fp32: Path, tokenizer_json: dict[str, Any], p
 
     encoder = Encoder(Tokenizer.from_str(json.dumps(tokenizer_json)))
     train_rows = [prepared.rows[i] for i in prepared.index("train")]
-    training = {**training, "category_head": refit_categories(fp32, encoder, train_rows, CATEGORIES)}
+    training = {**training, "category_head": refit_categories(fp32, encoder, train_rows, CATEGORIES,
+                                                              keep_unfitted=base_meta is not None)}
     quantize_int8(fp32, out / MODEL_FILE)
     (out / TOKENIZER_FILE).write_text(json.dumps(tokenizer_json, ensure_ascii=False), encoding="utf-8")
     return finalize(out, build, prepared, heldout, training, manifest, fp32=fp32, pools=pools, name=name, log=log,
-                    progress=progress)
+                    progress=progress, base_meta=base_meta)
 
 
 def finalize(out: Path, build: Path, prepared: Prepared, heldout: Sequence[LabelledRow], training: dict[str, Any],
              manifest: dict[str, Any], *, fp32: Path | None = None, pools: Sequence[str] = THRESHOLD_POOLS,
              name: str = "guardstream-default", log: Callable[[str], None] = print,
-             progress: Progress = _none) -> dict[str, Any]:
+             progress: Progress = _none, base_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = prepared.rows
     provisional = write_meta(out, {"input": [1.0, 0.0], "output": [1.0, 0.0]},
                              {s: {"default": 0.5, "strict": 0.5} for s in ("input", "output")}, training, name)
@@ -152,13 +160,15 @@ def finalize(out: Path, build: Path, prepared: Prepared, heldout: Sequence[Label
     z_val = _score(art, val, progress, "val")
     z_dev = _score(art, dev, progress, "dev")
     z_held = _score(art, list(heldout), progress, "held-out sources")
-    calibration = {k: [round(v[0], 8), round(v[1], 8)] for k, v in calibrate(val, z_val, 0.5).items()}
+    calibration = ({k: [float(v[0]), float(v[1])] for k, v in base_meta["calibration"].items()} if base_meta else
+                   {k: [round(v[0], 8), round(v[1], 8)] for k, v in calibrate(val, z_val, 0.5).items()})
     art.calibration = {k: (v[0], v[1]) for k, v in calibration.items()}
     stages = lambda rs: [r.stage() for r in rs]  # noqa: E731
     p_val, p_dev, p_held = (art.calibrated(z, stages(rs)) for z, rs in ((z_val, val), (z_dev, dev), (z_held, heldout)))
     pool_scores = [p_held[[i for i, r in enumerate(heldout) if r.source == pool and r.stage() == "input"]]
                    for pool in pools]
-    thresholds = choose_thresholds(val, p_val, [p for p in pool_scores if len(p)], pools)
+    thresholds = (base_meta["thresholds"] if base_meta else
+                  choose_thresholds(val, p_val, [p for p in pool_scores if len(p)], pools))
     meta = write_meta(out, calibration, thresholds, training, name)
     log(f"artifact {meta['version']}: thresholds {json.dumps({s: [t['default'], t['strict']] for s, t in thresholds.items()})}")
 

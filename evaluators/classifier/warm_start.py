@@ -36,10 +36,30 @@ def _dequantize(inits: dict[str, Any], node: Any) -> np.ndarray:
     return ((q - zero) * scale).reshape(q.shape[0], -1)[:, : int(attrs["K"])]
 
 
-def load_for_training(path: str | Path, bert: torch.nn.Module | None = None) -> tuple[SafetyModel, int]:
-    """(model, trainable_layers) from an artifact directory; `bert` defaults to the shipped backbone."""
+def kept_ids(artifact_tokenizer: dict[str, Any], base_tokenizer: dict[str, Any]) -> list[int]:
+    """The backbone ids a pruned artifact's vocabulary kept (`export.prune_vocabulary` keeps pieces in id order)."""
+    index = {piece[0]: i for i, piece in enumerate(base_tokenizer["model"]["vocab"])}
+    pieces = [piece[0] for piece in artifact_tokenizer["model"]["vocab"]]
+    missing = [p for p in pieces if p not in index]
+    if missing:
+        raise ValueError(f"the artifact's vocabulary is not the backbone's: {len(missing)} pieces unknown "
+                         f"(first {missing[0]!r})")
+    return [index[p] for p in pieces]
+
+
+def load_for_training(path: str | Path, bert: torch.nn.Module | None = None,
+                      base_tokenizer: dict[str, Any] | None = None) -> tuple[SafetyModel, int]:
+    """(model, trainable_layers) from an artifact directory.
+
+    `bert` defaults to the shipped backbone (and `base_tokenizer` to its tokenizer). An artifact whose
+    vocabulary was pruned gets `bert`'s word embeddings sliced to the kept rows (`bert` is changed in place),
+    found through `base_tokenizer`.
+    """
     import onnx
     from onnx import numpy_helper
+
+    from evaluators.classifier.export import prune_embeddings
+    from evaluators.classifier.runtime import TOKENIZER_FILE
 
     root = Path(path)
     meta = read_meta(root)
@@ -49,6 +69,14 @@ def load_for_training(path: str | Path, bert: torch.nn.Module | None = None) -> 
         from evaluators.classifier import backbone
 
         bert = backbone.load_bert()
+        if base_tokenizer is None:
+            base_tokenizer = json.loads(backbone.tokenizer_file().read_text(encoding="utf-8"))
+    artifact_tokenizer = json.loads((root / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    if len(artifact_tokenizer["model"]["vocab"]) != int(bert.embeddings.word_embeddings.weight.shape[0]):
+        if base_tokenizer is None:
+            raise ValueError(f"{root}: its vocabulary was pruned; the backbone's tokenizer is needed to map it")
+        prune_embeddings(SafetyModel(bert, Heads(bert.config.hidden_size, 1)),
+                         kept_ids(artifact_tokenizer, base_tokenizer))
     graph = onnx.load(str(root / MODEL_FILE)).graph
     inits = {i.name: i for i in graph.initializer}
     n_layers = len(bert.encoder.layer)

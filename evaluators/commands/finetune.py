@@ -40,7 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluator", default=None, metavar="NAME", help="the llama_guard evaluator in --config")
     parser.add_argument("--model-size", choices=("1b", "8b"), default=None,
                         help="Llama Guard default category list (1b: S1-S13; default: from the model name)")
-    parser.add_argument("--epochs", type=float, default=2.0, help="passes over the training rows (2)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="passes over the training rows (2; classifier: 6, exports are small)")
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after N optimisation steps (overrides epochs)")
     parser.add_argument("--learning-rate", type=float, default=2e-4, help="AdamW learning rate (2e-4)")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per device step (8)")
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     modules = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
     opts = FinetuneOptions(
-        data=args.data, out=args.out, base=args.base, epochs=args.epochs, max_steps=args.max_steps,
+        data=args.data, out=args.out, base=args.base, max_steps=args.max_steps,
+        epochs=args.epochs if args.epochs is not None else (6.0 if args.kind == "classifier" else 2.0),
         learning_rate=args.learning_rate, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_length=args.max_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=modules, seed=args.seed, test_fraction=args.test_fraction, resume=args.resume,
