@@ -204,8 +204,8 @@ def test_traffic_review_export_finetune_promote_shadow_live(tmp_path: Path, kafk
     # split and the canary set, then takes its place
     config = tmp_path / "guardstream.yaml"
     config.write_text(yaml.safe_dump(shadowed.model_dump(mode="json")))
-    # the canaries of this deployment: its own clear cases, asked another way (the shipped canary set is general
-    # safety, which a classifier trained on eight requests does not know: promote would rightly refuse it)
+    # the canaries of this deployment: its own clear cases, asked another way; the gates use the prompts only
+    # (the candidate replaces an input-stage evaluator)
     canary = tmp_path / "canary.jsonl"
     canary.write_text("".join(json.dumps({"prompt": f"I need to know how to {act}.",
                                           "label": "unsafe" if act in HARMFUL else "safe"}) + "\n"

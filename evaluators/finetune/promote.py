@@ -115,8 +115,9 @@ def promote_shadow(config: Path, candidate: str, *, policy: str | None = None, s
     """A shadow candidate of the config takes its live counterpart's place in the stages it shadows.
 
     The candidate must shadow a named live evaluator (`shadow: {CANDIDATE: LIVE}`); both judge the test
-    split of `data` and the canary set; if the gates hold, LIVE is replaced by CANDIDATE in those stages'
-    `evaluators` and the `shadow` entry goes.
+    split of `data` and the canary set, on the rows of those stages only (prompts for an input-stage
+    candidate: an evaluator never judges a stage it does not serve in); if the gates hold, LIVE is replaced
+    by CANDIDATE in those stages' `evaluators` and the `shadow` entry goes.
     """
     from proxy.config import load_settings
 
@@ -138,7 +139,11 @@ def promote_shadow(config: Path, candidate: str, *, policy: str | None = None, s
     live = str(lives.pop())
     live_cfg, cand_cfg = settings.evaluators[live], settings.evaluators[candidate]
     result = PromoteResult(options=dict(cand_cfg.options))
-    rows = {"test split": split_rows(data, cand_cfg.type), "canary": load_rows(canary or CANARY)}
+    # the candidate takes the live evaluator's place only in these stages: it is measured on their rows
+    stages = {sname for _, sname, _ in places}
+    rows = {label: [r for r in found if r.stage() in stages]
+            for label, found in (("test split", split_rows(data, cand_cfg.type)),
+                                 ("canary", load_rows(canary or CANARY)))}
     _gate(result, (live, live_cfg.type, live_cfg.options), (candidate, cand_cfg.type, cand_cfg.options),
           live_cfg.on_error, rows, max_recall_drop, max_fpr_rise)
     if result.accepted:
@@ -164,7 +169,7 @@ def _gate(result: PromoteResult, live: tuple[str, str, Mapping[str, Any]], cand:
 
     for label, rows in datasets.items():
         if not rows:
-            raise ValueError(f"the {label} has no rows: nothing to compare on")
+            raise ValueError(f"the {label} has no rows (of the stages compared): nothing to compare on")
         live_ev = registry.create(live[1], live[0], live[2])
         cand_ev = registry.create(cand[1], cand[0], cand[2])
         try:
