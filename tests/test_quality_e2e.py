@@ -41,6 +41,7 @@ def numbered(body: dict[str, Any]) -> str:
     return good_answer(int(re.findall(r"\d+", last_prompt(body))[-1]))
 
 
+@pytest.mark.timeout(300)  # its waits add up to two minutes on a loaded machine (60 s + 30 s + 30 s)
 def test_a_better_candidate_wins_through_the_broker_and_becomes_dpo_data(
         tmp_path: Path, store: Any, kafka_bootstrap: str, topic: str) -> None:
     import torch
