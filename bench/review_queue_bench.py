@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from consumers.decode import decode
 from consumers.store import IncomingEvent, Position, QueueFilter, Store, open_store, queries
-from proxy.events import content_digest, new_event
+from proxy.schemas.events import content_digest, new_event
 
 CATEGORIES = ["S1", "S2", "S9", "S10", "pii", "secret", "prompt_injection"]
 

@@ -23,8 +23,8 @@ import structlog
 
 from evaluators.base import Verdict
 from proxy.config import Settings
-from proxy.events import SCORE_TALLY_SCHEMA_NAME
-from proxy.metrics import QUALITY_RUNS, REWARD_SCORES, SCORE_BUCKETS, child
+from proxy.schemas.events import SCORE_BUCKETS, SCORE_TALLY_SCHEMA_NAME
+from proxy.metrics import QUALITY_RUNS, REWARD_SCORES, child
 from proxy.policy import Decision
 from proxy.tallies import Emit, PeriodicTally
 

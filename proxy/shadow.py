@@ -30,7 +30,7 @@ import structlog
 
 from evaluators.base import EvalItem, Stage, Verdict
 from proxy.config import PolicyConfig, Settings
-from proxy.events import TALLY_SCHEMA_NAME
+from proxy.schemas.events import TALLY_SCHEMA_NAME
 from proxy.metrics import SHADOW_COMPARISONS, SHADOW_RUNS, child
 from proxy.policy import EVALUATOR_ERROR, Decision
 from proxy.tallies import Emit, PeriodicTally

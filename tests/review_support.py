@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from proxy.events import content_digest, new_event
+from proxy.schemas.events import content_digest, new_event
 
 POSTGRES_URL = os.environ.get("POSTGRES_URL")
 STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(

@@ -23,7 +23,7 @@ from kafka import KafkaConsumer
 from proxy.audit import build_audit
 from proxy.audit_kafka import KafkaAuditSink
 from proxy.config import AuditConfig
-from proxy.events import content_digest, new_event, validation_errors
+from proxy.schemas.events import content_digest, new_event, validation_errors
 from proxy.metrics import REGISTRY
 from tests import services
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from proxy.config import ConfigError, load_settings
-from proxy.events import COMPARISON_SCHEMA_NAME, validation_errors
+from proxy.schemas.events import COMPARISON_SCHEMA_NAME, validation_errors
 from proxy.metrics import REGISTRY
 from tests.comparison_support import Candidate, FixedUpstream, Servers, chat_bytes, stream_bytes
 from tests.conftest import keyword_settings

@@ -21,7 +21,7 @@ from consumers.metrics import aggregate, write_aggregates
 from consumers.review_ui import create_app
 from consumers.store import IncomingEvent, Position
 from consumers.store import comparisons as cmp
-from proxy.events import SCORE_TALLY_SCHEMA_NAME, validation_errors
+from proxy.schemas.events import SCORE_TALLY_SCHEMA_NAME, validation_errors
 from proxy.metrics import SCORE_BUCKETS
 from proxy.quality import bucket_of
 from tests.comparison_support import make_comparison

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from proxy.demo_upstream import DemoUpstream, last_prompt
-from proxy.events import validation_errors
+from proxy.schemas.events import validation_errors
 from tests.conftest import keyword_settings
 from tests.dq_series import rules_yaml, series
 from tests.proxy_harness import ProxyHarness

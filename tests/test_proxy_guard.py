@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from proxy.demo_upstream import DemoUpstream
-from proxy.events import validation_errors
+from proxy.schemas.events import validation_errors
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
 

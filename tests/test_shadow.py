@@ -16,7 +16,7 @@ import pytest
 from evaluators.base import EvalItem
 from proxy.config import ConfigError, load_settings
 from proxy.demo_upstream import DemoUpstream
-from proxy.events import TALLY_SCHEMA_NAME, validation_errors
+from proxy.schemas.events import TALLY_SCHEMA_NAME, validation_errors
 from proxy.metrics import REGISTRY
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness

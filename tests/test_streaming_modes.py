@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from proxy.demo_upstream import DemoUpstream
-from proxy.events import validation_errors
+from proxy.schemas.events import validation_errors
 from tests.stream_client import (UNSAFE, audit_events, chat_body, evaluator, finishes, payloads, raw_stream,
                                  sse_events, start, texts, tokens, wait_for)
 
