@@ -17,7 +17,7 @@ def _scanners() -> tuple[Callable[[str], list[Finding]], ...]:
 
 
 def redact_findings(text: str, findings: Sequence[Finding]) -> str:
-    from evaluators.rules.redact import redact
+    from evaluators.spans import redact
 
     return redact(text, list(findings))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, MutableMapping, Sequence
 
 from evaluators.base import EvalItem, Finding, Turn, content_text
-from evaluators.rules.redact import mask, merge_sorted, placeholder_spans
+from evaluators.spans import mask, merge_sorted, placeholder_spans
 from proxy.protocol import completion_prompts
 
 #: between two pieces of the scanned text

@@ -7,13 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from evaluators.base import EvalItem, Turn, content_text
-from evaluators.rules.redact import mask
+from evaluators.spans import Span, mask
 from proxy.protocol import ChatCompletionRequest, CompletionRequest, OpenAIBase, completion_prompts
 from proxy.request_text import RequestText, chat_input, completion_inputs
-
-
-#: (start, end, replacement) in a judged text
-Span = tuple[int, int, str]
 
 
 @dataclass(frozen=True, slots=True)
