@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_TOPIC = "guardstream.events"
+from proxy.schemas.events import DEFAULT_TOPIC
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ log = structlog.get_logger("guardstream.audit")
 _Item = tuple[bytes, bytes]  # (key, value)
 
 
-def encode_event(event: dict[str, Any]) -> _Item:
+def kafka_record(event: dict[str, Any]) -> _Item:
     """Kafka key (request id) and value (compact JSON, one line) of an event."""
     value = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
     return str(event.get("request_id", "")).encode("utf-8"), value
@@ -108,7 +108,7 @@ class KafkaAuditSink:
             if self._closed:
                 self._count("dropped")
                 return
-            line = encode_event(event)[1] + b"\n"
+            line = kafka_record(event)[1] + b"\n"
             if not self._spool.is_open:
                 if len(self._early) >= self._max_pending:
                     self._count("dropped")

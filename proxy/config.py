@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluators.base import QUALITY_CATEGORIES
+from proxy.elision import MAX_CONTENT_CHARS
+from proxy.schemas.events import DEFAULT_TOPIC
 
 ENV_PREFIX = "GUARDSTREAM__"
 
@@ -268,7 +270,7 @@ class CacheConfig(Strict):
 
 class AuditConfig(Strict):
     kafka_bootstrap: str | None = None
-    topic: str = "guardstream.events"
+    topic: str = DEFAULT_TOPIC
     jsonl_path: str = "var/audit/events.jsonl"
     spool_dir: str = "var/spool"
     spool_fsync: Literal["always", "batch", "never"] = "batch"
@@ -281,7 +283,7 @@ class AuditConfig(Strict):
     flush_timeout_s: float = Field(default=5.0, ge=0, description="shutdown: flush deadline, then spool the rest")
     spool_max_mb: int = Field(default=1024, gt=0, description="beyond this the spool drops new events")
     max_content_chars: int = Field(
-        default=32_768, ge=1000,
+        default=MAX_CONTENT_CHARS, ge=1000,
         description="characters of prompt and answer text one event keeps (the longest texts lose their middle):"
                     " an event stays under Kafka's 1 MB message limit")
 

@@ -33,6 +33,8 @@ TALLY_SCHEMA_NAME = "guardstream.shadow_tally.v1"
 SCORE_TALLY_SCHEMA_NAME = "guardstream.score_tally.v1"
 #: a candidate model's answer compared with the baseline's, on the same topic (proxy/comparison)
 COMPARISON_SCHEMA_NAME = "guardstream.comparison.v1"
+#: the Kafka topic the proxies send these messages on, unless configured (`audit.topic`, the consumers' --topic)
+DEFAULT_TOPIC = "guardstream.events"
 #: every message kind the proxies send on the audit topic
 KNOWN_SCHEMAS = (SCHEMA_NAME, TALLY_SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, COMPARISON_SCHEMA_NAME)
 _SCHEMA_FILES = {SCHEMA_NAME: SCHEMA_PATH, TALLY_SCHEMA_NAME: SCHEMA_PATH.with_name("shadow_tally.v1.json"),
