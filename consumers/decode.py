@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from proxy.schemas.events import (COMPARISON_SCHEMA_NAME, KNOWN_SCHEMAS, SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME,
-                                  TALLY_SCHEMA_NAME, validation_errors)
+from proxy.schemas.events import (
+    COMPARISON_SCHEMA_NAME,
+    KNOWN_SCHEMAS,
+    SCHEMA_NAME,
+    SCORE_TALLY_SCHEMA_NAME,
+    TALLY_SCHEMA_NAME,
+    validation_errors,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +58,7 @@ def parse_ts(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("timestamp has no zone")
-    return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed.astimezone(UTC).replace(tzinfo=None)
 
 
 def decode(raw: bytes | None) -> Decoded:

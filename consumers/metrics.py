@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, select
@@ -125,9 +126,9 @@ def write_aggregates(conn: Connection, agg: Aggregates) -> None:
 
 
 def stored_positions(conn: Connection, group: str, topic: str) -> dict[int, int]:
-    O = t.consumer_offsets
-    return dict(conn.execute(select(O.c.partition, O.c.next_offset)
-                             .where(O.c.group_id == group, O.c.topic == topic)).all())
+    offsets = t.consumer_offsets
+    return dict(conn.execute(select(offsets.c.partition, offsets.c.next_offset)
+                             .where(offsets.c.group_id == group, offsets.c.topic == topic)).all())
 
 
 def save_positions(conn: Connection, group: str, topic: str, positions: Mapping[int, int]) -> None:

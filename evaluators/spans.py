@@ -8,7 +8,8 @@ Overlapping (not merely adjacent) findings merge into one span whose label is th
 
 from __future__ import annotations
 
-from typing import Iterable, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 from evaluators.base import Finding
 

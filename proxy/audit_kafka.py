@@ -90,7 +90,7 @@ class KafkaAuditSink:
         self._metric = {outcome: AUDIT_EVENTS.labels(outcome) for outcome in self.counts}
 
     @classmethod
-    def from_config(cls, cfg: AuditConfig) -> "KafkaAuditSink":
+    def from_config(cls, cfg: AuditConfig) -> KafkaAuditSink:
         assert cfg.kafka_bootstrap
         return cls(cfg.kafka_bootstrap, cfg.topic, spool_dir=cfg.spool_dir, spool_fsync=cfg.spool_fsync,
                    spool_max_mb=cfg.spool_max_mb, compression=cfg.compression,

@@ -21,7 +21,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
@@ -95,7 +94,7 @@ class RedisVerdictCache(CoalescingCache):
         self._retry_interval_s = probe_interval_s
 
     @classmethod
-    def from_config(cls, cfg: CacheConfig) -> "RedisVerdictCache":
+    def from_config(cls, cfg: CacheConfig) -> RedisVerdictCache:
         assert cfg.redis_url
         return cls(cfg.redis_url, key_prefix=cfg.key_prefix, op_timeout_ms=cfg.op_timeout_ms,
                    lock_ttl_ms=cfg.lock_ttl_ms, ssl_ca_certs=cfg.ssl_ca_certs)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +29,7 @@ OnError = Literal["fail_open", "fail_closed"]
 StreamMode = Literal["buffered", "optimistic", "final", "off"]
 ContentMode = Literal["full", "redacted", "hash"]
 #: what a policy does with a quality category (e.g. `low_quality`) it does not name in `actions`
-QUALITY_DEFAULT_ACTION: "Action" = "flag"
+QUALITY_DEFAULT_ACTION: Action = "flag"
 
 
 class Strict(BaseModel):
@@ -112,7 +113,7 @@ class JudgeConfig(Strict):
         "[-1, 1] for the LLM judge (1: both orders preferred the candidate)"))
 
     @model_validator(mode="after")
-    def _one_judge(self) -> "JudgeConfig":
+    def _one_judge(self) -> JudgeConfig:
         if (self.reward_model is None) == (self.llm is None):
             raise ValueError("name exactly one judge: reward_model (an evaluator) or llm")
         return self
@@ -311,7 +312,7 @@ class Settings(Strict):
     quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @model_validator(mode="after")
-    def _check_references(self) -> "Settings":
+    def _check_references(self) -> Settings:
         if "default" not in self.policies:
             self.policies["default"] = PolicyConfig()
         for pname, policy in self.policies.items():

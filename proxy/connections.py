@@ -16,8 +16,9 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Awaitable
+from typing import Any
 
 import structlog
 from aiohttp import web

@@ -9,8 +9,9 @@ a finding's span can be masked in place: strings stay strings, part lists stay l
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, MutableMapping, Sequence
+from typing import Any
 
 from evaluators.base import EvalItem, Finding, Turn, content_text
 from evaluators.spans import mask, merge_sorted, placeholder_spans
@@ -38,7 +39,7 @@ class RequestText:
     pieces: tuple[Piece, ...]
 
     @classmethod
-    def of(cls, places: Sequence[tuple[MutableMapping[str, Any], str]]) -> "RequestText":
+    def of(cls, places: Sequence[tuple[MutableMapping[str, Any], str]]) -> RequestText:
         pieces: list[Piece] = []
         texts: list[str] = []
         pos = 0

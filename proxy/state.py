@@ -43,7 +43,7 @@ class ProxyState:
     comparisons: Comparisons
 
     @classmethod
-    def build(cls, settings: Settings) -> "ProxyState":
+    def build(cls, settings: Settings) -> ProxyState:
         evaluators = build_evaluators(settings)
         cache = build_cache(settings.cache)
         audit = build_audit(settings.audit)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from typing import Any, Callable, Mapping
-
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -83,7 +82,7 @@ class Upstream:
         try:
             return await self._session.request(method, self.base_url + path, data=body, headers=headers,
                                                allow_redirects=False)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             UPSTREAM_ERRORS.labels("timeout").inc()
             raise upstream_timeout() from None
         except aiohttp.ClientError:
@@ -106,7 +105,7 @@ class Upstream:
                         raise _too_large(limit)
                     chunks.append(chunk)
                 body = b"".join(chunks)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             UPSTREAM_ERRORS.labels("timeout").inc()
             raise upstream_timeout() from None
         except aiohttp.ClientError:

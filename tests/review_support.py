@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pytest
 

@@ -9,8 +9,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
@@ -18,9 +18,9 @@ import redis
 from evaluators.base import EvalItem, Verdict
 from proxy.cache import build_cache, cache_key
 from proxy.cache_redis import RedisVerdictCache
-from proxy.urls import display_url
 from proxy.config import CacheConfig
 from proxy.metrics import REGISTRY
+from proxy.urls import display_url
 from tests import services
 from tests.test_cache import CountingEvaluator
 

@@ -14,8 +14,16 @@ import pytest
 from evaluators.base import Finding, Verdict
 from proxy.recording import verdict_record
 from proxy.schemas import events
-from proxy.schemas.events import (SCHEMA_PATH, AuditEvent, EventContent, ShadowRecord, ShadowVerdictRecord, Turn,
-                                  content_digest, validation_errors)
+from proxy.schemas.events import (
+    SCHEMA_PATH,
+    AuditEvent,
+    EventContent,
+    ShadowRecord,
+    ShadowVerdictRecord,
+    Turn,
+    content_digest,
+    validation_errors,
+)
 
 DIGEST = content_digest([{"role": "user", "content": "hi"}], None)
 

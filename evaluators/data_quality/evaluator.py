@@ -19,14 +19,15 @@ which `guardstream eval` and tests can call directly.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from evaluators.base import BaseEvaluator, EvalItem, Finding, OptionError, Stage, Verdict, check_option_names
 from evaluators.data_quality.checker import Checker, Failure
 from evaluators.data_quality.extract import extract_records
-from evaluators.data_quality.rules import RuleSet, RulesError, load_rules, rules_from_data
+from evaluators.data_quality.rules import RulesError, RuleSet, load_rules, rules_from_data
 
 CATEGORY = "quality"
 ENGINE_VERSION = "1"

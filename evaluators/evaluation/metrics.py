@@ -8,8 +8,8 @@ P(unsafe) (higher means more unsafe). Ratios whose denominator is zero are 0.0.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ batch into error verdicts (counted), as the proxy's error policy would.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from evaluators.base import EvalItem, Evaluator, Verdict
 

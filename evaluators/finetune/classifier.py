@@ -14,8 +14,9 @@ so the comparison is always against what is live.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from evaluators.finetune.data import read_splits
 from evaluators.finetune.manifest import write_manifest, write_metrics

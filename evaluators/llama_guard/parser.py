@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Collection, Literal
+from typing import Literal
 
 Label = Literal["safe", "unsafe"]
 

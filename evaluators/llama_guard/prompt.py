@@ -11,8 +11,9 @@ wording). Two renderers produce the full prompt the model reads:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from evaluators.base import LLAMA_GUARD_CATEGORIES, EvalItem
 

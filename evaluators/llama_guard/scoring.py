@@ -10,8 +10,8 @@ token is only whitespace are skipped, and the variants of each word are summed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 # SentencePiece space, byte-level space / newline / tab / carriage return
 _MARKERS = "\u2581\u0120\u010a\u0109\u010d"

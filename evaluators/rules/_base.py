@@ -18,10 +18,20 @@ import json
 import math
 import time
 from collections import Counter
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
-from evaluators.base import (STAGES, BaseEvaluator, EvalItem, Finding, IncrementalScanner, OptionError, Stage,
-                             Verdict, check_option_names)
+from evaluators.base import (
+    STAGES,
+    BaseEvaluator,
+    EvalItem,
+    Finding,
+    IncrementalScanner,
+    OptionError,
+    Stage,
+    Verdict,
+    check_option_names,
+)
 from evaluators.rules._incremental import TailScanner
 
 #: Batches with more characters than this are judged in a worker thread.

@@ -56,7 +56,7 @@ class TailScanner:
 
     __slots__ = ("engine", "_text", "_base", "_cleared", "_run", "_reported")
 
-    def __init__(self, engine: "RuleEvaluator") -> None:
+    def __init__(self, engine: RuleEvaluator) -> None:
         self.engine = engine
         self._text = ""  # the answer from `_base` on
         self._base = 0
@@ -67,7 +67,6 @@ class TailScanner:
     def feed(self, piece: str) -> ScanStep:
         if not piece:
             return ScanStep([], self._cleared)
-        start_of_piece = len(self._text)
         text = self._text = self._text + piece
         if piece[-1].isspace():
             self._run = self._base + len(text)

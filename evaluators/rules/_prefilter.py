@@ -13,7 +13,8 @@ platform without its wheel) every text is scanned as before: the prefilter chang
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 try:
     import hyperscan

@@ -26,7 +26,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ahocorasick
 
@@ -198,7 +199,7 @@ class InjectionScanner(TailScanner):
 
     __slots__ = ("_seen", "_kinds", "_waiting", "_reported")
 
-    def __init__(self, engine: "InjectionEvaluator") -> None:
+    def __init__(self, engine: InjectionEvaluator) -> None:
         super().__init__(engine)
         self._seen: set[str] = set()
         self._kinds: dict[str, Finding] = {}  # heuristic -> its first match
@@ -213,7 +214,7 @@ class InjectionScanner(TailScanner):
         for match in found:
             if start <= match.start < hold and match.kind not in self._kinds:
                 self._waiting.setdefault(match.kind, match)
-        for kind, match in list(self._waiting.items()):
+        for kind in list(self._waiting):
             if engine.requirement_met(kind, self._seen):
                 self._kinds[kind] = self._waiting.pop(kind)
         score = engine.score(set(self._kinds))
@@ -224,7 +225,7 @@ class InjectionScanner(TailScanner):
         return sorted(new, key=lambda f: (f.start, f.end)), score
 
 
-def _automaton(heuristics: tuple[Heuristic, ...]) -> "ahocorasick.Automaton":
+def _automaton(heuristics: tuple[Heuristic, ...]) -> ahocorasick.Automaton:
     """One automaton over every start and required phrase; a phrase's value: (phrase, heuristics it starts)."""
     start_of: dict[str, list[int]] = {}
     for i, h in enumerate(heuristics):

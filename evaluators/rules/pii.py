@@ -20,7 +20,8 @@ position (no quadratic blow-up on 100 KB inputs).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, select_kinds

@@ -12,8 +12,8 @@ import asyncio
 import json
 import os
 import time
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 

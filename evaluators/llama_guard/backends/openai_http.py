@@ -9,7 +9,8 @@ exponential backoff and full jitter; other failures raise `BackendError`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from evaluators.http_json import HTTPJSONError, JSONPoster
 from evaluators.llama_guard.backends.base import BackendError

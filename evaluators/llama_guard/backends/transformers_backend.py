@@ -10,8 +10,9 @@ padding), in a second batched call, only for the prompts judged unsafe.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import structlog
 
