@@ -325,7 +325,7 @@ class KafkaAuditSink:
             producer, self._producer = self._producer, None
             _hard_close(producer, max(0.0, self._close_deadline - time.monotonic()))
         if self._connecting is not None:  # a connect attempt still running: close what it makes
-            self._connecting.add_done_callback(lambda f: f.exception() is None and _hard_close(f.result()))
+            self._connecting.add_done_callback(_close_when_made)
         self._connector.shutdown(wait=False, cancel_futures=True)
         self._spool.sync()
         AUDIT_BROKER_UP.set(0)
@@ -364,6 +364,12 @@ def _hard_close(producer: Any, timeout: float = 0.0) -> None:
         if sender is not None:
             sender.force_close()
         producer._closed = True
+
+
+def _close_when_made(made: Future[Any]) -> None:
+    """Close the producer a connect attempt made, once it is made (nothing if the attempt failed)."""
+    if made.exception() is None:
+        _hard_close(made.result())
 
 
 def _check_reachable(bootstrap: str, timeout: float = 1.0) -> None:

@@ -147,7 +147,7 @@ class PolicyConfig(Strict):
     input: StageConfig = Field(default_factory=StageConfig)
     output: OutputStageConfig = Field(default_factory=OutputStageConfig)
     #: category -> action; "default" covers categories not listed
-    actions: dict[str, Action] = Field(default_factory=lambda: {"default": "block"})
+    actions: dict[str, Action] = Field(default_factory=lambda: dict[str, Action](default="block"))
     #: blocked prompt: OpenAI-shaped 400 error, or a 200 answer carrying the refusal
     blocked_input: Literal["error", "refusal"] = "error"
     refusal_text: str = "I can't help with that."

@@ -138,7 +138,8 @@ class Recorder:
         """One `guard_decision` line per decision that is not `allow`; its text only with `log_content`."""
         fields: dict[str, Any] = {}
         if self.log_content:
-            *kept, answer = fit([t["content"] for t in turns] + [completion], self.cfg.max_content_chars)
+            texts: list[str | None] = [t["content"] for t in turns]
+            *kept, answer = fit([*texts, completion], self.cfg.max_content_chars)
             fields["content"] = {"messages": [{"role": t["role"], "content": text or ""}
                                               for t, text in zip(turns, kept)], "completion": answer}
         log.info("guard_decision", stage=decision.stage, action=decision.action, enforced=decision.enforced,

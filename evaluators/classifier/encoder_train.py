@@ -281,4 +281,4 @@ def calibrate(rows: Sequence[LabelledRow], z: np.ndarray, source_balance: float)
 
 
 def describe(config: EncoderConfig) -> dict[str, Any]:
-    return {k: getattr(config, k) for k in config.__slots__}  # type: ignore[attr-defined]
+    return {k: getattr(config, k) for k in config.__slots__}  # type: ignore[attr-defined]  # a slots dataclass

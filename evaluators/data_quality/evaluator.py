@@ -152,5 +152,5 @@ def create(name: str, options: Mapping[str, Any]) -> DataQualityEvaluator:
         records_key=options.get("records_key"),
         require_records=bool(options.get("require_records", False)),
         max_findings=max_findings,
-        stages=stages,  # type: ignore[arg-type]
+        stages=stages,  # type: ignore[arg-type]  # validated above against STAGES
     )

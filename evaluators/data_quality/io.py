@@ -36,7 +36,7 @@ def detect_format(path: str | os.PathLike[str], explicit: str | None = None) -> 
     if explicit and explicit != "auto":
         if explicit not in ("jsonl", "csv"):
             raise InputError(f"unknown format {explicit!r} (jsonl or csv)")
-        return explicit  # type: ignore[return-value]
+        return explicit  # type: ignore[return-value]  # narrowed by the check above
     suffixes = [s.lower() for s in Path(path).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]

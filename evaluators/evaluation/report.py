@@ -133,8 +133,8 @@ def plot_pr(path: str | Path, curves: Sequence[tuple[str, Sequence[bool], Sequen
     for label, y, scores, pred in curves:
         conf = metrics.confusion(y, pred)
         if scores and all(s is not None for s in scores):
-            prec, rec, _ = metrics.pr_curve(y, [float(s) for s in scores])  # type: ignore[arg-type]
-            ap = metrics.average_precision(y, [float(s) for s in scores])  # type: ignore[arg-type]
+            prec, rec, _ = metrics.pr_curve(y, [float(s) for s in scores])  # type: ignore[arg-type]  # no None left: checked above
+            ap = metrics.average_precision(y, [float(s) for s in scores])  # type: ignore[arg-type]  # no None left: checked above
             line = ax.step([0.0, *rec], [prec[0] if prec else 1.0, *prec], where="post", label=f"{label} (AP {ap:.3f})")
             color = line[0].get_color()
         else:

@@ -41,8 +41,8 @@ async def run_evaluator(evaluator: Evaluator, items: Sequence[EvalItem], batch_s
             if routed is not None:
                 result = await routed(batch)
                 verdicts = result.verdicts
-                out.routes.extend(result.routes)  # type: ignore[union-attr]
-                out.first.extend(result.first)  # type: ignore[union-attr]
+                out.routes.extend(result.routes)  # type: ignore[union-attr]  # routed runs keep routes and first (set together)
+                out.first.extend(result.first)  # type: ignore[union-attr]  # routed runs keep routes and first (set together)
             else:
                 verdicts = await evaluator.evaluate(batch)
             if len(verdicts) != len(batch):
@@ -53,7 +53,7 @@ async def run_evaluator(evaluator: Evaluator, items: Sequence[EvalItem], batch_s
             verdicts = [Verdict.failure(evaluator, f"{type(exc).__name__}: {exc}", elapsed) for _ in batch]
             if out.routes is not None:
                 out.routes.extend(["error"] * len(batch))
-                out.first.extend(verdicts)  # type: ignore[union-attr]
+                out.first.extend(verdicts)  # type: ignore[union-attr]  # routes and first are set together
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
         out.verdicts.extend(verdicts)
         out.batch_ms.append(elapsed_ms)

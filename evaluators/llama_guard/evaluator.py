@@ -173,7 +173,7 @@ class LlamaGuardEvaluator(BaseEvaluator):
         tok = self.tokenizer
         if tok is None or tok.bos_token_id is None:
             return tok is None
-        return tok("x")["input_ids"][:1] == [tok.bos_token_id]
+        return bool(tok("x")["input_ids"][:1] == [tok.bos_token_id])
 
     def _pick_renderer(self) -> Renderer:
         opts, tok = self.options, self.tokenizer

@@ -58,7 +58,7 @@ def first_token(tokens: Sequence[str], top: Sequence[Mapping[str, float] | None]
     return None
 
 
-def unsafe_probability(dist: Mapping[str, float]) -> float | None:
+def unsafe_probability(dist: Mapping[str, float | None]) -> float | None:
     """p_unsafe / (p_safe + p_unsafe) over all spellings of the two words; None when neither is present."""
     p_safe = p_unsafe = 0.0
     for tok, logprob in dist.items():

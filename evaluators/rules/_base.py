@@ -137,7 +137,7 @@ def parse_stages(value: Any) -> frozenset[Stage]:
     bad = stages - set(STAGES)
     if bad or not stages:
         raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {sorted(stages)}")
-    return stages  # type: ignore[return-value]
+    return stages
 
 
 def select_kinds(name: str, value: Any, known: Iterable[str], default: Iterable[str] | None = None) -> frozenset[str]:

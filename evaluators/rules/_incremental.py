@@ -40,9 +40,9 @@ def open_start(pattern: Any, text: str, pos: int, slack: int | None = None) -> i
     for m in pattern.finditer(text, pos, partial=True, overlapped=True):
         if m.partial:
             if m.start() < n:  # an empty partial match at the very end says nothing
-                return m.start()
+                return int(m.start())
         elif slack is not None and m.end() >= n - slack and m.end() > m.start():
-            return m.start()
+            return int(m.start())
     return None
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
+hyperscan: ModuleType | None
 try:
     import hyperscan
 except ImportError:  # pragma: no cover - the wheel is there on every platform CI and the images use
@@ -50,7 +52,7 @@ class Triggers:
     def present(self, text: str) -> bool | None:
         """True if a trigger occurs in `text`, False if none does; None when the text is not ASCII (or there is
         no Hyperscan): the caller must scan."""
-        if self._db is None or not text.isascii():
+        if self._db is None or hyperscan is None or not text.isascii():
             return None
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:

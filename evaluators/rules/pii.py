@@ -260,7 +260,7 @@ _SEP_RUN = re.compile(r"[ .-]{2,}|[().-][ .-]|\(\)|[ .-]\)")
 def _intl_phones(text: str) -> list[Finding]:
     """Numbers with an international prefix: "+CC ..." or "00CC ..."."""
     out: list[Finding] = []
-    matches = []
+    matches: list[Any] = []
     if "+" in text:
         matches += _PHONE_PLUS.finditer(text)
     if "00" in text:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-SCHEMA_NAME = "guardstream.event.v1"
+SCHEMA_NAME: Literal["guardstream.event.v1"] = "guardstream.event.v1"
 SCHEMA_PATH = Path(__file__).with_name("event.v1.json")
 #: the shadow evaluators' agreement counts, sent on the same topic (proxy/shadow.py)
 TALLY_SCHEMA_NAME = "guardstream.shadow_tally.v1"

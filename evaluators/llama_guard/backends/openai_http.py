@@ -84,5 +84,6 @@ def _generation(choice: Mapping[str, Any]) -> Generation:
         raise TypeError("choice text is not a string")
     lp = choice.get("logprobs") or {}
     tokens = [str(t) for t in lp.get("tokens") or []]
-    top = [{str(k): float(v) for k, v in (d or {}).items() if v is not None} for d in lp.get("top_logprobs") or []]
+    top: list[Mapping[str, float]] = [{str(k): float(v) for k, v in (d or {}).items() if v is not None}
+                                      for d in lp.get("top_logprobs") or []]
     return Generation(text=text, tokens=tokens, top=top, finished=choice.get("finish_reason") != "length")
