@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test system-test-deps bench bench-deps
+.PHONY: demo test lint install install-test system-test-deps bench bench-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ system-test-deps:
 ## Run the whole test suite (installs what the tests need; torch is pinned to the CPU build).
 test: install-test system-test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Lint and type-check (ruff, then mypy: strict on proxy/ and evaluators/; settings in pyproject.toml).
+lint: install-test
+	$(BIN)/python -m pip install -q -e '.[lint]'
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## What the benchmark compares with, best effort: nginx and wrk from apt, LiteLLM in its own venv (rows whose
 ## tool is missing are reported as not run; without wrk the asyncio load generator drives every point).

@@ -17,9 +17,10 @@ import re
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from evaluators.base import BaseEvaluator, EvalItem, Evaluator, Verdict
 
@@ -137,7 +138,7 @@ async def bench_audit(bootstrap: str, n: int) -> list[dict[str, Any]]:
             for event in events:
                 sink.emit(dict(event))
             emit_s = time.perf_counter() - started
-            total = emit_s + await drain(sink, lambda: sink.state()["spool_depth"] >= n)
+            total = emit_s + await drain(sink, lambda s=sink: s.state()["spool_depth"] >= n)
             await sink.close()
             rows.append({"case": f"broker down: spooled (fsync={fsync})", "events": n, "seconds": total,
                          "events_per_s": n / total, "emit_us": emit_s / n * 1e6, "event_bytes": size})
@@ -198,7 +199,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for server in started:
             server.stop()
     _print(cache_rows, audit_rows)
-    return {"benchmark": "cache_audit", "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"benchmark": "cache_audit", "ts": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpus": os.cpu_count(), "loadavg_1m_at_end": os.getloadavg()[0]},
             "servers": {"redis": "own redis-server" if not services.env_redis_url() else "REDIS_URL",

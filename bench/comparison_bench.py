@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             "cpu_ratio": statistics.median(r["proxy_cpu_ms_per_request"] / b["proxy_cpu_ms_per_request"]
                                            for r, b in zip(rs, base)),
             "errors": sum(r["errors"] for r in rs), "comparisons": counts, "runs": rs})
-    return {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                         "load_average_at_end": os.getloadavg()},
             "settings": {k: getattr(args, k) for k in ("rounds", "duration", "warmup", "concurrency",

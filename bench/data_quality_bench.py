@@ -27,9 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 RULES_YAML = """
 record_type: bench_telemetry
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     Console(width=140).print(table)
     report = {
         "benchmark": "data_quality",
-        "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "loadavg_1m_before": load_before, "loadavg_1m_after": load_after},
         "rules": {"checks": RULE_COUNT, "series": DEVICES, "yaml": RULES_YAML.strip()},

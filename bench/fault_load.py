@@ -84,7 +84,7 @@ class Load:
             async with session.post(self.base_url + "/v1/chat/completions", json=body, headers=headers) as r:
                 raw = await r.read()
                 return classify(r.status, raw, stream)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "client_timeout"
         except aiohttp.ClientError as exc:
             return f"client_error:{type(exc).__name__}"

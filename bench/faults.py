@@ -20,10 +20,11 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -79,7 +80,8 @@ class FaultyUpstream(DemoUpstream):
 
 def rig_settings(tmp: Path, redis_port: int, bootstrap: str, topic: str) -> Settings:
     def evaluators(on_error: str) -> dict[str, Any]:
-        common = {"type": "tests.keyword_evaluator:create", "on_error": on_error, "timeout_ms": EVALUATOR_TIMEOUT_MS, "cache": True}
+        common = {"type": "tests.keyword_evaluator:create", "on_error": on_error, "timeout_ms": EVALUATOR_TIMEOUT_MS,
+                  "cache": True}
         return {f"secrets_{on_error}": {**common, "options": {"words": ["hunter2"], "category": "secret"}},
                 f"pii_{on_error}": {**common, "options": {"words": ["@example.com"], "category": "pii"}}}
 
@@ -115,7 +117,7 @@ class Rig:
     topic: str = field(default_factory=lambda: services.unique_name("gs-faults"))
     produced: list[str] = field(default_factory=list)
 
-    def start(self) -> "Rig":
+    def start(self) -> Rig:
         self.redis = services.start_redis()
         relay_port = services.free_port()
         self.broker = services.start_kafka(advertised_port=relay_port)
@@ -284,7 +286,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await asyncio.to_thread(rig.stop)
     print_table(reports)
-    return {"benchmark": "faults", "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"benchmark": "faults", "ts": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpus": os.cpu_count(), "loadavg_1m_at_end": os.getloadavg()[0]},
             "phase_s": args.phase_s, "concurrency": args.concurrency, "scenarios": reports}

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         status = key.rsplit(" ", 1)[1]
         by_status[status] = by_status.get(status, 0) + n
     results: dict[str, Any] = {
-        "benchmark": "fuzz", "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "fuzz", "ts": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "property_tests": {"examples_each": args.examples, "relay_examples": args.relay_examples,
                            "schema_examples_per_mode": args.schema_examples, "exit_code": run.returncode,

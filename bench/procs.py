@@ -10,9 +10,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -20,9 +20,9 @@ async def serve(config: str) -> None:
     from aiohttp import web
 
     from proxy.app import create_app
-    from proxy.server import make_runner
     from proxy.config import load_settings
     from proxy.logs import configure_logging
+    from proxy.server import make_runner
 
     settings = load_settings(config)
     configure_logging(settings.logging)

@@ -17,13 +17,14 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from consumers.decode import decode
 from consumers.store import IncomingEvent, Position, QueueFilter, Store, open_store, queries
-from proxy.events import content_digest, new_event
+from proxy.schemas.events import content_digest, new_event
 
 CATEGORIES = ["S1", "S2", "S9", "S10", "pii", "secret", "prompt_injection"]
 
@@ -52,7 +53,7 @@ def synthetic_event(i: int, rng: random.Random, start: datetime) -> dict[str, An
 
 def seed(store: Store, n: int) -> list[str]:
     rng = random.Random(7)
-    start = datetime.now(timezone.utc) - timedelta(days=3)
+    start = datetime.now(UTC) - timedelta(days=3)
     ids: list[str] = []
     batch: list[IncomingEvent] = []
     for i in range(n):

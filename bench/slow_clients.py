@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ async def normal_stream(port: int, results: Counter[str]) -> None:
         data = await asyncio.wait_for(reader.read(), timeout=120)
         results["stream_ok" if b"data: [DONE]" in data else "stream_incomplete"] += 1
         writer.close()
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         results[f"stream_error:{type(exc).__name__}"] += 1
 
 
@@ -160,7 +160,7 @@ async def slowloris(port: int, closes: list[float]) -> None:
             try:
                 if await asyncio.wait_for(reader.read(1), timeout=1.0) == b"":
                     break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
     except OSError:
         pass
@@ -182,7 +182,7 @@ async def slow_body(port: int, results: Counter[str], took: list[float]) -> None
             try:
                 status = await asyncio.wait_for(reader.read(12), timeout=1.0)
                 break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
     except OSError:
         pass
@@ -219,7 +219,7 @@ async def slow_reader(port: int, stall: bool, results: Counter[str], big_kb: int
             got += len(chunk)
             await asyncio.sleep(1.0)
         results["slow_reader_alive" if got > 100_000 else "slow_reader_alive_under_100kB"] += 1
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         results[f"reader_error:{type(exc).__name__}"] += 1
     finally:
         writer.close()
@@ -280,12 +280,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     upstream.wait(timeout=10)
     peak_rss = max(s["VmRSS"] for s in samples) if samples else 0
     report = {
-        "benchmark": "slow_clients", "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "slow_clients", "ts": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "loadavg_1m_at_end": os.getloadavg()[0], "fd_limit": fd_limit},
         "config": {"keepalive_timeout_s": KEEPALIVE_S, "body_timeout_s": BODY_S, "write_timeout_s": WRITE_S,
                    "read_bufsize": 65536, "max_header_bytes": 8190},
-        "load": {"rounds": args.rounds, "big_answer_kb": args.big_kb, "streams": args.streams, "slowloris": quarter, "slow_bodies": quarter, "slow_readers": quarter,
+        "load": {"rounds": args.rounds, "big_answer_kb": args.big_kb, "streams": args.streams, "slowloris": quarter,
+                 "slow_bodies": quarter, "slow_readers": quarter,
                  "stalled_readers": quarter, "seconds": round(elapsed, 1)},
         "results": dict(results),
         "proxy": {"rss_idle_mb": round(idle["VmRSS"] / 2**20, 1), "rss_peak_sampled_mb": round(peak_rss / 2**20, 1),

@@ -18,8 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import drivers, machine
 from bench.load import LoadSpec
 from bench.procs import NotReady, ProcGroup, free_port, wait_ready
-from bench.targets import (BENCH_KEY, LITELLM_VENV, REPO, Env, Placement, Row, Running, Skip,
-                           available_stream_modes, launch, rows)
+from bench.targets import BENCH_KEY, LITELLM_VENV, REPO, Env, Placement, Row, Running, Skip, available_stream_modes, launch, rows
 
 
 @dataclass
@@ -196,7 +195,7 @@ def _measure_rounds(group: list[Row], running: dict[str, Running], concurrency: 
                     started.group.pause()
             progress.advance(task)
     points = []
-    for key, measured in windows.items():
+    for measured in windows.values():
         best = dict(max(measured, key=lambda p: p["rps"]))
         best["windows"] = [{"rps": p["rps"], "latency_ms": p["latency_ms"], "ttft_ms": p["ttft_ms"],
                             "cpu_per_1k": p["cpu_per_1k"], "errors": p["errors"]} for p in measured]

@@ -8,9 +8,10 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -31,7 +32,7 @@ class Placement:
     every: str | None
 
     @classmethod
-    def detect(cls) -> "Placement":
+    def detect(cls) -> Placement:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2 or shutil.which("taskset") is None:
             return cls(None, None, None)

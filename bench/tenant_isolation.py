@@ -42,7 +42,7 @@ async def probe(h: ProxyHarness, streams: int, stream_s: float) -> dict[str, Any
                                     headers={"authorization": "Bearer key-a"}) as r:
                 a_statuses[str(r.status)] += 1
                 await r.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             a_statuses[type(exc).__name__] += 1
 
     b: list[dict[str, Any]] = []

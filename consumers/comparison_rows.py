@@ -14,8 +14,9 @@ reviewers who disagree, texts stored as hashes only (nothing to train on), safet
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from consumers.datasets import Rows, digest
 from consumers.store.comparisons import StoredComparison, verdict_of

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from consumers.consensus import category_sort_key
 from consumers.llama_guard_render import Renderer
@@ -99,7 +100,7 @@ class Rows:
     def split(self, test_fraction: float, salt: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         train: list[dict[str, Any]] = []
         test: list[dict[str, Any]] = []
-        for key, (conversation, row) in sorted(self.rows.items(), key=lambda kv: (kv[1][0], kv[0])):
+        for _key, (conversation, row) in sorted(self.rows.items(), key=lambda kv: (kv[1][0], kv[0])):
             (test if in_test_split(conversation, test_fraction, salt) else train).append(row)
         return train, test
 

@@ -1,19 +1,24 @@
 """Kafka message -> audit event, or the reason it cannot be one (dead letter).
 
-The definition is the proxy's own: `proxy/schemas/event.v1.json` through
-`proxy.events.validation_errors`, so proxy and consumers never disagree.
+The definition is the proxy's own: `proxy/schemas/events.py` (the `AuditEvent` model, and the JSON Schemas
+beside it that `validation_errors` checks), so proxy and consumers never disagree.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from proxy.events import (COMPARISON_SCHEMA_NAME, SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, TALLY_SCHEMA_NAME,
-                          validation_errors)
-from proxy.unicode_text import map_strings
+from proxy.schemas.events import (
+    COMPARISON_SCHEMA_NAME,
+    KNOWN_SCHEMAS,
+    SCHEMA_NAME,
+    SCORE_TALLY_SCHEMA_NAME,
+    TALLY_SCHEMA_NAME,
+    validation_errors,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,7 @@ class Decoded:
         return self.is_tally or self.is_score_tally
 
 
-KNOWN = (SCHEMA_NAME, TALLY_SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, COMPARISON_SCHEMA_NAME)
+KNOWN = KNOWN_SCHEMAS
 
 
 def parse_ts(value: str) -> datetime:
@@ -53,7 +58,7 @@ def parse_ts(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("timestamp has no zone")
-    return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed.astimezone(UTC).replace(tzinfo=None)
 
 
 def decode(raw: bytes | None) -> Decoded:
@@ -82,8 +87,10 @@ def decode(raw: bytes | None) -> Decoded:
 def without_nul(value: Any) -> Any:
     """`value` with every NUL character (JSON "\\u0000", which a client can put in a prompt) replaced by U+FFFD:
     PostgreSQL text and JSON cannot hold NUL, and a rejected row would stop the consumer on that message."""
-    return map_strings(value, _nul_to_replacement)
-
-
-def _nul_to_replacement(text: str) -> str:
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from consumers import llama_guard_render
 from consumers.comparison_rows import comparison_rows
@@ -115,7 +116,7 @@ def export(store: Store, out_dir: str | Path, formats: Sequence[str] = FORMATS, 
         report.formats[name] = {"train": len(train), "test": len(test), "duplicates": rows.duplicates,
                                 "conflicts": rows.conflicts, "skipped": dict(rows.skipped)}
     manifest = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": safe_url(store.url), "test_fraction": test_fraction, "split_salt": salt,
         "kto_stages": list(kto_stages), "comparison_margin": comparison_margin,
         "comparisons": ({"confirmed": len(compared.confirmed.rows), "unconfirmed": len(compared.unconfirmed.rows)}

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers.stall import DEFAULT_MAX_STALLS, DEFAULT_STALL_LIMIT_S
-
-DEFAULT_TOPIC = "guardstream.events"
+from proxy.schemas.events import DEFAULT_TOPIC
 
 
 @dataclass(slots=True)

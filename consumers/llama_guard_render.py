@@ -11,11 +11,10 @@ trainer needs no chat framing of its own and training rows equal served prompts.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from evaluators.base import EvalItem
-from evaluators.llama_guard.prompt import (PROMPT_FORMAT_VERSION, BuilderRenderer, Category, PromptBuilder,
-                                           default_categories)
+from evaluators.llama_guard.prompt import PROMPT_FORMAT_VERSION, BuilderRenderer, Category, PromptBuilder, default_categories
 
 Renderer = Callable[[Sequence[Mapping[str, str]], str], str]
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, select
@@ -26,7 +27,7 @@ from consumers.stall import ConsumerStalled, StallGuard
 from consumers.store import Store
 from consumers.store import tables as t
 from consumers.store.writes import clip, upsert
-from proxy.events import COMPARISON_SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, TALLY_SCHEMA_NAME
+from proxy.schemas.events import COMPARISON_SCHEMA_NAME, SCORE_TALLY_SCHEMA_NAME, TALLY_SCHEMA_NAME, AuditEvent
 
 log = structlog.get_logger("guardstream.metrics")
 
@@ -86,19 +87,21 @@ class Aggregates:
             self.add(event, ts)
 
     def add(self, event: Mapping[str, Any], ts: datetime) -> None:
+        """An audit event (read through the proxy's `AuditEvent` model)."""
+        e = AuditEvent.model_validate(event)
         minute = ts.replace(second=0, microsecond=0)
-        stage, action = event["stage"], event["action"]
+        stage, action = e.stage, e.action
         # keys cut to their columns' widths (keys that then meet are counted together)
-        self.events[(minute, stage, action, clip(t.metric_events, "tenant", event["tenant"]))] += 1
-        for category in sorted({clip(t.metric_categories, "category", c) for c in event["categories"]}):
+        self.events[(minute, stage, action, clip(t.metric_events, "tenant", e.tenant))] += 1
+        for category in sorted({clip(t.metric_categories, "category", c) for c in e.categories}):
             self.categories[(minute, stage, action, category)] += 1
-        for verdict in event["verdicts"]:
-            row = self.evaluators[(minute, clip(t.metric_evaluators, "evaluator", verdict["evaluator"]), stage)]
+        for verdict in e.verdicts:
+            row = self.evaluators[(minute, clip(t.metric_evaluators, "evaluator", verdict.evaluator), stage)]
             row[0] += 1
-            row[1] += 0 if verdict["safe"] or verdict.get("error") else 1
-            row[2] += 1 if verdict.get("error") else 0
-            row[3] += 1 if verdict.get("cached") else 0
-            row[4] += float(verdict.get("latency_ms") or 0.0)
+            row[1] += 0 if verdict.safe or verdict.error else 1
+            row[2] += 1 if verdict.error else 0
+            row[3] += 1 if verdict.cached else 0
+            row[4] += verdict.latency_ms
 
 
 def write_aggregates(conn: Connection, agg: Aggregates) -> None:
@@ -124,9 +127,9 @@ def write_aggregates(conn: Connection, agg: Aggregates) -> None:
 
 
 def stored_positions(conn: Connection, group: str, topic: str) -> dict[int, int]:
-    O = t.consumer_offsets
-    return dict(conn.execute(select(O.c.partition, O.c.next_offset)
-                             .where(O.c.group_id == group, O.c.topic == topic)).all())
+    offsets = t.consumer_offsets
+    return dict(conn.execute(select(offsets.c.partition, offsets.c.next_offset)
+                             .where(offsets.c.group_id == group, offsets.c.topic == topic)).all())
 
 
 def save_positions(conn: Connection, group: str, topic: str, positions: Mapping[int, int]) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -71,7 +72,7 @@ class ReviewConsumer:
                 if decoded.is_counts:  # shadow and score tallies, for the metrics consumer: nothing to review
                     self.tallies += 1
                 elif decoded.is_comparison and decoded.ts is not None:  # reviewed side by side
-                    compared.append(IncomingEvent(decoded.event, decoded.ts, pos))  # type: ignore[arg-type]
+                    compared.append(IncomingEvent(decoded.event, decoded.ts, pos))  # type: ignore[arg-type]  # a decoded comparison carries its event
                     raw[pos] = rec
                 elif decoded.event is not None and decoded.ts is not None:
                     items.append(IncomingEvent(decoded.event, decoded.ts, pos))

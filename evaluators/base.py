@@ -7,8 +7,9 @@ in the proxy (`proxy/guard.py`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Stage = Literal["input", "output"]
 STAGES: tuple[Stage, ...] = ("input", "output")
@@ -94,13 +95,13 @@ class EvalItem:
         return self.turns[self.judged].content if self.request_text is None else self.request_text
 
     @classmethod
-    def from_messages(cls, messages: Iterable[Mapping[str, Any]], stage: Stage) -> "EvalItem":
+    def from_messages(cls, messages: Iterable[Mapping[str, Any]], stage: Stage) -> EvalItem:
         """Build from OpenAI chat messages; content parts are flattened to text."""
         turns = tuple(Turn(str(m.get("role", "user")), content_text(m.get("content"))) for m in messages)
         return cls(turns=turns, stage=stage)
 
     @classmethod
-    def of_text(cls, text: str, stage: Stage = "input") -> "EvalItem":
+    def of_text(cls, text: str, stage: Stage = "input") -> EvalItem:
         role = "user" if stage == "input" else "assistant"
         turns = (Turn(role, text),) if stage == "input" else (Turn("user", ""), Turn(role, text))
         return cls(turns=turns, stage=stage)
@@ -133,7 +134,7 @@ class OptionError(ValueError):
         self.option = option
         self.reason = reason
 
-    def under(self, prefix: str) -> "OptionError":
+    def under(self, prefix: str) -> OptionError:
         """The same error one level down, e.g. inside a cascade's `first.options`."""
         return OptionError(f"{prefix}.{self.option}", self.reason)
 
@@ -174,13 +175,13 @@ class Verdict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
         data = dict(data)
         data["findings"] = [Finding(**f) for f in data.get("findings") or []]
         return cls(**data)
 
     @classmethod
-    def failure(cls, evaluator: "Evaluator", error: str, latency_ms: float = 0.0) -> "Verdict":
+    def failure(cls, evaluator: Evaluator, error: str, latency_ms: float = 0.0) -> Verdict:
         """An error verdict; the proxy's `on_error` policy decides what it means."""
         return cls(safe=False, evaluator=evaluator.name, version=evaluator.version, error=error, latency_ms=latency_ms)
 

@@ -17,8 +17,9 @@ those of the stage that decided.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from evaluators import registry
 from evaluators.base import EvalItem, Evaluator, OptionError, Verdict, check_option_names

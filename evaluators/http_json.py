@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import structlog
@@ -68,7 +69,7 @@ class JSONPoster:
                         continue
                     if resp.status >= 400:
                         raise HTTPJSONError(f"{url} answered HTTP {resp.status}: {preview(raw)}")
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.warning(f"{self.name}.http.retryable", error=type(exc).__name__, attempt=attempt)
                 continue

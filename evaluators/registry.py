@@ -8,7 +8,8 @@ Each engine registers one line here.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -41,7 +42,8 @@ def factory_for(type_name: str) -> Callable[[str, Mapping[str, Any]], Evaluator]
         known = ", ".join(sorted(EVALUATOR_TYPES))
         raise UnknownEvaluatorType(f"unknown evaluator type {type_name!r} (known: {known})") from None
     module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    factory: Callable[[str, Mapping[str, Any]], Evaluator] = getattr(importlib.import_module(module_name), attr)
+    return factory
 
 
 def create(type_name: str, name: str, options: Mapping[str, Any] | None = None) -> Evaluator:

@@ -131,7 +131,7 @@ def create_app(settings: Settings, state: ProxyState | None = None) -> web.Appli
     for method, path, handler in routes:
         app.router.add_route(method, path, handler, expect_handler=expect_continue)
 
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]  # aiohttp's cleanup-context generator type is long; checked by aiohttp
         await app[STATE].start()
         await app[CONNECTIONS].start()
         yield

@@ -35,7 +35,7 @@ log = structlog.get_logger("guardstream.audit")
 _Item = tuple[bytes, bytes]  # (key, value)
 
 
-def encode_event(event: dict[str, Any]) -> _Item:
+def kafka_record(event: dict[str, Any]) -> _Item:
     """Kafka key (request id) and value (compact JSON, one line) of an event."""
     value = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
     return str(event.get("request_id", "")).encode("utf-8"), value
@@ -90,7 +90,7 @@ class KafkaAuditSink:
         self._metric = {outcome: AUDIT_EVENTS.labels(outcome) for outcome in self.counts}
 
     @classmethod
-    def from_config(cls, cfg: AuditConfig) -> "KafkaAuditSink":
+    def from_config(cls, cfg: AuditConfig) -> KafkaAuditSink:
         assert cfg.kafka_bootstrap
         return cls(cfg.kafka_bootstrap, cfg.topic, spool_dir=cfg.spool_dir, spool_fsync=cfg.spool_fsync,
                    spool_max_mb=cfg.spool_max_mb, compression=cfg.compression,
@@ -108,7 +108,7 @@ class KafkaAuditSink:
             if self._closed:
                 self._count("dropped")
                 return
-            line = encode_event(event)[1] + b"\n"
+            line = kafka_record(event)[1] + b"\n"
             if not self._spool.is_open:
                 if len(self._early) >= self._max_pending:
                     self._count("dropped")
@@ -325,7 +325,7 @@ class KafkaAuditSink:
             producer, self._producer = self._producer, None
             _hard_close(producer, max(0.0, self._close_deadline - time.monotonic()))
         if self._connecting is not None:  # a connect attempt still running: close what it makes
-            self._connecting.add_done_callback(lambda f: f.exception() is None and _hard_close(f.result()))
+            self._connecting.add_done_callback(_close_when_made)
         self._connector.shutdown(wait=False, cancel_futures=True)
         self._spool.sync()
         AUDIT_BROKER_UP.set(0)
@@ -364,6 +364,12 @@ def _hard_close(producer: Any, timeout: float = 0.0) -> None:
         if sender is not None:
             sender.force_close()
         producer._closed = True
+
+
+def _close_when_made(made: Future[Any]) -> None:
+    """Close the producer a connect attempt made, once it is made (nothing if the attempt failed)."""
+    if made.exception() is None:
+        _hard_close(made.result())
 
 
 def _check_reachable(bootstrap: str, timeout: float = 1.0) -> None:

@@ -12,7 +12,8 @@ import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from evaluators.base import EvalItem, Evaluator, Verdict
 from proxy.config import CacheConfig

@@ -20,7 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import structlog
@@ -33,6 +32,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.cache import CoalescingCache, Compute
 from proxy.config import CacheConfig
 from proxy.metrics import CACHE_ERRORS, CACHE_LOOKUPS, CACHE_UP
+from proxy.urls import display_url
 
 log = structlog.get_logger("guardstream.cache")
 
@@ -59,16 +59,6 @@ class _Unreleased:
 
 #: most unreleased locks remembered (each is small; past this they simply expire)
 _MAX_UNRELEASED = 10_000
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs and /readyz."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 class RedisVerdictCache(CoalescingCache):
@@ -104,7 +94,7 @@ class RedisVerdictCache(CoalescingCache):
         self._retry_interval_s = probe_interval_s
 
     @classmethod
-    def from_config(cls, cfg: CacheConfig) -> "RedisVerdictCache":
+    def from_config(cls, cfg: CacheConfig) -> RedisVerdictCache:
         assert cfg.redis_url
         return cls(cfg.redis_url, key_prefix=cfg.key_prefix, op_timeout_ms=cfg.op_timeout_ms,
                    lock_ttl_ms=cfg.lock_ttl_ms, ssl_ca_certs=cfg.ssl_ca_certs)
@@ -116,7 +106,7 @@ class RedisVerdictCache(CoalescingCache):
             CACHE_UP.labels(self.backend).set(1)
         else:
             CACHE_UP.labels(self.backend).set(0)
-            log.warning("redis_unreachable_at_start", url=redact_url(self.url))
+            log.warning("redis_unreachable_at_start", url=display_url(self.url))
             self.breaker.trip()
 
     async def close(self) -> None:
@@ -131,7 +121,7 @@ class RedisVerdictCache(CoalescingCache):
 
     def state(self) -> dict[str, Any]:
         return {"backend": self.backend, "ok": not self.breaker.is_open,
-                "circuit": "open" if self.breaker.is_open else "closed", "url": redact_url(self.url),
+                "circuit": "open" if self.breaker.is_open else "closed", "url": display_url(self.url),
                 "key_prefix": self.prefix, "consecutive_failures": self.breaker.failures, "errors": self._errors,
                 "inflight": self.inflight()}
 

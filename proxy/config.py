@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluators.base import QUALITY_CATEGORIES
+from proxy.elision import MAX_CONTENT_CHARS
+from proxy.schemas.events import DEFAULT_TOPIC
 
 ENV_PREFIX = "GUARDSTREAM__"
 
@@ -26,7 +29,7 @@ OnError = Literal["fail_open", "fail_closed"]
 StreamMode = Literal["buffered", "optimistic", "final", "off"]
 ContentMode = Literal["full", "redacted", "hash"]
 #: what a policy does with a quality category (e.g. `low_quality`) it does not name in `actions`
-QUALITY_DEFAULT_ACTION: "Action" = "flag"
+QUALITY_DEFAULT_ACTION: Action = "flag"
 
 
 class Strict(BaseModel):
@@ -110,7 +113,7 @@ class JudgeConfig(Strict):
         "[-1, 1] for the LLM judge (1: both orders preferred the candidate)"))
 
     @model_validator(mode="after")
-    def _one_judge(self) -> "JudgeConfig":
+    def _one_judge(self) -> JudgeConfig:
         if (self.reward_model is None) == (self.llm is None):
             raise ValueError("name exactly one judge: reward_model (an evaluator) or llm")
         return self
@@ -144,7 +147,7 @@ class PolicyConfig(Strict):
     input: StageConfig = Field(default_factory=StageConfig)
     output: OutputStageConfig = Field(default_factory=OutputStageConfig)
     #: category -> action; "default" covers categories not listed
-    actions: dict[str, Action] = Field(default_factory=lambda: {"default": "block"})
+    actions: dict[str, Action] = Field(default_factory=lambda: dict[str, Action](default="block"))
     #: blocked prompt: OpenAI-shaped 400 error, or a 200 answer carrying the refusal
     blocked_input: Literal["error", "refusal"] = "error"
     refusal_text: str = "I can't help with that."
@@ -268,7 +271,7 @@ class CacheConfig(Strict):
 
 class AuditConfig(Strict):
     kafka_bootstrap: str | None = None
-    topic: str = "guardstream.events"
+    topic: str = DEFAULT_TOPIC
     jsonl_path: str = "var/audit/events.jsonl"
     spool_dir: str = "var/spool"
     spool_fsync: Literal["always", "batch", "never"] = "batch"
@@ -281,7 +284,7 @@ class AuditConfig(Strict):
     flush_timeout_s: float = Field(default=5.0, ge=0, description="shutdown: flush deadline, then spool the rest")
     spool_max_mb: int = Field(default=1024, gt=0, description="beyond this the spool drops new events")
     max_content_chars: int = Field(
-        default=32_768, ge=1000,
+        default=MAX_CONTENT_CHARS, ge=1000,
         description="characters of prompt and answer text one event keeps (the longest texts lose their middle):"
                     " an event stays under Kafka's 1 MB message limit")
 
@@ -309,7 +312,7 @@ class Settings(Strict):
     quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @model_validator(mode="after")
-    def _check_references(self) -> "Settings":
+    def _check_references(self) -> Settings:
         if "default" not in self.policies:
             self.policies["default"] = PolicyConfig()
         for pname, policy in self.policies.items():

@@ -16,8 +16,9 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Awaitable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -143,14 +144,15 @@ def _reset(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except (OSError, AttributeError):
         pass
-    transport.abort()  # type: ignore[attr-defined]
+    transport.abort()  # type: ignore[attr-defined]  # every transport aiohttp serves on can abort
 
 
 def _kernel_send_queue(transport: asyncio.BaseTransport) -> int:
     """Bytes in the socket's send queue, not yet acknowledged by the client (Linux SIOCOUTQ); 0 if unknown."""
     sock = transport.get_extra_info("socket")
     try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        queued: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        return queued
     except (OSError, AttributeError, ValueError):
         return 0
 

@@ -25,9 +25,10 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -99,7 +100,7 @@ class DemoUpstream:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        sockets = site._server.sockets  # type: ignore[union-attr]
+        sockets = site._server.sockets  # type: ignore[union-attr]  # started above, so the server exists
         actual = sockets[0].getsockname()[1]
         return runner, f"http://{host}:{actual}"
 
@@ -181,7 +182,7 @@ class DemoUpstream:
                         await asyncio.sleep(self.chunk_delay_s)
             for k, piece in enumerate(pieces):
                 if model == "cut-stream" and k == len(pieces) // 2:
-                    request.transport.close()  # type: ignore[union-attr]
+                    request.transport.close()  # type: ignore[union-attr]  # a request being answered has its transport
                     return response
                 if model == "stream-error" and k == len(pieces) // 2:
                     await response.write(b"data: " + json.dumps({"error": {

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections import deque
 
+#: characters of prompt and answer text one audit event keeps by default (`audit.max_content_chars`): an event
+#: stays under Kafka's 1 MB message limit
+MAX_CONTENT_CHARS = 32_768
 #: share of a kept text taken from its head; the rest comes from its tail (where a streamed answer was judged)
 HEAD_SHARE = 0.25
 

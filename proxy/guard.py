@@ -70,7 +70,7 @@ class Guard:
         actions = self.settings.policies[policy]
         for name in names:
             evaluator = self.evaluators[name]
-            scanner = evaluator.incremental()  # type: ignore[attr-defined]
+            scanner = evaluator.incremental()  # type: ignore[attr-defined]  # only engines that offer incremental judging are listed here
             if scanner is not None:
                 category = getattr(evaluator, "category", None)
                 holds = category is None or actions.action_for(category) in ("block", "redact")

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from evaluators.rules.redact import placeholder_spans
+from evaluators.spans import placeholder_spans
 from proxy.comparison import PendingComparison
 from proxy.connections import CONNECTIONS
 from proxy.jsonio import dumps, loads

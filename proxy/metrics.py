@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.schemas.events import SCORE_BUCKETS  # the score tallies count in the same buckets
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -49,8 +51,6 @@ SHADOW_RUNS = Counter("guardstream_shadow_runs_total", "Shadow evaluations by re
                       "skipped_busy (max_inflight reached), skipped_paused (failing, paused), skipped_live_error",
                       ["stage", "shadow", "result"], registry=REGISTRY)
 # -- quality: reward scores and comparisons -------------------------------------------
-#: upper bounds of the reward score buckets (reward logits); the score tallies use the same (proxy/quality.py)
-SCORE_BUCKETS = (-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 REWARD_SCORES = Histogram("guardstream_reward_score", "Reward model scores of answers, per evaluator and the model that "
                           "answered (a candidate's under its comparison name)", ["evaluator", "model"],
                           buckets=SCORE_BUCKETS, registry=REGISTRY)

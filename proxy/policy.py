@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from evaluators.base import Finding, Stage, Verdict
 from proxy.config import EvaluatorConfig, PolicyConfig

@@ -17,15 +17,16 @@ import asyncio
 import bisect
 import math
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
 from evaluators.base import Verdict
 from proxy.config import Settings
-from proxy.events import SCORE_TALLY_SCHEMA_NAME
-from proxy.metrics import QUALITY_RUNS, REWARD_SCORES, SCORE_BUCKETS, child
+from proxy.metrics import QUALITY_RUNS, REWARD_SCORES, child
 from proxy.policy import Decision
+from proxy.schemas.events import SCORE_BUCKETS, SCORE_TALLY_SCHEMA_NAME
 from proxy.tallies import Emit, PeriodicTally
 
 log = structlog.get_logger("guardstream.quality")

@@ -15,10 +15,11 @@ from proxy.audit import AuditSink
 from proxy.auth import Principal
 from proxy.config import AuditConfig
 from proxy.elision import fit
-from proxy.events import content_digest, new_event
 from proxy.policy import Decision
 from proxy.quality import ScoreTally
 from proxy.redaction import redact_text
+from proxy.schemas.events import (AuditEvent, EventContent, FindingRecord, ShadowRecord, ShadowVerdictRecord,
+                                  VerdictRecord, content_digest)
 from proxy.shadow import ShadowResult
 from proxy.unicode_text import clean_text
 
@@ -105,7 +106,7 @@ class Recorder:
                   "content": clean_text(content_text(m.get("content")))} for m in messages or []]
         if decision.worth_auditing:
             self._log(ctx, decision, turns, completion)
-        event = new_event(
+        event = AuditEvent(
             request_id=ctx.request_id,
             tenant=ctx.principal.tenant,
             policy=ctx.principal.policy,
@@ -117,42 +118,38 @@ class Recorder:
             choice_index=choice_index,
             categories=list(decision.categories),
             failed_open=list(decision.failed_open),
-            verdicts=[self._verdict_json(v) for v in decision.verdicts],
+            verdicts=[self._verdict_record(v) for v in decision.verdicts],
             model=ctx.model,
             upstream=self.upstream,
             content=self._content(turns, completion),
             latency_ms=round(latency_ms or decision.latency_ms, 3),
+            shadow=None if shadow is None else ShadowRecord(
+                disagreement=shadow.disagreement, categories=shadow.categories,
+                verdicts=[ShadowVerdictRecord(**dict(self._verdict_record(s.verdict)), compared_with=s.compared_with,
+                                              compared=s.compared, differs=s.differs) for s in shadow.verdicts]),
         )
-        if shadow is not None:
-            event["shadow"] = {
-                "disagreement": shadow.disagreement, "categories": shadow.categories,
-                "verdicts": [{**self._verdict_json(s.verdict), "compared_with": s.compared_with,
-                              "compared": s.compared, "differs": s.differs} for s in shadow.verdicts]}
-        self.sink.emit(event)
+        self.sink.emit(event.wire())
 
-    def _verdict_json(self, verdict: Verdict) -> dict[str, Any]:
-        out = _verdict_json(verdict)
-        threshold = self.thresholds.get(verdict.evaluator)
-        if threshold is not None:
-            out["threshold"] = threshold
-        return out
+    def _verdict_record(self, verdict: Verdict) -> VerdictRecord:
+        return verdict_record(verdict, self.thresholds.get(verdict.evaluator))
 
     def _log(self, ctx: RequestContext, decision: Decision, turns: list[dict[str, str]],
              completion: str | None) -> None:
         """One `guard_decision` line per decision that is not `allow`; its text only with `log_content`."""
         fields: dict[str, Any] = {}
         if self.log_content:
-            *kept, answer = fit([t["content"] for t in turns] + [completion], self.cfg.max_content_chars)
+            texts: list[str | None] = [t["content"] for t in turns]
+            *kept, answer = fit([*texts, completion], self.cfg.max_content_chars)
             fields["content"] = {"messages": [{"role": t["role"], "content": text or ""}
                                               for t, text in zip(turns, kept)], "completion": answer}
         log.info("guard_decision", stage=decision.stage, action=decision.action, enforced=decision.enforced,
                  categories=list(decision.categories), evaluators=decision.evaluators,
                  failed_open=list(decision.failed_open), tenant=ctx.principal.tenant, **fields)
 
-    def _content(self, turns: list[dict[str, str]], completion: str | None) -> dict[str, Any]:
+    def _content(self, turns: list[dict[str, str]], completion: str | None) -> EventContent:
         digest = content_digest(turns, completion)
         mode, kept, (answer,) = self.texts(turns, [completion])
-        return {"mode": mode, "messages": kept, "completion": answer, "sha256": digest}
+        return EventContent.model_validate({"mode": mode, "messages": kept, "completion": answer, "sha256": digest})
 
     def texts(self, turns: list[dict[str, str]], answers: list[str | None]
               ) -> tuple[str, list[dict[str, str]] | None, list[str | None]]:
@@ -176,17 +173,11 @@ class Recorder:
         return mode, kept_turns, kept_answers
 
 
-def _verdict_json(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "evaluator": verdict.evaluator,
-        "version": verdict.version,
-        "safe": verdict.safe,
-        "categories": list(verdict.categories),
-        "score": verdict.score,
-        "latency_ms": round(verdict.latency_ms, 3),
-        "cached": verdict.cached,
-        "error": verdict.error,
-        # located findings (rule, record and field for data quality; span offsets in the judged text)
-        "findings": [{"category": f.category, "kind": f.kind, "start": f.start, "end": f.end}
-                     for f in verdict.findings],
-    }
+def verdict_record(verdict: Verdict, threshold: float | None = None) -> VerdictRecord:
+    """A verdict as the audit event carries it (findings: span offsets in the judged text; rule, record and
+    field for data quality)."""
+    return VerdictRecord(
+        evaluator=verdict.evaluator, version=verdict.version, safe=verdict.safe,
+        categories=list(verdict.categories), score=verdict.score, latency_ms=round(verdict.latency_ms, 3),
+        cached=verdict.cached, error=verdict.error, threshold=threshold,
+        findings=[FindingRecord(category=f.category, kind=f.kind, start=f.start, end=f.end) for f in verdict.findings])

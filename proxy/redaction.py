@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Callable, Sequence
 
 from evaluators.base import Finding
 
@@ -17,7 +17,7 @@ def _scanners() -> tuple[Callable[[str], list[Finding]], ...]:
 
 
 def redact_findings(text: str, findings: Sequence[Finding]) -> str:
-    from evaluators.rules.redact import redact
+    from evaluators.spans import redact
 
     return redact(text, list(findings))
 

@@ -9,11 +9,12 @@ a finding's span can be masked in place: strings stay strings, part lists stay l
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, MutableMapping, Sequence
+from typing import Any
 
 from evaluators.base import EvalItem, Finding, Turn, content_text
-from evaluators.rules.redact import mask, merge_sorted, placeholder_spans
+from evaluators.spans import mask, merge_sorted, placeholder_spans
 from proxy.protocol import completion_prompts
 
 #: between two pieces of the scanned text
@@ -38,7 +39,7 @@ class RequestText:
     pieces: tuple[Piece, ...]
 
     @classmethod
-    def of(cls, places: Sequence[tuple[MutableMapping[str, Any], str]]) -> "RequestText":
+    def of(cls, places: Sequence[tuple[MutableMapping[str, Any], str]]) -> RequestText:
         pieces: list[Piece] = []
         texts: list[str] = []
         pos = 0
@@ -128,8 +129,8 @@ def completion_inputs(body: dict[str, Any]) -> list[tuple[EvalItem, RequestText]
     if isinstance(prompt, str):
         holders = [(body, "prompt")]
     else:
-        indexed = _IndexView(prompt) if completion_prompts(prompt) else None
-        holders = [(indexed, str(i)) for i in range(len(prompt))] if indexed is not None else []
+        indexed = _IndexView(prompt) if isinstance(prompt, list) and completion_prompts(prompt) else None
+        holders = [(indexed, str(i)) for i in range(len(indexed))] if indexed is not None else []
     suffix = [(body, "suffix")] if isinstance(body.get("suffix"), str) and body["suffix"] else []
     if not holders and suffix:  # token-id prompts with a text suffix: the suffix is still read
         text = RequestText.of(suffix)
@@ -147,19 +148,19 @@ class _IndexView(MutableMapping[str, Any]):
     """A list seen as a mapping from str(index): lets a list of prompts be a piece holder like a dict."""
 
     def __init__(self, items: list[Any]) -> None:
-        self.items = items
+        self._items = items
 
     def __getitem__(self, key: str) -> Any:
-        return self.items[int(key)]
+        return self._items[int(key)]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.items[int(key)] = value
+        self._items[int(key)] = value
 
     def __delitem__(self, key: str) -> None:  # pragma: no cover - pieces are never deleted
         raise TypeError("pieces are never deleted")
 
     def __iter__(self) -> Iterator[str]:
-        return (str(i) for i in range(len(self.items)))
+        return (str(i) for i in range(len(self._items)))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._items)

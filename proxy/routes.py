@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from evaluators.base import EvalItem, Turn, content_text
-from evaluators.rules.redact import mask
+from evaluators.spans import Span, mask
 from proxy.protocol import ChatCompletionRequest, CompletionRequest, OpenAIBase, completion_prompts
 from proxy.request_text import RequestText, chat_input, completion_inputs
-
-
-#: (start, end, replacement) in a judged text
-Span = tuple[int, int, str]
 
 
 @dataclass(frozen=True, slots=True)

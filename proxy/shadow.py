@@ -23,16 +23,17 @@ import asyncio
 import random
 import time
 from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 
 from evaluators.base import EvalItem, Stage, Verdict
 from proxy.config import PolicyConfig, Settings
-from proxy.events import TALLY_SCHEMA_NAME
 from proxy.metrics import SHADOW_COMPARISONS, SHADOW_RUNS, child
 from proxy.policy import EVALUATOR_ERROR, Decision
+from proxy.schemas.events import TALLY_SCHEMA_NAME
 from proxy.tallies import Emit, PeriodicTally
 
 log = structlog.get_logger("guardstream.shadow")

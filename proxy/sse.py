@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.jsonio import dumps, loads
+from proxy.jsonio import dumps
 
 
 @dataclass(slots=True)
@@ -18,9 +18,6 @@ class SSEEvent:
     @property
     def is_done(self) -> bool:
         return self.data is not None and self.data.strip() == "[DONE]"
-
-    def json(self) -> Any:
-        return loads(self.data) if self.data else None
 
 
 class SSEParser:

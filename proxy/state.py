@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from evaluators import metrics as evaluator_metrics
 from evaluators.base import Evaluator, OptionError
 from evaluators.registry import UnknownEvaluatorType
 from evaluators.registry import create as create_evaluator
@@ -16,6 +17,7 @@ from proxy.cache import VerdictCache, build_cache
 from proxy.comparison import Comparisons
 from proxy.config import ConfigError, Settings
 from proxy.guard import Guard
+from proxy.metrics import REGISTRY
 from proxy.quality import AfterStream, ScoreTally
 from proxy.recording import Recorder
 from proxy.tenants import TenantLimits
@@ -41,7 +43,7 @@ class ProxyState:
     comparisons: Comparisons
 
     @classmethod
-    def build(cls, settings: Settings) -> "ProxyState":
+    def build(cls, settings: Settings) -> ProxyState:
         evaluators = build_evaluators(settings)
         cache = build_cache(settings.cache)
         audit = build_audit(settings.audit)
@@ -100,7 +102,9 @@ def _thresholds(evaluators: dict[str, Evaluator]) -> dict[str, float]:
 
 
 def build_evaluators(settings: Settings) -> dict[str, Evaluator]:
-    """Every configured evaluator, built; a bad type or option is a ConfigError of one line naming the key."""
+    """Every configured evaluator, built; a bad type or option is a ConfigError of one line naming the key.
+    The evaluators' own metrics are served with the proxy's."""
+    evaluator_metrics.expose_on(REGISTRY)
     built: dict[str, Evaluator] = {}
     for name, cfg in settings.evaluators.items():
         try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 Emit = Callable[[dict[str, Any]], None]
 #: the counts gathered since the last call, as message fields, or None when there are none (and reset them)
@@ -61,7 +62,7 @@ class PeriodicTally:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(when: datetime) -> str:

@@ -7,8 +7,8 @@ connection, so another tenant's request finds a free connection. Counting is a d
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 from proxy.errors import ProxyError
 from proxy.metrics import TENANT_REJECTIONS

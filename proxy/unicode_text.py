@@ -9,7 +9,8 @@ bytes as sent.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _LONE = re.compile("[\ud800-\udfff]")
 #: a \\uD800-\\uDFFF escape in raw JSON: the only way a surrogate gets into a parsed value (bytes are UTF-8)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -14,6 +13,7 @@ from proxy.config import UpstreamConfig
 from proxy.errors import ProxyError, upstream_bad_response, upstream_timeout, upstream_unreachable
 from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import UPSTREAM_ERRORS
+from proxy.urls import display_url
 
 #: client request headers forwarded upstream; everything else (cookies, auth, hop-by-hop, Host) is dropped
 FORWARDED_REQUEST_HEADERS = ("accept", "accept-language", "openai-organization", "openai-project", "user-agent",
@@ -46,11 +46,7 @@ class Upstream:
     @property
     def display_url(self) -> str:
         """The upstream URL without credentials, for logs and audit events."""
-        parts = urlsplit(self.base_url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return f"{parts.scheme}://{host}{parts.path}"
+        return display_url(self.base_url)
 
     async def start(self) -> None:
         factory = _receive_buffer_factory(self.cfg.receive_buffer_bytes) if self.cfg.receive_buffer_bytes else None
@@ -86,7 +82,7 @@ class Upstream:
         try:
             return await self._session.request(method, self.base_url + path, data=body, headers=headers,
                                                allow_redirects=False)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             UPSTREAM_ERRORS.labels("timeout").inc()
             raise upstream_timeout() from None
         except aiohttp.ClientError:
@@ -109,7 +105,7 @@ class Upstream:
                         raise _too_large(limit)
                     chunks.append(chunk)
                 body = b"".join(chunks)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             UPSTREAM_ERRORS.labels("timeout").inc()
             raise upstream_timeout() from None
         except aiohttp.ClientError:

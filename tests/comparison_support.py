@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from datetime import UTC
+from typing import Any
 
 from aiohttp import web
 
@@ -138,7 +140,7 @@ def make_comparison(outcome: str = "win", margin: float | None = 4.0, baseline: 
     """A schema-valid guardstream.comparison.v1 event."""
     import hashlib
     import uuid
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def sha(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
@@ -147,7 +149,7 @@ def make_comparison(outcome: str = "win", margin: float | None = 4.0, baseline: 
     hashed = content_mode == "hash"
     event = {
         "schema": "guardstream.comparison.v1", "event_id": str(uuid.uuid4()),
-        "ts": ts or datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ts": ts or datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "request_id": f"req-{uuid.uuid4().hex[:12]}", "tenant": tenant, "policy": "default",
         "route": "chat.completions", "stream": False,
         "baseline": {"model": "base-model", "upstream": "http://upstream/v1", "safe": decided_by == "judge" or

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 RULES_YAML = """\
 record_type: vehicle_telemetry
@@ -53,7 +54,7 @@ def rules_yaml(epoch_unit: str = "s") -> str:
 
 def _stamp(seconds: int, timestamps: str) -> Any:
     if timestamps == "iso":
-        return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
     if timestamps == "epoch_ms":
         return seconds * 1000
     return seconds

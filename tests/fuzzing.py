@@ -4,7 +4,8 @@ upstream, and the properties every proxy response must have."""
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -67,8 +68,7 @@ def fuzz_api(base_url: str, headers: Mapping[str, str], max_examples: int, deadl
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
@@ -81,7 +81,7 @@ def fuzz_api(base_url: str, headers: Mapping[str, str], max_examples: int, deadl
             response = case.call(base_url=base_url, headers=dict(headers), timeout=timeout_s)
             check_response(response.status_code, response.headers, response.content)
             case.validate_response(response, checks=checks, headers=dict(headers))
-            key = f"{case.method} {case.path} {mode.value} {response.status_code}"
+            key = f"{case.method} {case.path} {mode.value} {response.status_code}"  # noqa: B023  # called within this iteration
             counts[key] = counts.get(key, 0) + 1
 
         run()

@@ -33,7 +33,7 @@ class TcpRelay:
         self._flowing: asyncio.Event | None = None
 
     # -- control (any thread) ----------------------------------------------------------------------------
-    def start(self) -> "TcpRelay":
+    def start(self) -> TcpRelay:
         self._thread.start()
         self._call(self._listen())
         return self

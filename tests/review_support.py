@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pytest
 
-from proxy.events import content_digest, new_event
+from proxy.schemas.events import content_digest, new_event
 
 POSTGRES_URL = os.environ.get("POSTGRES_URL")
 STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(

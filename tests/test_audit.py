@@ -8,7 +8,7 @@ from pathlib import Path
 
 from proxy.audit import JsonlAuditSink, build_audit
 from proxy.config import AuditConfig
-from proxy.events import validation_errors
+from proxy.schemas.events import validation_errors
 from proxy.spool import Spool
 from tests.test_audit_kafka import make_event
 

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
@@ -23,8 +24,8 @@ from kafka import KafkaConsumer
 from proxy.audit import build_audit
 from proxy.audit_kafka import KafkaAuditSink
 from proxy.config import AuditConfig
-from proxy.events import content_digest, new_event, validation_errors
 from proxy.metrics import REGISTRY
+from proxy.schemas.events import content_digest, new_event, validation_errors
 from tests import services
 
 
@@ -70,7 +71,8 @@ def assert_delivered_in_order(got: list[tuple[int, bytes, dict]], emitted: list[
         seen[event["event_id"]] = event
         per_partition.setdefault(partition, []).append(event["seq"])
     assert set(seen) == {e["event_id"] for e in emitted}, (
-        f"missing {len({e['event_id'] for e in emitted} - set(seen))}, unexpected {len(set(seen) - {e['event_id'] for e in emitted})}")
+        f"missing {len({e['event_id'] for e in emitted} - set(seen))}, "
+        f"unexpected {len(set(seen) - {e['event_id'] for e in emitted})}")
     for partition, seqs in per_partition.items():
         assert seqs == sorted(seqs), f"partition {partition} out of order: {seqs}"
 

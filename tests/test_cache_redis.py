@@ -9,17 +9,18 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
 
 from evaluators.base import EvalItem, Verdict
 from proxy.cache import build_cache, cache_key
-from proxy.cache_redis import RedisVerdictCache, redact_url
+from proxy.cache_redis import RedisVerdictCache
 from proxy.config import CacheConfig
 from proxy.metrics import REGISTRY
+from proxy.urls import display_url
 from tests import services
 from tests.test_cache import CountingEvaluator
 
@@ -269,8 +270,9 @@ async def test_unreachable_at_start_then_appears(make_cache: MakeCache) -> None:
 def test_build_cache_picks_redis_and_redacts_password(redis_url: str) -> None:
     cache = build_cache(CacheConfig(redis_url=redis_url, key_prefix="gs-test-x:"))
     assert isinstance(cache, RedisVerdictCache) and cache.prefix == "gs-test-x:"
-    assert redact_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
-    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+    assert display_url("redis://user:s3cret@host:6379/0?ssl_cert_reqs=none") == "redis://host:6379/0"
+    assert display_url("redis://host:6379/0") == "redis://host:6379/0"
+    assert display_url("http://key@[::1]:8000/v1") == "http://[::1]:8000/v1" and display_url(None) == ""
 
 
 def _make_tls_files(directory: Path) -> tuple[Path, Path, Path]:

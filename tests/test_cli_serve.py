@@ -14,7 +14,6 @@ import openai
 import pytest
 
 from proxy.demo_upstream import DemoUpstream
-from tests.proxy_harness import ProxyHarness
 from tests.services import free_port, wait_for_port
 
 CONFIG = """

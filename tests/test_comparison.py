@@ -8,15 +8,16 @@ import json
 import re
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from proxy.config import ConfigError, load_settings
-from proxy.events import COMPARISON_SCHEMA_NAME, validation_errors
 from proxy.metrics import REGISTRY
+from proxy.schemas.events import COMPARISON_SCHEMA_NAME, validation_errors
 from tests.comparison_support import Candidate, FixedUpstream, Servers, chat_bytes, stream_bytes
 from tests.conftest import keyword_settings
 from tests.fake_vllm_pooling import FakeVLLMPooling
@@ -164,7 +165,7 @@ def test_the_reward_margin_decides_and_the_event_carries_both_answers(start: Any
     for model, score in (("numbered", 2.0), ("base-numbers", -2.0)):
         def below(le: float) -> float | None:
             return REGISTRY.get_sample_value("guardstream_reward_score_bucket",
-                                             {"evaluator": "rm", "model": model, "le": str(le)})
+                                             {"evaluator": "rm", "model": model, "le": str(le)})  # noqa: B023  # called within this iteration
         assert (below(score - 1), below(score)) == (0.0, 1.0)
 
 

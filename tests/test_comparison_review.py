@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,9 +22,9 @@ from consumers.metrics import aggregate, write_aggregates
 from consumers.review_ui import create_app
 from consumers.store import IncomingEvent, Position
 from consumers.store import comparisons as cmp
-from proxy.events import SCORE_TALLY_SCHEMA_NAME, validation_errors
 from proxy.metrics import SCORE_BUCKETS
 from proxy.quality import bucket_of
+from proxy.schemas.events import SCORE_TALLY_SCHEMA_NAME, validation_errors
 from tests.comparison_support import make_comparison
 from tests.test_review_ui import SECRET, csrf_of, login
 
@@ -170,7 +171,7 @@ def test_wilson_interval() -> None:
 
 
 async def test_ops_dashboard_win_rates_and_score_histograms(store: Any) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ts = (now - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     events = ([make_comparison(ts=ts, tenant="acme") for _ in range(18)]
               + [make_comparison(ts=ts, tenant="acme", outcome="loss", margin=-1.0) for _ in range(2)]

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from evaluators.llama_guard.options import LlamaGuardOptions
 from proxy.cli import build_parser
 from proxy.config import load_settings
 
@@ -97,8 +97,7 @@ def test_commands_parse_with_the_real_cli(services: dict[str, Any]) -> None:
     assert proxy[0] == "serve" and proxy[proxy.index("--port") + 1] == "8080"
     assert proxy[proxy.index("--kafka-bootstrap") + 1] == "kafka:9092"
     assert proxy[proxy.index("--redis-url") + 1] == "redis://redis:6379/0"
-    if importlib.util.find_spec("proxy.commands.serve") is not None:  # the serve command lives on another branch
-        build_parser().parse_args(proxy)
+    build_parser().parse_args(proxy)
     for name in ("redis", "vllm", "prometheus"):
         assert isinstance(services[name]["command"], list) and services[name]["command"], name
     for name, keys in ENV_CONFIGURED.items():
@@ -180,10 +179,7 @@ def test_gpu_profile_serves_the_llama_guard_the_proxy_calls(services: dict[str, 
     options = settings.evaluators["llama_guard"].options
     assert options["url"] == f"http://vllm:{min(INTERNAL['vllm'])}"
     assert options["model"] == cmd[cmd.index("--served-model-name") + 1]
-    if importlib.util.find_spec("evaluators.llama_guard") is not None:  # the evaluator lives on another branch
-        from evaluators.llama_guard.options import LlamaGuardOptions
-
-        LlamaGuardOptions.model_validate(options)
+    LlamaGuardOptions.model_validate(options)
     rules = load_settings(ROOT / "deploy/config/rules.yaml", env={})
     assert "llama_guard" not in rules.evaluators and settings.audit.topic == rules.audit.topic == "guardstream.events"
 

@@ -10,7 +10,7 @@ from tests.dq_series import FAULTS, rules_yaml, series
 
 def failures_of(checker: Checker, records) -> list[tuple[int, str, str]]:
     found = []
-    for index, _, failures in checker.check_all(records):
+    for _index, _, failures in checker.check_all(records):
         found.extend((f.index, f.rule, f.field) for f in failures)
     return found
 

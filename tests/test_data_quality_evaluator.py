@@ -144,8 +144,8 @@ async def test_policy_snippet_from_the_docs_loads_and_judges(tmp_path: Path, rul
 
     (The proxy-level block/flag test waits for the proxy app; this covers config -> registry -> verdict.)
     """
-    from proxy.config import load_settings
     from evaluators.registry import create as create_evaluator
+    from proxy.config import load_settings
 
     config = tmp_path / "policy.yaml"
     config.write_text(f"""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
 
 from proxy.demo_upstream import DemoUpstream, last_prompt
-from proxy.events import validation_errors
+from proxy.schemas.events import validation_errors
 from tests.conftest import keyword_settings
 from tests.dq_series import rules_yaml, series
 from tests.proxy_harness import ProxyHarness

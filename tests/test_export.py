@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from consumers.datasets import in_test_split
 from consumers import llama_guard_render
-from evaluators.base import EvalItem
+from consumers.datasets import in_test_split
 from consumers.llama_guard_render import render_llama_guard_prompt
+from evaluators.base import EvalItem
 from proxy.cli import main
 from tests.review_support import make_event
 from tests.test_review_store import incoming
@@ -48,7 +48,7 @@ def reviewed(store):
         "sunny": make_event(stage="output", messages=WEATHER, completion=SUNNY, categories=()),
     }
     store.write_batch([incoming(e, i) for i, e in enumerate(ev.values())])
-    label = lambda key, who, what, cats=(): store.add_label(ev[key]["event_id"], who, what, list(cats))  # noqa
+    label = lambda key, who, what, cats=(): store.add_label(ev[key]["event_id"], who, what, list(cats))  # noqa: E731
     label("bomb", "alice", "unsafe", ["S9"])
     label("bomb", "bob", "unsafe", ["S1", "S9"])
     label("pick", "alice", "not_sure")

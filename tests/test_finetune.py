@@ -12,7 +12,7 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest

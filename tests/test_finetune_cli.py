@@ -42,7 +42,8 @@ def test_finetune_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     _one_line_error(capsys, "is a regex, not a llama_guard")
     broken = tmp_path / "broken" / "kto"
     broken.mkdir(parents=True)
-    (broken / "train.jsonl").write_text(json.dumps({"prompt": [{"role": "robot", "content": "x"}], "completion": [], "label": True}) + "\n")
+    (broken / "train.jsonl").write_text(
+        json.dumps({"prompt": [{"role": "robot", "content": "x"}], "completion": [], "label": True}) + "\n")
     assert main(["finetune", "classifier", "--data", str(broken.parent), "--out", out]) == 2
     _one_line_error(capsys, "train.jsonl:1: field 'prompt'")
 

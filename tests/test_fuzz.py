@@ -6,15 +6,13 @@ the bytes were split, and never failing with anything but its documented ValueEr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from evaluators.base import BaseEvaluator, EvalItem, Turn, Verdict
 from evaluators.rules.secrets import SecretsEvaluator

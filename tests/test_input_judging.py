@@ -6,8 +6,9 @@ body with duplicate keys, at any depth, is refused."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 import pytest

@@ -10,8 +10,8 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from aiohttp import web
@@ -113,7 +113,7 @@ def closed_after(sock: socket.socket, trickle: bytes = b"", every_s: float = 0.1
                 i += 1
             if sock.recv(65536) == b"":
                 return time.monotonic() - started
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:  # reset
             return time.monotonic() - started
@@ -211,7 +211,6 @@ CHAT_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "
 
 
 def gzip_body(body: bytes) -> bytes:
-    import gzip
 
     return CHAT_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body
 

@@ -19,7 +19,7 @@ pytest.importorskip("peft")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.tiny_models import build_lora_adapter, build_llama_guard_model, build_tokenizer
+    from tests.tiny_models import build_llama_guard_model, build_lora_adapter, build_tokenizer
 
     root = tmp_path_factory.mktemp("lg-adapters")
     base = build_llama_guard_model(root / "base", build_tokenizer())

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluators.llama_guard.parser import ParseError, Parsed, parse_categories, parse_label, parse_output
+from evaluators.llama_guard.parser import Parsed, ParseError, parse_categories, parse_label, parse_output
 from evaluators.llama_guard.scoring import first_token, merge_logprobs, normalise_token, unsafe_probability
 
 

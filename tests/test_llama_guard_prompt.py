@@ -7,10 +7,21 @@ from pathlib import Path
 import pytest
 
 from evaluators.base import EvalItem, Turn
-from evaluators.llama_guard.prompt import (AGENT, TURNS_OMITTED, USER, BuilderRenderer, Category,
-                                           ChatTemplateRenderer, GuardTurn, PromptBuilder, answer_text,
-                                           conversation_for, default_categories, resolve_categories,
-                                           truncate_middle)
+from evaluators.llama_guard.prompt import (
+    AGENT,
+    TURNS_OMITTED,
+    USER,
+    BuilderRenderer,
+    Category,
+    ChatTemplateRenderer,
+    GuardTurn,
+    PromptBuilder,
+    answer_text,
+    conversation_for,
+    default_categories,
+    resolve_categories,
+    truncate_middle,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "llama_guard"
 

@@ -6,8 +6,8 @@ an answer mentioning "bomb" is unsafe (S1, S10).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest

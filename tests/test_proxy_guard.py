@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
 
 from proxy.demo_upstream import DemoUpstream
-from proxy.events import validation_errors
+from proxy.schemas.events import validation_errors
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 from kafka import KafkaConsumer
 
-from proxy.events import validation_errors
+from proxy.schemas.events import validation_errors
 from tests import services
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
@@ -125,7 +125,7 @@ def test_huge_prompt_and_long_streamed_answer_are_audited_elided(tmp_path: Path,
     long texts (`audit.max_content_chars`) instead of making a message over Kafka's 1 MB limit, which the
     broker refuses (such an event used to be dropped). The digest is still that of the whole prompt."""
     from proxy.demo_upstream import DemoUpstream
-    from proxy.events import content_digest
+    from proxy.schemas.events import content_digest
     from tests.stream_client import tokens
 
     settings = keyword_settings(

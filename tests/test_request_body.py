@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -84,7 +84,6 @@ def test_lone_surrogates_in_prompts_and_answers_are_judged_and_audited(tmp_path:
     """JSON can carry a lone UTF-16 surrogate ("\\ud800") that UTF-8 cannot encode: a flagged or blocked prompt
     holding one was a 500 and its audit event was lost (the content digest could not encode it). Judged and
     audited text now has U+FFFD in its place; the upstream still gets the client's bytes."""
-    import asyncio
 
     import aiohttp
 
@@ -96,7 +95,7 @@ def test_lone_surrogates_in_prompts_and_answers_are_judged_and_audited(tmp_path:
     h = ProxyHarness(settings, DemoUpstream(answer=lambda body: "reply to a@example.com \ud83d end")).start()
 
     async def post(text: str, stream: bool) -> tuple[int, str]:
-        body = '{"model": "m", "stream": %s, "messages": [{"role": "user", "content": "%s"}]}' % (
+        body = '{"model": "m", "stream": %s, "messages": [{"role": "user", "content": "%s"}]}' % (  # noqa: UP031  # JSON braces
             "true" if stream else "false", text)
         async with aiohttp.ClientSession() as s:
             async with s.post(h.base_url + "/v1/chat/completions", data=body.encode(),

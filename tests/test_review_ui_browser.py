@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -68,7 +68,7 @@ def test_review_in_a_real_browser(tmp_path: Path, kafka_bootstrap: str, topic: s
 
     db = str(tmp_path / "review.db")
     cli("review", "add-reviewer", "alice", "--secret-stdin", "--db", db, stdin=SECRET + "\n")
-    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     at = lambda i: (start + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")  # noqa: E731
     events = [make_event(tenant="acme", stage="input", categories=("pii",), content_mode="redacted", ts=at(0)),
               make_event(tenant="globex", stage="input", categories=("S10",), ts=at(1)),

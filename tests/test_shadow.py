@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -16,8 +17,8 @@ import pytest
 from evaluators.base import EvalItem
 from proxy.config import ConfigError, load_settings
 from proxy.demo_upstream import DemoUpstream
-from proxy.events import TALLY_SCHEMA_NAME, validation_errors
 from proxy.metrics import REGISTRY
+from proxy.schemas.events import TALLY_SCHEMA_NAME, validation_errors
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
 

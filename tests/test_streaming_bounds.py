@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pytest
 
 from evaluators.base import EvalItem, Verdict
 from proxy.demo_upstream import DemoUpstream
 from tests.keyword_evaluator import KeywordEvaluator
-from tests.stream_client import (chat_body, disconnect_latency, evaluator, post_raw, raw_stream, start, texts,
-                                 tokens)
+from tests.stream_client import chat_body, disconnect_latency, evaluator, post_raw, raw_stream, start, texts, tokens
 
 
 class TrackingEvaluator(KeywordEvaluator):
@@ -179,10 +179,9 @@ def test_an_unfinished_match_longer_than_the_hold_limit_is_judged_as_it_stands(
     """The rules hold a run that could still become a secret (`eyJ...` waiting for its second dot); one longer
     than `hold_limit_bytes` of text is judged as it stands rather than held without bound (docs/streaming.md,
     known limits): the stream neither stalls nor holds the upstream's whole answer."""
+    from proxy.streaming.choice import ChoiceStream
     from tests.planted import settings as planted_settings
     from tests.relay_driver import RelayDriver
-
-    from proxy.streaming.choice import ChoiceStream
 
     peak = 0
     add = ChoiceStream.add

@@ -13,9 +13,21 @@ import openai
 import pytest
 
 from proxy.demo_upstream import DemoUpstream
-from proxy.events import validation_errors
-from tests.stream_client import (UNSAFE, audit_events, chat_body, evaluator, finishes, payloads, raw_stream,
-                                 sse_events, start, texts, tokens, wait_for)
+from proxy.schemas.events import validation_errors
+from tests.stream_client import (
+    UNSAFE,
+    audit_events,
+    chat_body,
+    evaluator,
+    finishes,
+    payloads,
+    raw_stream,
+    sse_events,
+    start,
+    texts,
+    tokens,
+    wait_for,
+)
 
 C = 16  # chunk_size
 K = 40  # the unsafe token: in window 2, tokens [32, 48)

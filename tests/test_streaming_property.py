@@ -18,11 +18,9 @@ import random
 import pytest
 
 import tests.planted
-
 from evaluators.base import Finding
 from evaluators.rules.redact import redact
-from tests.planted import (AFTER, BEFORE, PLANTED, UNSAFE_WORD, _engines, answer_with, first_finding, pieces,
-                           settings)
+from tests.planted import AFTER, BEFORE, PLANTED, UNSAFE_WORD, _engines, answer_with, first_finding, pieces, settings
 from tests.relay_driver import Outcome, RelayDriver
 
 SIZES = (1, 2, 3, 7, 0)  # 0: random sizes

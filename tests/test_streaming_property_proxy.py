@@ -18,7 +18,6 @@ import pytest
 from aiohttp import web
 
 import tests.planted
-
 from tests.planted import PLANTED, UNSAFE_WORD, answer_with, first_finding, pieces, settings
 from tests.proxy_harness import ProxyHarness
 from tests.relay_driver import assemble

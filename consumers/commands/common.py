@@ -19,7 +19,7 @@ def add_db_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False)
     default: Any = argparse.SUPPRESS if suppress else os.environ.get("GUARDSTREAM_REVIEW_DB", DEFAULT_DB)
     parser.add_argument("--db", default=default,
                         help="review store: a SQLite file path or a URL such as postgresql://user@host/db "
-                             "(default: $GUARDSTREAM_REVIEW_DB or %s)" % DEFAULT_DB)
+                             f"(default: $GUARDSTREAM_REVIEW_DB or {DEFAULT_DB})")
     parser.add_argument("--db-schema", default=argparse.SUPPRESS if suppress else None,
                         help="PostgreSQL schema to keep the tables in (default: the connection's search path)")
 

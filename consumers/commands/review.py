@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         store.dispose()
 
 
-def _admin(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _admin(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]  # store: the review Store, imported lazily
     from consumers.store import reviewers
 
     if args.review_action == "migrate":
@@ -86,7 +86,7 @@ def _admin(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
     return 0
 
 
-def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]  # store: the review Store, imported lazily
     from consumers.kafka import kafka_settings_from_args
     from consumers.review import ReviewConsumer
 

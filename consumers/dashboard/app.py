@@ -6,9 +6,10 @@ Aggregates only (no prompt or answer text is shown). `/api/summary` gives the sa
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -36,7 +37,7 @@ def _window(request: web.Request) -> int:
 
 async def _summary(request: web.Request) -> dict[str, Any]:
     store, minutes = request.app[STORE], _window(request)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
 
     def load() -> dict[str, Any]:
         with store.read() as conn:

@@ -7,8 +7,15 @@ from typing import Any
 
 from sqlalchemy import Connection, case, exists, func, select
 
-from consumers.consensus import (category_sort_key, consensus, evaluator_agreement, flag_confirmed,
-                                 latest_by_reviewer, reviewers_agree, scope_of)
+from consumers.consensus import (
+    category_sort_key,
+    consensus,
+    evaluator_agreement,
+    flag_confirmed,
+    latest_by_reviewer,
+    reviewers_agree,
+    scope_of,
+)
 from consumers.dashboard import quality
 from consumers.store import queries
 from consumers.store import tables as t

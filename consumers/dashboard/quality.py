@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from consumers.store import tables as t
-from proxy.metrics import SCORE_BUCKETS
+from proxy.schemas.events import SCORE_BUCKETS
 
 Z95 = 1.959963984540054
 

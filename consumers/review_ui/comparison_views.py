@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -88,7 +89,7 @@ async def post_comparison_label(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         if wants_json:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        raise web.HTTPBadRequest(text=str(exc))
+        raise web.HTTPBadRequest(text=str(exc)) from None
     if stored is None:
         raise web.HTTPNotFound(text="no such comparison")
     if wants_json:

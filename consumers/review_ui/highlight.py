@@ -9,7 +9,7 @@ C0 controls other than tab and newline) are shown as `⟨U+XXXX⟩`, so a review
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from markupsafe import Markup, escape
 

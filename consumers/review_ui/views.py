@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -13,8 +14,8 @@ from markupsafe import Markup
 
 from consumers.consensus import consensus, evaluator_agreement, latest_by_reviewer, reviewers_agree, scope_of
 from consumers.review_ui import app as appmod
-from consumers.review_ui.highlight import highlight, visible
 from consumers.review_ui.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_S, Principal, safe_next
+from consumers.review_ui.highlight import highlight, visible
 from consumers.store import QueueFilter, Store, queries
 from consumers.store.derive import VALUE_DOC, find_marks
 from consumers.store.models import LABEL_TITLES, LABELS
@@ -241,7 +242,7 @@ async def post_label(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         if wants_json:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        raise web.HTTPBadRequest(text=str(exc))
+        raise web.HTTPBadRequest(text=str(exc)) from None
     if stored is None:
         raise web.HTTPNotFound(text="no such event")
     if wants_json:

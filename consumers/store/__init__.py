@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
@@ -14,8 +14,7 @@ from consumers.store import tables as t
 from consumers.store.db import create_store_engine, safe_url
 from consumers.store.labels import add_label
 from consumers.store.migrations import migrate
-from consumers.store.models import (DeadLetter, IncomingEvent, Label, Position, QueueFilter, QueueRow, StoredEvent,
-                                    WriteResult)
+from consumers.store.models import DeadLetter, IncomingEvent, Label, Position, QueueFilter, QueueRow, StoredEvent, WriteResult
 from consumers.store.writes import write_batch
 
 __all__ = ["Store", "StoreError", "open_store", "DeadLetter", "IncomingEvent", "Label", "Position", "QueueFilter",

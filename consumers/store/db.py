@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+
 def normalize_url(db: str) -> str:
     """`path/to/file.db` or `sqlite:///...` or `postgresql://...` -> a SQLAlchemy URL (psycopg 3 driver)."""
     if "://" not in db:

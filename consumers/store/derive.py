@@ -18,9 +18,10 @@ import hashlib
 import math
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from evaluators.base import Finding
 
@@ -102,7 +103,7 @@ def _score(verdict: Mapping[str, Any]) -> float | None:
     """A verdict's score when it is a finite number (JSON from the wire may hold NaN or a string)."""
     score = verdict.get("score")
     ok = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
-    return float(score) if ok else None  # type: ignore[arg-type]
+    return float(score) if ok else None  # type: ignore[arg-type]  # ok means a finite number
 
 
 def value_base(event: Mapping[str, Any]) -> float:

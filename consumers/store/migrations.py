@@ -8,8 +8,8 @@ A migration creates or alters what it introduced; never edit one that shipped.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Table, inspect, select, text
 from sqlalchemy.schema import CreateColumn
@@ -116,6 +116,6 @@ def migrate(engine: Engine) -> list[int]:
                 continue
             func(conn)
             conn.execute(t.schema_migrations.insert().values(
-                version=version, name=name, applied_at=datetime.now(timezone.utc).replace(tzinfo=None)))
+                version=version, name=name, applied_at=datetime.now(UTC).replace(tzinfo=None)))
             applied_now.append(version)
     return applied_now

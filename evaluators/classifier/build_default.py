@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     build.mkdir(parents=True, exist_ok=True)
     raw, held_raw, provenance = collect(args.datasets, seed=args.seed)
     for info in provenance.values():
-        info["sha256"] = {f: _sha256(args.datasets / f) for f in info["files"]}  # type: ignore[union-attr]
+        info["sha256"] = {f: _sha256(args.datasets / f) for f in info["files"]}  # type: ignore[union-attr]  # provenance entries all carry a files list
     _write_jsonl(build / "default_train.jsonl", raw)
     _write_jsonl(build / "heldout.jsonl", held_raw)
     rows = [row_from_mapping(r) for r in raw]

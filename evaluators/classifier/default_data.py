@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from evaluators.classifier import sources as s
 from evaluators.classifier import synthetic
@@ -249,9 +249,9 @@ def vocabulary_corpus(root: Path, rows: Iterable[object]) -> Iterator[str]:
     Held-out measurement sets (COLD dev, AILuminate fr, GPTFuzz evaluate) are left out, so their
     numbers include what pruning costs on unseen text."""
     for r in rows:
-        yield getattr(r, "prompt")
+        yield r.prompt
         if getattr(r, "completion", None):
-            yield getattr(r, "completion")
+            yield r.completion
     for source in HELDOUT_SOURCES:
         if source.name in THRESHOLD_POOLS:
             for r in source.read(root):

@@ -11,7 +11,7 @@ exported model (`export.py`) is the whole stack in one graph.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

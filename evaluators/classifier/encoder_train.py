@@ -16,8 +16,9 @@ import copy
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -285,4 +286,4 @@ def calibrate(rows: Sequence[LabelledRow], z: np.ndarray, source_balance: float)
 
 
 def describe(config: EncoderConfig) -> dict[str, Any]:
-    return {k: getattr(config, k) for k in config.__slots__}  # type: ignore[attr-defined]
+    return {k: getattr(config, k) for k in config.__slots__}  # type: ignore[attr-defined]  # a slots dataclass

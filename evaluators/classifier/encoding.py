@@ -12,8 +12,8 @@ library is needed (no torch, no transformers).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -16,8 +16,9 @@ Runtime, no torch; answers are judged with their prompt; categories are S-codes 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import structlog

@@ -15,17 +15,26 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from evaluators.classifier import measure
 from evaluators.classifier.default_data import THRESHOLD_POOLS
 from evaluators.classifier.encoder_train import Prepared, calibrate, judged
-from evaluators.classifier.runtime import (FORMAT, META_FILE, MODEL_FILE, TOKENIZER_FILE, SafetyArtifact,
-                                           artifact_version, sha256_file)
-from evaluators.classifier.taxonomy import CATEGORIES, describe as describe_categories
+from evaluators.classifier.runtime import (
+    FORMAT,
+    META_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    SafetyArtifact,
+    artifact_version,
+    sha256_file,
+)
+from evaluators.classifier.taxonomy import CATEGORIES
+from evaluators.classifier.taxonomy import describe as describe_categories
 from evaluators.evaluation.datasets import LabelledRow
 
 Progress = Callable[[str, int], Callable[[int], None]]

@@ -7,12 +7,12 @@ so both measure exactly the same recipe.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from evaluators.classifier.head import Calibrator, CalibrationKind, CategoryHead, Head, HeadKind, Model
+from evaluators.classifier.head import CalibrationKind, Calibrator, CategoryHead, Head, HeadKind, Model
 from evaluators.evaluation import metrics
 from evaluators.evaluation.datasets import LabelledRow
 

@@ -98,7 +98,7 @@ class Model:
         np.savez(path, **self.arrays())
 
     @classmethod
-    def load(cls, path: Path, head_kind: HeadKind, calibration: CalibrationKind, classes: list[str]) -> "Model":
+    def load(cls, path: Path, head_kind: HeadKind, calibration: CalibrationKind, classes: list[str]) -> Model:
         with np.load(path) as data:
             arrays = {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
 

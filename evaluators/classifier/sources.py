@@ -11,8 +11,8 @@ import csv
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from evaluators.classifier.taxonomy import AART_CRIMES, INJECTION, map_label
 

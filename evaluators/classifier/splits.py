@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -4,14 +4,15 @@ The public data has few safe *answers* of the kinds a guard must let through (re
 crisis-line replies) and few real benign user prompts about code, shell and maths, which
 drive false alarms; it also has few Chinese rows of either class. These templates fill
 those gaps. They are written from scratch: the benign prompts quoted in issue #14 (items of
-a public benchmark) are deliberately not paraphrased here, so tests that use them measure. Every row carries `source` `synthetic_*` so the manifest and the per-source
-tables show it, and none of them copies a benchmark item.
+a public benchmark) are deliberately not paraphrased here, so tests that use them measure.
+Every row carries `source` `synthetic_*` so the manifest and the per-source tables show it,
+and none of them copies a benchmark item.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 Row = dict[str, object]
 

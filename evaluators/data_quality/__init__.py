@@ -8,7 +8,7 @@ streaming), `evaluator` (the `Evaluator`).
 
 from evaluators.data_quality.checker import Checker, Failure, Tally
 from evaluators.data_quality.evaluator import DataQualityEvaluator, create
-from evaluators.data_quality.rules import RuleSet, RulesError, load_rules, parse_rules
+from evaluators.data_quality.rules import RulesError, RuleSet, load_rules, parse_rules
 
 __all__ = ["Checker", "DataQualityEvaluator", "Failure", "RuleSet", "RulesError", "Tally", "create",
            "load_rules", "parse_rules"]

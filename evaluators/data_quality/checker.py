@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from evaluators.data_quality.expressions import SkipRecord
 from evaluators.data_quality.rules import FieldSpec, RuleSet
@@ -71,7 +72,7 @@ def kind_of(value: Any) -> str:
 
 def iso(seconds: float) -> str:
     try:
-        return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return str(seconds)
 
@@ -89,7 +90,7 @@ class Checker:
         self._series: dict[Any, list[Any]] = {}
         self._check = self._plan(self._series)
 
-    def fork(self) -> "Checker":
+    def fork(self) -> Checker:
         """A checker with the same compiled rules and fresh, independent series state."""
         return Checker(self.rules, self._plan)
 

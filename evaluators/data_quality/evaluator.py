@@ -19,14 +19,15 @@ which `guardstream eval` and tests can call directly.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from evaluators.base import BaseEvaluator, EvalItem, Finding, OptionError, Stage, Verdict, check_option_names
 from evaluators.data_quality.checker import Checker, Failure
 from evaluators.data_quality.extract import extract_records
-from evaluators.data_quality.rules import RuleSet, RulesError, load_rules, rules_from_data
+from evaluators.data_quality.rules import RulesError, RuleSet, load_rules, rules_from_data
 
 CATEGORY = "quality"
 ENGINE_VERSION = "1"
@@ -151,5 +152,5 @@ def create(name: str, options: Mapping[str, Any]) -> DataQualityEvaluator:
         records_key=options.get("records_key"),
         require_records=bool(options.get("require_records", False)),
         max_findings=max_findings,
-        stages=stages,  # type: ignore[arg-type]
+        stages=stages,  # type: ignore[arg-type]  # validated above against STAGES
     )

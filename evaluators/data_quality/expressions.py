@@ -26,8 +26,9 @@ from __future__ import annotations
 import ast
 import math
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from evaluators.data_quality.timeparse import to_seconds
 
@@ -143,7 +144,7 @@ _ARITH: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
-def _binary(op: Callable[[Any, Any], Any], left: "_Node", right: "_Node") -> Fn:
+def _binary(op: Callable[[Any, Any], Any], left: _Node, right: _Node) -> Fn:
     """One closure for `left op right`, with a constant side folded in."""
     if right.is_const:
         f, c = left.fn, right.const

@@ -98,7 +98,7 @@ class _ParseError(ValueError):
 
 
 def _skip_ws(text: str, pos: int) -> int:
-    return _WS.match(text, pos).end()  # type: ignore[union-attr]
+    return _WS.match(text, pos).end()  # type: ignore[union-attr]  # \s* matches everywhere
 
 
 def _parse_json(text: str, start: int, end: int, records_key: str | None) -> list[Located]:

@@ -17,8 +17,9 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Literal, Mapping
+from typing import IO, Any, Literal
 
 Format = Literal["jsonl", "csv"]
 Row = tuple[Any, Any, str | None]
@@ -35,7 +36,7 @@ def detect_format(path: str | os.PathLike[str], explicit: str | None = None) -> 
     if explicit and explicit != "auto":
         if explicit not in ("jsonl", "csv"):
             raise InputError(f"unknown format {explicit!r} (jsonl or csv)")
-        return explicit  # type: ignore[return-value]
+        return explicit  # type: ignore[return-value]  # narrowed by the check above
     suffixes = [s.lower() for s in Path(path).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
@@ -143,7 +144,7 @@ class RecordSource:
                 except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                     if first_record and line.lstrip().startswith(b"["):
                         raise InputError(f"{str(self.path)!r} looks like one JSON array over many lines, not "
-                                         "JSON Lines: convert it first, e.g. `jq -c '.[]' in.json > in.jsonl`")
+                                         "JSON Lines: convert it first, e.g. `jq -c '.[]' in.json > in.jsonl`") from None
                     yield None, line, f"invalid JSON: {getattr(exc, 'msg', None) or exc}"
                 else:
                     yield value, line, None
@@ -176,7 +177,7 @@ class RecordSource:
             self._binary.close()
         self._raw.close()
 
-    def __enter__(self) -> "RecordSource":
+    def __enter__(self) -> RecordSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -233,7 +234,7 @@ class RecordSink:
         else:
             self._binary.close()
 
-    def __enter__(self) -> "RecordSink":
+    def __enter__(self) -> RecordSink:
         return self
 
     def __exit__(self, *exc: object) -> None:

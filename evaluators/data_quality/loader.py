@@ -9,7 +9,8 @@ which PyYAML would silently merge, are errors here.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor

@@ -9,8 +9,9 @@ continuity correction, (|b - c| - 1)^2 / (b + c), one degree of freedom.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from evaluators.base import Verdict
 from evaluators.evaluation import metrics

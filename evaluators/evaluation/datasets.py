@@ -35,9 +35,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 from evaluators.base import EvalItem, Stage, Turn
 from evaluators.evaluation import shapes

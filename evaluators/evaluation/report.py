@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from evaluators.base import Verdict
 from evaluators.evaluation import metrics
@@ -132,8 +133,8 @@ def plot_pr(path: str | Path, curves: Sequence[tuple[str, Sequence[bool], Sequen
     for label, y, scores, pred in curves:
         conf = metrics.confusion(y, pred)
         if scores and all(s is not None for s in scores):
-            prec, rec, _ = metrics.pr_curve(y, [float(s) for s in scores])  # type: ignore[arg-type]
-            ap = metrics.average_precision(y, [float(s) for s in scores])  # type: ignore[arg-type]
+            prec, rec, _ = metrics.pr_curve(y, [float(s) for s in scores])  # type: ignore[arg-type]  # no None left: checked above
+            ap = metrics.average_precision(y, [float(s) for s in scores])  # type: ignore[arg-type]  # no None left: checked above
             line = ax.step([0.0, *rec], [prec[0] if prec else 1.0, *prec], where="post", label=f"{label} (AP {ap:.3f})")
             color = line[0].get_color()
         else:
@@ -201,7 +202,8 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         lt.add_column(col, justify="right")
     for key in ("per_item", "per_batch"):
         v = lat[key]
-        lt.add_row(key.replace("_", " "), str(v["n"]), *(f"{v[k]:.2f}" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")))
+        lt.add_row(key.replace("_", " "), str(v["n"]),
+                   *(f"{v[k]:.2f}" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")))
     console.print(lt)
 
     if "cascade" in report:
@@ -213,7 +215,8 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         for key in ("first_alone", "cascade", "second_alone"):
             if key in c:
                 v = c[key]
-                ct.add_row(key.replace("_", " "), f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", f"{v['fpr']:.3f}")
+                ct.add_row(key.replace("_", " "), f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+                           f"{v['fpr']:.3f}")
         console.print(ct)
         line = (f"routes: {c['routes']}; unsafe items the first stage passed: {c['unsafe_passed_by_first']} "
                 f"(recall cost at most {c['max_recall_cost']:.3f})")

@@ -8,8 +8,8 @@ batch into error verdicts (counted), as the proxy's error policy would.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from evaluators.base import EvalItem, Evaluator, Verdict
 
@@ -41,8 +41,8 @@ async def run_evaluator(evaluator: Evaluator, items: Sequence[EvalItem], batch_s
             if routed is not None:
                 result = await routed(batch)
                 verdicts = result.verdicts
-                out.routes.extend(result.routes)  # type: ignore[union-attr]
-                out.first.extend(result.first)  # type: ignore[union-attr]
+                out.routes.extend(result.routes)  # type: ignore[union-attr]  # routed runs keep routes and first (set together)
+                out.first.extend(result.first)  # type: ignore[union-attr]  # routed runs keep routes and first (set together)
             else:
                 verdicts = await evaluator.evaluate(batch)
             if len(verdicts) != len(batch):
@@ -53,7 +53,7 @@ async def run_evaluator(evaluator: Evaluator, items: Sequence[EvalItem], batch_s
             verdicts = [Verdict.failure(evaluator, f"{type(exc).__name__}: {exc}", elapsed) for _ in batch]
             if out.routes is not None:
                 out.routes.extend(["error"] * len(batch))
-                out.first.extend(verdicts)  # type: ignore[union-attr]
+                out.first.extend(verdicts)  # type: ignore[union-attr]  # routes and first are set together
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
         out.verdicts.extend(verdicts)
         out.batch_ms.append(elapsed_ms)

@@ -12,8 +12,9 @@ Every failure is a `ShapeError` naming the field, so the loader can print one li
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from evaluators.base import Stage, Turn, content_text
 

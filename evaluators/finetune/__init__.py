@@ -12,7 +12,7 @@ Heavy libraries (torch, transformers, trl, peft) are imported only when a kind r
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from evaluators.finetune.options import KINDS, FinetuneOptions, FinetuneResult
 

@@ -4,8 +4,9 @@ options (backend, server URL, threshold, batching) and pointing it at the new we
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from evaluators.finetune.manifest import ArtifactError, read_manifest, weights_digest
 

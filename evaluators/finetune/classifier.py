@@ -15,8 +15,9 @@ MiniLM + a logistic head, e.g. `models/minilm-v1`) has no weights to start from:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from evaluators.finetune.data import read_splits
 from evaluators.finetune.manifest import write_manifest, write_metrics

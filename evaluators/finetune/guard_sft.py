@@ -17,8 +17,9 @@ only.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from evaluators.evaluation.datasets import LabelledRow
 from evaluators.finetune import lora

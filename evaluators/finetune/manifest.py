@@ -14,9 +14,10 @@ import hashlib
 import importlib.metadata
 import json
 import platform
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 SCHEMA = "guardstream.finetune.v1"
 MANIFEST = "manifest.json"
@@ -66,7 +67,7 @@ def base_model_entry(path: str | Path) -> dict[str, Any]:
 
 def write_manifest(out: Path, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     manifest = {"schema": SCHEMA, "kind": kind,
-                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 "libraries": library_versions(), **fields}
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

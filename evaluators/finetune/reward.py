@@ -9,9 +9,10 @@ becomes a score, used both to measure the run and to serve it, so training and s
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from evaluators.base import Turn
 from evaluators.evaluation.datasets import DataError
@@ -72,7 +73,7 @@ class RewardScorer:
         self.batch_size = batch_size
 
     @classmethod
-    def from_artifact(cls, path: str | Path, device: str = "cpu") -> "RewardScorer":
+    def from_artifact(cls, path: str | Path, device: str = "cpu") -> RewardScorer:
         """A trained reward model from its artifact directory (base model path and input format from the manifest)."""
         manifest = read_manifest(path)
         if manifest.get("kind") != "reward":

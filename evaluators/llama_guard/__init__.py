@@ -5,7 +5,8 @@ Registered as evaluator type `llama_guard` (see evaluators/registry.py).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from evaluators.llama_guard.evaluator import LlamaGuardEvaluator
 from evaluators.llama_guard.options import LlamaGuardOptions

@@ -78,7 +78,7 @@ class Adapter:
     digest: str | None
 
     @classmethod
-    def from_options(cls, path: str | None, name: str | None) -> "Adapter | None":
+    def from_options(cls, path: str | None, name: str | None) -> Adapter | None:
         """From the `adapter` (directory) and `adapter_name` options; None when neither is set."""
         if path is None and name is None:
             return None

@@ -16,9 +16,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import structlog
 
@@ -28,8 +29,16 @@ from evaluators.llama_guard.backends.base import Backend
 from evaluators.llama_guard.metrics import CATEGORY_DECODES, PARSE_ERRORS
 from evaluators.llama_guard.options import LlamaGuardOptions
 from evaluators.llama_guard.parser import ParseError, parse_categories, parse_output
-from evaluators.llama_guard.prompt import (BOS, PROMPT_FORMAT_VERSION, BuilderRenderer, Category,
-                                           ChatTemplateRenderer, PromptBuilder, Renderer, resolve_categories)
+from evaluators.llama_guard.prompt import (
+    BOS,
+    PROMPT_FORMAT_VERSION,
+    BuilderRenderer,
+    Category,
+    ChatTemplateRenderer,
+    PromptBuilder,
+    Renderer,
+    resolve_categories,
+)
 from evaluators.llama_guard.scoring import Generation, first_token
 
 log = structlog.get_logger(__name__)
@@ -164,7 +173,7 @@ class LlamaGuardEvaluator(BaseEvaluator):
         tok = self.tokenizer
         if tok is None or tok.bos_token_id is None:
             return tok is None
-        return tok("x")["input_ids"][:1] == [tok.bos_token_id]
+        return bool(tok("x")["input_ids"][:1] == [tok.bos_token_id])
 
     def _pick_renderer(self) -> Renderer:
         opts, tok = self.options, self.tokenizer

@@ -1,10 +1,11 @@
-"""Llama Guard counters, on the proxy's registry (served at GET /metrics)."""
+"""Llama Guard counters, on the evaluators' registry (`evaluators/metrics.py`; the proxy serves it at
+GET /metrics)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter
 
-from proxy.metrics import REGISTRY
+from evaluators.metrics import REGISTRY
 
 PARSE_ERRORS = Counter("guardstream_llama_guard_parse_errors_total",
                        "Llama Guard answers that were not 'safe' / 'unsafe' + category codes", ["evaluator"],

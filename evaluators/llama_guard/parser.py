@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Collection, Literal
+from typing import Literal
 
 Label = Literal["safe", "unsafe"]
 
@@ -31,7 +32,7 @@ def parse_label(text: str) -> Label:
     first = words[0].lower() if words else ""
     if first not in ("safe", "unsafe"):
         raise ParseError(f"expected 'safe' or 'unsafe', got {_preview(text)}")
-    return first  # type: ignore[return-value]
+    return first  # type: ignore[return-value]  # narrowed to the two words by the check above
 
 
 def parse_categories(line: str, known: Collection[str] | None = None) -> list[str]:

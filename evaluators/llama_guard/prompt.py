@@ -11,8 +11,9 @@ wording). Two renderers produce the full prompt the model reads:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from evaluators.base import LLAMA_GUARD_CATEGORIES, EvalItem
 
@@ -206,8 +207,9 @@ class ChatTemplateRenderer:
         messages = [{"role": "user" if t.role == USER else "assistant",
                      "content": [{"type": "text", "text": t.content}] if self._parts else t.content}
                     for t in conversation]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  **self._kwargs)
+        rendered: str = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                           **self._kwargs)
+        return rendered
 
     def honours(self, categories: Sequence[Category], excluded: Sequence[str], check_names: bool = True) -> bool:
         """True when the rendered prompt lists these categories (and names, if asked) and no excluded code."""

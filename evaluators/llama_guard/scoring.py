@@ -10,8 +10,8 @@ token is only whitespace are skipped, and the variants of each word are summed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 # SentencePiece space, byte-level space / newline / tab / carriage return
 _MARKERS = "\u2581\u0120\u010a\u0109\u010d"
@@ -58,7 +58,7 @@ def first_token(tokens: Sequence[str], top: Sequence[Mapping[str, float] | None]
     return None
 
 
-def unsafe_probability(dist: Mapping[str, float]) -> float | None:
+def unsafe_probability(dist: Mapping[str, float | None]) -> float | None:
     """p_unsafe / (p_safe + p_unsafe) over all spellings of the two words; None when neither is present."""
     p_safe = p_unsafe = 0.0
     for tok, logprob in dist.items():

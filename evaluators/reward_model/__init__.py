@@ -11,7 +11,8 @@ transformers-backed evaluator is built, not when this package is imported.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["create"]
 

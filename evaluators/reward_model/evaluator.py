@@ -9,7 +9,8 @@ once the stream has ended, in the background (proxy/quality.py), never window by
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from evaluators.base import BaseEvaluator, EvalItem, OptionError, Stage, Turn, Verdict
 from evaluators.reward_model.artifact import ArtifactError, resolve

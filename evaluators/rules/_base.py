@@ -18,10 +18,20 @@ import json
 import math
 import time
 from collections import Counter
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
-from evaluators.base import (STAGES, BaseEvaluator, EvalItem, Finding, IncrementalScanner, OptionError, Stage,
-                             Verdict, check_option_names)
+from evaluators.base import (
+    STAGES,
+    BaseEvaluator,
+    EvalItem,
+    Finding,
+    IncrementalScanner,
+    OptionError,
+    Stage,
+    Verdict,
+    check_option_names,
+)
 from evaluators.rules._incremental import TailScanner
 
 #: Batches with more characters than this are judged in a worker thread.
@@ -127,7 +137,7 @@ def parse_stages(value: Any) -> frozenset[Stage]:
     bad = stages - set(STAGES)
     if bad or not stages:
         raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {sorted(stages)}")
-    return stages  # type: ignore[return-value]
+    return stages
 
 
 def select_kinds(name: str, value: Any, known: Iterable[str], default: Iterable[str] | None = None) -> frozenset[str]:

@@ -40,9 +40,9 @@ def open_start(pattern: Any, text: str, pos: int, slack: int | None = None) -> i
     for m in pattern.finditer(text, pos, partial=True, overlapped=True):
         if m.partial:
             if m.start() < n:  # an empty partial match at the very end says nothing
-                return m.start()
+                return int(m.start())
         elif slack is not None and m.end() >= n - slack and m.end() > m.start():
-            return m.start()
+            return int(m.start())
     return None
 
 
@@ -56,7 +56,7 @@ class TailScanner:
 
     __slots__ = ("engine", "_text", "_base", "_cleared", "_run", "_reported")
 
-    def __init__(self, engine: "RuleEvaluator") -> None:
+    def __init__(self, engine: RuleEvaluator) -> None:
         self.engine = engine
         self._text = ""  # the answer from `_base` on
         self._base = 0
@@ -67,7 +67,6 @@ class TailScanner:
     def feed(self, piece: str) -> ScanStep:
         if not piece:
             return ScanStep([], self._cleared)
-        start_of_piece = len(self._text)
         text = self._text = self._text + piece
         if piece[-1].isspace():
             self._run = self._base + len(text)

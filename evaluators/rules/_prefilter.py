@@ -13,8 +13,11 @@ platform without its wheel) every text is scanned as before: the prefilter chang
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
+hyperscan: ModuleType | None
 try:
     import hyperscan
 except ImportError:  # pragma: no cover - the wheel is there on every platform CI and the images use
@@ -49,7 +52,7 @@ class Triggers:
     def present(self, text: str) -> bool | None:
         """True if a trigger occurs in `text`, False if none does; None when the text is not ASCII (or there is
         no Hyperscan): the caller must scan."""
-        if self._db is None or not text.isascii():
+        if self._db is None or hyperscan is None or not text.isascii():
             return None
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:

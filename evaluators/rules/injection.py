@@ -26,7 +26,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ahocorasick
 
@@ -196,35 +197,35 @@ class InjectionScanner(TailScanner):
     kinds matched (and phrases seen, for `requires`) are kept across steps; findings are reported once the
     score reaches the threshold, each once."""
 
-    __slots__ = ("_seen", "_kinds", "_waiting", "_reported")
+    __slots__ = ("_seen", "_kinds", "_waiting", "_reported_kinds")
 
-    def __init__(self, engine: "InjectionEvaluator") -> None:
+    def __init__(self, engine: InjectionEvaluator) -> None:
         super().__init__(engine)
         self._seen: set[str] = set()
         self._kinds: dict[str, Finding] = {}  # heuristic -> its first match
         self._waiting: dict[str, Finding] = {}  # matched, but its `requires` phrases were not seen yet
-        self._reported: set[str] = set()
+        self._reported_kinds: set[str] = set()
 
     def findings(self, text: str, start: int, hold: int, final: bool) -> tuple[list[Finding], float | None]:
-        engine: InjectionEvaluator = self.engine  # type: ignore[assignment]
+        engine: InjectionEvaluator = self.engine  # type: ignore[assignment]  # the injection engine builds this scanner
         found = engine.matches(text, self._seen, require=False)
         if engine.decode_base64:
             found += engine._encoded(text)
         for match in found:
             if start <= match.start < hold and match.kind not in self._kinds:
                 self._waiting.setdefault(match.kind, match)
-        for kind, match in list(self._waiting.items()):
+        for kind in list(self._waiting):
             if engine.requirement_met(kind, self._seen):
                 self._kinds[kind] = self._waiting.pop(kind)
         score = engine.score(set(self._kinds))
         if score < engine.threshold:
             return [], score
-        new = [m for kind, m in self._kinds.items() if kind not in self._reported]
-        self._reported.update(self._kinds)
+        new = [m for kind, m in self._kinds.items() if kind not in self._reported_kinds]
+        self._reported_kinds.update(self._kinds)
         return sorted(new, key=lambda f: (f.start, f.end)), score
 
 
-def _automaton(heuristics: tuple[Heuristic, ...]) -> "ahocorasick.Automaton":
+def _automaton(heuristics: tuple[Heuristic, ...]) -> ahocorasick.Automaton:
     """One automaton over every start and required phrase; a phrase's value: (phrase, heuristics it starts)."""
     start_of: dict[str, list[int]] = {}
     for i, h in enumerate(heuristics):

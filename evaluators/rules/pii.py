@@ -20,7 +20,8 @@ position (no quadratic blow-up on 100 KB inputs).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, select_kinds
@@ -259,7 +260,7 @@ _SEP_RUN = re.compile(r"[ .-]{2,}|[().-][ .-]|\(\)|[ .-]\)")
 def _intl_phones(text: str) -> list[Finding]:
     """Numbers with an international prefix: "+CC ..." or "00CC ..."."""
     out: list[Finding] = []
-    matches = []
+    matches: list[Any] = []
     if "+" in text:
         matches += _PHONE_PLUS.finditer(text)
     if "00" in text:

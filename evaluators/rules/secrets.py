@@ -14,9 +14,10 @@ value only, so redaction keeps the key name for context.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import regex
-from typing import Any, Callable, Mapping
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, drop_overlaps, lower_same_length, select_kinds, shannon_entropy

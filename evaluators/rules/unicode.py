@@ -19,8 +19,9 @@ sequences of subdivision flags (U+1F3F4 followed by tag letters and CANCEL TAG).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from itertools import groupby
-from typing import Any, Mapping
+from typing import Any
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator, select_kinds

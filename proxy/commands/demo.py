@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+
 @dataclass(frozen=True)
 class Example:
     """One request of the demo and what the built-in policy must do with it."""
@@ -107,7 +108,7 @@ async def _run_demo(settings: Any) -> tuple[list[Outcome], str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started above, so the server exists
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo-client-key", max_retries=0)
     outcomes = [await _send(client, f"demo-{i}", example) for i, example in enumerate(EXAMPLES, 1)]
     await client.close()

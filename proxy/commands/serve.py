@@ -66,28 +66,19 @@ def run(args: argparse.Namespace) -> int:
 def describe_startup(settings: object, config_path: str | None) -> None:
     """Say, in plain words on stderr, what this proxy runs with (then `listening on`, once it does)."""
     from proxy.config import Settings
+    from proxy.urls import display_url
 
     assert isinstance(settings, Settings)
     lines = [
         f"guardstream: policy from {config_path or 'the built-in default policy'}",
-        f"guardstream: upstream {_safe_url(settings.upstream.url)}",
-        "guardstream: verdict cache " + (f"Redis at {_safe_url(settings.cache.redis_url)}" if settings.cache.redis_url
+        f"guardstream: upstream {display_url(settings.upstream.url)}",
+        "guardstream: verdict cache " + (f"Redis at {display_url(settings.cache.redis_url)}" if settings.cache.redis_url
                                          else "in memory (no Redis configured)"),
         "guardstream: audit events " + (f"to Kafka {settings.audit.kafka_bootstrap}, topic {settings.audit.topic}"
                                         if settings.audit.kafka_bootstrap
                                         else f"to the JSONL file {settings.audit.jsonl_path} (no Kafka configured)"),
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
-
-
-def _safe_url(url: str | None) -> str:
-    from urllib.parse import urlsplit
-
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
 
 
 def _install_uvloop() -> None:

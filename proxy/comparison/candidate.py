@@ -12,12 +12,13 @@ import asyncio
 import json
 import os
 import time
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
 from proxy.config import CandidateConfig
+from proxy.urls import display_url
 
 KEY_REDACTED = b"[candidate key redacted]"
 
@@ -44,9 +45,7 @@ class Candidate:
     @property
     def display_url(self) -> str:
         """The URL without credentials, for events and logs."""
-        parts = urlsplit(self.base_url)
-        host = parts.hostname or ""
-        return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        return display_url(self.base_url)
 
     def body(self, client_body: dict[str, Any]) -> bytes:
         body = {k: v for k, v in client_body.items() if k not in ("stream_options",)}

@@ -19,8 +19,9 @@ import asyncio
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from evaluators.base import EvalItem, Turn, Verdict
 from evaluators.http_json import HTTPJSONError, JSONPoster

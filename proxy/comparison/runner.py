@@ -33,10 +33,10 @@ from evaluators.base import Turn
 from proxy.comparison.candidate import Candidate, CandidateError
 from proxy.comparison.judges import JudgeError, Judgement, LLMJudge, PairwiseJudge, RewardJudge, outcome_of
 from proxy.config import CompareConfig, Settings
-from proxy.events import COMPARISON_SCHEMA_NAME
 from proxy.metrics import CANDIDATE_LATENCY, COMPARISON_RUNS, COMPARISONS, child
 from proxy.policy import Decision
 from proxy.quality import LabelCap, ScoreTally, drain
+from proxy.schemas.events import COMPARISON_SCHEMA_NAME
 from proxy.tallies import Emit, iso, now
 
 log = structlog.get_logger("guardstream.comparison")

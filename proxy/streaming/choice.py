@@ -8,14 +8,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from evaluators.rules.redact import merge_sorted
-from proxy.elision import ElidedText
+from evaluators.spans import Span, merge_sorted
+from proxy.elision import MAX_CONTENT_CHARS, ElidedText
 from proxy.streaming.compaction import TextDelta, merge, text_field
 from proxy.streaming.judges import IncrementalJudges
 from proxy.streaming.windows import TokenWindows, Window, WindowQueue
-
-#: (start, end, replacement): characters of the answer to mask
-Span = tuple[int, int, str]
 
 #: the most text one merged event carries (compaction keeps release points this close together)
 MERGED_CHARS = 256
@@ -45,7 +42,7 @@ class ChoiceStream:
     """
 
     def __init__(self, index: int, windows: TokenWindows | None, judges: IncrementalJudges | None, lead: float,
-                 hold: bool, keep_chars: int = 32_768,
+                 hold: bool, keep_chars: int = MAX_CONTENT_CHARS,
                  rewrite: Callable[[bytes, list[Span]], bytes] | None = None) -> None:
         self.index = index
         self.windows = windows

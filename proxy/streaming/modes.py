@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from evaluators.base import IncrementalScanner
 from proxy.config import PolicyConfig
+from proxy.elision import MAX_CONTENT_CHARS
 from proxy.streaming.choice import ChoiceStream
 from proxy.streaming.judges import IncrementalJudges, ScannerSlot
 from proxy.streaming.windows import TokenWindows
@@ -41,11 +42,11 @@ class ModePlan:
     chunk_size: int | None
     context_size: int
     lead: float
-    keep_chars: int = 32_768  # of the answer, kept for audit events
+    keep_chars: int = MAX_CONTENT_CHARS  # of the answer, kept for audit events
     first_size: int | None = None
 
     @classmethod
-    def of(cls, policy: PolicyConfig, keep_chars: int = 32_768) -> "ModePlan":
+    def of(cls, policy: PolicyConfig, keep_chars: int = MAX_CONTENT_CHARS) -> "ModePlan":
         mode = effective_mode(policy)
         cfg = policy.output.streaming
         if mode == "buffered":

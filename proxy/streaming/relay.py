@@ -28,7 +28,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from evaluators.rules.redact import placeholder_spans
+from evaluators.spans import Span, placeholder_spans
 from proxy.guard import Guard
 from proxy.jsonio import loads
 from proxy.keyscrub import key_bytes, scrub
@@ -37,7 +37,7 @@ from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
-from proxy.streaming.choice import ChoiceStream, Span
+from proxy.streaming.choice import ChoiceStream
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
 from proxy.streaming.modes import ModePlan
 from proxy.streaming.windows import Window

@@ -9,7 +9,8 @@ exponential backoff and full jitter; other failures raise `BackendError`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from evaluators.http_json import HTTPJSONError, JSONPoster
 from evaluators.llama_guard.backends.base import BackendError
@@ -83,5 +84,6 @@ def _generation(choice: Mapping[str, Any]) -> Generation:
         raise TypeError("choice text is not a string")
     lp = choice.get("logprobs") or {}
     tokens = [str(t) for t in lp.get("tokens") or []]
-    top = [{str(k): float(v) for k, v in (d or {}).items() if v is not None} for d in lp.get("top_logprobs") or []]
+    top: list[Mapping[str, float]] = [{str(k): float(v) for k, v in (d or {}).items() if v is not None}
+                                      for d in lp.get("top_logprobs") or []]
     return Generation(text=text, tokens=tokens, top=top, finished=choice.get("finish_reason") != "length")

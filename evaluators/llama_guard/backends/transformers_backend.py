@@ -10,8 +10,9 @@ padding), in a second batched call, only for the prompts judged unsafe.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import structlog
 
@@ -53,7 +54,7 @@ class TransformersBackend:
             from evaluators.llama_guard.adapters import merge_into
 
             self.model = merge_into(self.model, adapter)
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers types `to` for its own wrapper only
         self.top_logprobs = top_logprobs
         self.max_leading_whitespace = max_leading_whitespace
         # one worker thread for both batchers: forward passes never overlap
@@ -107,7 +108,7 @@ class TransformersBackend:
         with torch.inference_mode():
             hidden = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
             last = hidden[torch.arange(len(seqs), device=self.device), lengths - 1]
-            logits = self.model.get_output_embeddings()(last)
+            logits = self.model.get_output_embeddings()(last)  # type: ignore[no-untyped-call]  # unannotated upstream
         return logits.float().log_softmax(-1)
 
     def _first_tokens(self, prompts: list[str]) -> list[Generation]:
@@ -146,4 +147,4 @@ class TransformersBackend:
             out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id)
         new = out[:, ids.shape[1]:]
-        return [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, (_, n) in zip(new.tolist(), batch)]
+        return [str(self.tokenizer.decode(row[:n], skip_special_tokens=True)) for row, (_, n) in zip(new.tolist(), batch)]

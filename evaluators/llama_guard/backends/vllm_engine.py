@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import structlog
 
@@ -86,7 +87,7 @@ def engine_kwargs(model: str, tokenizer: str | None, *, gpu_memory_utilization: 
 def generation_from_output(out: Any) -> Generation:
     """vLLM `CompletionOutput` (token ids + per-position {token_id: Logprob}) -> Generation."""
     tokens: list[str] = []
-    top: list[dict[str, float]] = []
+    top: list[Mapping[str, float]] = []
     for token_id, position in zip(out.token_ids, out.logprobs or []):
         chosen = position.get(token_id)
         tokens.append((chosen.decoded_token or "") if chosen is not None else "")

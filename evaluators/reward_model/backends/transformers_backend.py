@@ -7,7 +7,8 @@ beginning, so the answer being judged is always read.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import structlog
 

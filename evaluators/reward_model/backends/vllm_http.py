@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from evaluators.base import OptionError, Turn
 from evaluators.http_json import HTTPJSONError, JSONPoster
