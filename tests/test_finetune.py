@@ -159,10 +159,10 @@ def test_reward_model_learns_to_rank_pairs(root: Path, base: Path) -> None:
 def test_classifier_kind_warm_starts_the_shipped_model(root: Path) -> None:
     """The shipped encoder, rebuilt from its ONNX weights, learns the reviewers' rule (a keyword it never saw)
     and keeps what it knew: no worse on the canary set, served by the `classifier` evaluator."""
+    from evaluators import registry
     from evaluators.classifier import DEFAULT_MODEL_DIR
     from evaluators.evaluation.datasets import load_rows
     from evaluators.finetune.measure import evaluator_metrics
-    from evaluators import registry
 
     data = kto_export(root / "clf-export", n_train=240, stage="input")
     metrics = _finetune("classifier", data, root / "clf-run", None, "--torch-threads", "2")

@@ -11,8 +11,15 @@ import argparse
 import sys
 import threading
 
-from consumers.commands.common import (EXIT_RESTART, ConsumerThread, add_db_arguments, open_store_or_exit,
-                                       run_consumer, run_consumer_beside, stop_on_signals)
+from consumers.commands.common import (
+    EXIT_RESTART,
+    ConsumerThread,
+    add_db_arguments,
+    open_store_or_exit,
+    run_consumer,
+    run_consumer_beside,
+    stop_on_signals,
+)
 from consumers.kafka import add_kafka_arguments
 
 
