@@ -58,8 +58,13 @@ WARM_LR, WARM_HEAD_LR, WARM_BATCH = 5e-5, 1e-3, 16
 
 
 def is_encoder_artifact(path: str | Path) -> bool:
-    meta = Path(path) / "artifact.json"
-    return meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("format") == "guardstream.classifier.v2"
+    """An artifact in the encoder format (`runtime.FORMAT`), which a warm start can rebuild."""
+    from evaluators.classifier.runtime import FORMAT, ArtifactError, read_meta
+
+    try:
+        return read_meta(path).get("format") == FORMAT
+    except ArtifactError:
+        return False
 
 
 def train_warm(data: Path, out: Path, build: Path, base: Path, opts: FinetuneOptions,
