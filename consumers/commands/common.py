@@ -75,8 +75,13 @@ def run_consumer(consumer: Any, stop: threading.Event, command: str) -> int:
     return 0
 
 
-def run_consumer_beside(app: Any, thread: threading.Thread | None, stop: threading.Event) -> None:
-    """Start the consumer thread with the web app and stop it (bounded wait) when the app shuts down."""
+def serve_beside_consumer(app: Any, consumer: Any | None, stop: threading.Event, *, host: str, port: int,
+                          banner: str, thread_name: str) -> int:
+    """Serve `app` with `consumer` (if any) running in a `ConsumerThread` started and stopped (bounded wait) with
+    it; returns the command's exit status (EXIT_RESTART when the consumer died)."""
+    from aiohttp import web
+
+    thread = ConsumerThread(consumer, stop, thread_name) if consumer is not None else None
 
     async def start_consumer(_app: Any) -> None:
         if thread:
@@ -89,3 +94,6 @@ def run_consumer_beside(app: Any, thread: threading.Thread | None, stop: threadi
 
     app.on_startup.append(start_consumer)
     app.on_cleanup.append(stop_consumer)
+    print(banner, flush=True)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return EXIT_RESTART if thread and thread.failed else 0

@@ -12,12 +12,10 @@ import sys
 import threading
 
 from consumers.commands.common import (
-    EXIT_RESTART,
-    ConsumerThread,
     add_db_arguments,
     open_store_or_exit,
     run_consumer,
-    run_consumer_beside,
+    serve_beside_consumer,
     stop_on_signals,
 )
 from consumers.kafka import add_kafka_arguments
@@ -49,16 +47,10 @@ def run(args: argparse.Namespace) -> int:
             assert consumer is not None
             stop_on_signals(stop)
             return run_consumer(consumer, stop, "metrics")
-        from aiohttp import web
-
         from consumers.dashboard import create_app
 
         app = create_app(store, state=(lambda: {"consumer": consumer.state()}) if consumer else None)
-        thread = ConsumerThread(consumer, stop, "metrics-consumer") if consumer else None
-
-        run_consumer_beside(app, thread, stop)
-        print(f"guardstream metrics: dashboard on http://{args.host}:{args.port}/", flush=True)
-        web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
-        return EXIT_RESTART if thread and thread.failed else 0
+        return serve_beside_consumer(app, consumer, stop, host=args.host, port=args.port, thread_name="metrics-consumer",
+                                     banner=f"guardstream metrics: dashboard on http://{args.host}:{args.port}/")
     finally:
         store.dispose()

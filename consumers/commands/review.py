@@ -13,12 +13,10 @@ import sys
 import threading
 
 from consumers.commands.common import (
-    EXIT_RESTART,
-    ConsumerThread,
     add_db_arguments,
     open_store_or_exit,
     run_consumer,
-    run_consumer_beside,
+    serve_beside_consumer,
     stop_on_signals,
 )
 from consumers.kafka import add_kafka_arguments
@@ -99,24 +97,18 @@ def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
 
     stop = threading.Event()
     consumer = None
-    thread = None
     if not args.no_consume:
         consumer = ReviewConsumer(store, kafka_settings_from_args(args, client_id="guardstream-review"))
-        thread = ConsumerThread(consumer, stop, "review-consumer")
     if args.no_ui:
         stop_on_signals(stop)
         assert consumer is not None
         return run_consumer(consumer, stop, "review")
 
-    from aiohttp import web
-
     from consumers.review_ui import create_app
 
     state = (lambda: {"consumer": consumer.state()}) if consumer else None
     app = create_app(store, state=state, secure_cookies=args.secure_cookies)
-
-    run_consumer_beside(app, thread, stop)
-    print(f"guardstream review: UI on http://{args.host}:{args.port}/ "
-          f"({'consuming ' + args.topic if consumer else 'not consuming'})", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
-    return EXIT_RESTART if thread and thread.failed else 0
+    return serve_beside_consumer(
+        app, consumer, stop, host=args.host, port=args.port, thread_name="review-consumer",
+        banner=f"guardstream review: UI on http://{args.host}:{args.port}/ "
+               f"({'consuming ' + args.topic if consumer else 'not consuming'})")
