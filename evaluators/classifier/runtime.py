@@ -31,7 +31,6 @@ from evaluators.classifier.encoding import Encoder, Judged
 
 FORMAT = "guardstream.classifier.v2"
 META_FILE, MODEL_FILE, TOKENIZER_FILE = "artifact.json", "model.onnx", "tokenizer.json"
-OPERATING_POINTS = ("default", "strict")
 
 
 def sha256_file(path: Path) -> str:
