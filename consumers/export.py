@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,7 +101,7 @@ def export(store: Store, out_dir: str | Path, formats: Sequence[str] = FORMATS, 
                 rows.add(key, conversation, row, True)
         return rows
 
-    builders = {
+    builders: dict[str, Callable[[], Rows]] = {
         "kto": lambda: kto_rows(examples, kto_stages),
         "dpo": dpo_with_comparisons,
         "dpo_unconfirmed": lambda: compared.unconfirmed if compared is not None else Rows(),
@@ -141,8 +141,8 @@ def summary_tables(report: ExportReport) -> list[Any]:
     for col in ("format", "train", "test", "duplicates dropped", "conflicts dropped", "skipped"):
         formats.add_column(col, justify="left" if col in ("format", "skipped") else "right")
     for name, c in report.formats.items():
-        skipped = ", ".join(f"{k}: {v}" for k, v in c["skipped"].items()) or "-"
-        formats.add_row(name, str(c["train"]), str(c["test"]), str(c["duplicates"]), str(c["conflicts"]), skipped)
+        reasons = ", ".join(f"{k}: {v}" for k, v in c["skipped"].items()) or "-"
+        formats.add_row(name, str(c["train"]), str(c["test"]), str(c["duplicates"]), str(c["conflicts"]), reasons)
 
     labels = Table(title=f"Exported events: {report.exported_events} of {report.reviewed_events} reviewed "
                          f"({report.redacted} redacted)")

@@ -159,7 +159,7 @@ class MetricsConsumer:
 
         outer = self
 
-        class SeekToStored(ConsumerRebalanceListener):
+        class SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no types
             def on_partitions_revoked(self, revoked: Any) -> None:
                 pass
 

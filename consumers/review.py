@@ -131,11 +131,13 @@ class ReviewConsumer:
             except SQLAlchemyError as exc:
                 if not refuses_data(exc):
                     raise
-                rec = raw[item.position]
+                position = item.position
+                assert position is not None  # read from Kafka: every item has one
+                rec = raw[position]
                 reason = f"store refused: {type(exc).__name__}: {str(getattr(exc, 'orig', exc))[:300]}"
                 log.error("event refused by the store; kept as a dead letter", error=type(exc).__name__,
                           event_id=item.event.get("event_id"))
-                refused.append(DeadLetter(item.position, rec.key, rec.value, reason))
+                refused.append(DeadLetter(position, rec.key, rec.value, reason))
         result.add(self.store.write_batch([], refused))
         return result
 

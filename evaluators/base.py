@@ -139,14 +139,6 @@ class OptionError(ValueError):
         return OptionError(f"{prefix}.{self.option}", self.reason)
 
 
-def check_option_names(options: Mapping[str, Any], known: Iterable[str]) -> None:
-    """OptionError naming the first option an engine does not know."""
-    known = sorted(known)
-    for name in options:
-        if name not in known:
-            raise OptionError(str(name), f"unknown option (known: {', '.join(known)})")
-
-
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A located match inside the scanned text (`EvalItem.scan_text`): what redaction masks."""

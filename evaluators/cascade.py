@@ -21,8 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field, field_validator, model_validator
+
 from evaluators import registry
-from evaluators.base import EvalItem, Evaluator, OptionError, Verdict, check_option_names
+from evaluators.base import EvalItem, Evaluator, OptionError, Verdict
+from evaluators.options import EngineOptions, parse_options
 
 Route = Literal["first_safe", "first_unsafe", "second"]
 
@@ -99,11 +102,43 @@ class CascadeEvaluator:
         await self.second.aclose()
 
 
-def _build(name: str, role: str, spec: Any) -> Evaluator:
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise OptionError(role, "must be a mapping with 'type' (and optional 'options')")
+class EvaluatorSpec(EngineOptions):
+    """One stage of the cascade: an evaluator type and its options."""
+
+    type: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class CascadeOptions(EngineOptions):
+    first: EvaluatorSpec
+    second: EvaluatorSpec
+    #: first-stage score below this: safe, decided by the first stage
+    low: float = 0.1
+    #: first-stage score above this: unsafe, decided by the first stage
+    high: float = 0.9
+
+    @model_validator(mode="after")
+    def _ordered_and_known(self) -> CascadeOptions:
+        if not 0.0 <= self.low <= self.high <= 1.0:
+            raise OptionError("low", f"need 0 <= low <= high <= 1 (got low={self.low:g}, high={self.high:g})")
+        for role, spec in (("first", self.first), ("second", self.second)):
+            try:
+                registry.check_options(spec.type, spec.options)
+            except OptionError as exc:
+                raise exc.under(f"{role}.options") from None
+            except registry.UnknownEvaluatorType as exc:
+                raise OptionError(f"{role}.type", str(exc)) from None
+        return self
+
+
+def _build(name: str, role: str, spec: EvaluatorSpec) -> Evaluator:
     try:
-        return registry.create(str(spec["type"]), f"{name}.{role}", spec.get("options") or {})
+        return registry.create(spec.type, f"{name}.{role}", spec.options)
     except OptionError as exc:
         raise exc.under(f"{role}.options") from None
     except registry.UnknownEvaluatorType as exc:
@@ -111,9 +146,6 @@ def _build(name: str, role: str, spec: Any) -> Evaluator:
 
 
 def create(name: str, options: Mapping[str, Any]) -> CascadeEvaluator:
-    check_option_names(options, {"first", "second", "low", "high"})
-    for key in ("first", "second"):
-        if key not in options:
-            raise OptionError(key, "required")
-    return CascadeEvaluator(name, _build(name, "first", options["first"]), _build(name, "second", options["second"]),
-                            low=float(options.get("low", 0.1)), high=float(options.get("high", 0.9)))
+    opts = parse_options(CascadeOptions, options)
+    return CascadeEvaluator(name, _build(name, "first", opts.first), _build(name, "second", opts.second),
+                            low=opts.low, high=opts.high)

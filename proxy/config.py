@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evaluators.base import QUALITY_CATEGORIES
+from evaluators import registry
+from evaluators.base import QUALITY_CATEGORIES, OptionError
 from proxy.elision import MAX_CONTENT_CHARS
 from proxy.schemas.events import DEFAULT_TOPIC
 
@@ -402,9 +403,31 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         if value is not None:
             _set_path(raw, dotted.split("."), value)
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation(source, exc)) from None
+    check_evaluator_options(settings)
+    return settings
+
+
+def check_evaluator_options(settings: Settings) -> None:
+    """Every evaluator's options against its engine's options model (evaluators/registry.py), before any engine
+    is built: a ConfigError of one line naming the key, e.g. `evaluators.lg.options.threshold: ...`."""
+    for name, cfg in settings.evaluators.items():
+        try:
+            registry.check_options(cfg.type, cfg.options)
+        except OptionError as exc:
+            raise ConfigError(f"evaluators.{name}.options.{exc.option}: {one_line(exc.reason)}") from None
+        except registry.UnknownEvaluatorType as exc:
+            raise ConfigError(f"evaluators.{name}.type: {exc}") from None
+        except ImportError as exc:  # a plugin `package.module:factory` that does not import
+            raise ConfigError(f"evaluators.{name}.type: cannot import {cfg.type!r}: {one_line(str(exc))}") from None
+
+
+def one_line(message: str) -> str:
+    """The first line of a message, and how many it had (a config error is one line)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
+    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:

@@ -15,7 +15,7 @@ from proxy.audit import AuditSink, build_audit
 from proxy.auth import KeyRing
 from proxy.cache import VerdictCache, build_cache
 from proxy.comparison import Comparisons
-from proxy.config import ConfigError, Settings
+from proxy.config import ConfigError, Settings, one_line
 from proxy.guard import Guard
 from proxy.metrics import REGISTRY
 from proxy.quality import AfterStream, ScoreTally
@@ -110,17 +110,12 @@ def build_evaluators(settings: Settings) -> dict[str, Evaluator]:
         try:
             built[name] = create_evaluator(cfg.type, name, cfg.options)
         except OptionError as exc:
-            raise ConfigError(f"evaluators.{name}.options.{exc.option}: {_one_line(exc.reason)}") from None
+            raise ConfigError(f"evaluators.{name}.options.{exc.option}: {one_line(exc.reason)}") from None
         except UnknownEvaluatorType as exc:
             raise ConfigError(f"evaluators.{name}.type: {exc}") from None
         except Exception as exc:  # an engine's own error (a model that does not load, a missing extra)
-            raise ConfigError(f"evaluators.{name}: {type(exc).__name__}: {_one_line(str(exc))}") from None
+            raise ConfigError(f"evaluators.{name}: {type(exc).__name__}: {one_line(str(exc))}") from None
     return built
-
-
-def _one_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
-    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
 
 
 STATE = web.AppKey("guardstream_state", ProxyState)

@@ -7,7 +7,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import Field
+
 from evaluators.base import BaseEvaluator, EvalItem, Verdict
+from evaluators.options import EngineOptions, parse_options
 
 
 class KeywordEvaluator(BaseEvaluator):
@@ -43,6 +46,18 @@ class KeywordEvaluator(BaseEvaluator):
         return out
 
 
+class KeywordOptions(EngineOptions):
+    words: list[str] = Field(default_factory=list)
+    category: str = "unsafe"
+    delay_ms: float = Field(default=0.0, ge=0)
+    #: "raise": every call fails
+    fail: str | None = None
+
+
 def create(name: str, options: Mapping[str, Any]) -> KeywordEvaluator:
-    return KeywordEvaluator(name, list(options.get("words", [])), str(options.get("category", "unsafe")),
-                            float(options.get("delay_ms", 0.0)), options.get("fail"))
+    opts = parse_options(KeywordOptions, options)
+    return KeywordEvaluator(name, opts.words, opts.category, opts.delay_ms, opts.fail)
+
+
+#: a plugin factory's options model: the proxy checks the options with it when it loads the config
+create.options_model = KeywordOptions  # type: ignore[attr-defined]  # a function attribute the registry reads

@@ -52,6 +52,12 @@ BAD_EVALUATORS = {
     "unknown llama guard option": (
         "  lg: {type: llama_guard, options: {bogus: 1}}", "input: {evaluators: [lg]}",
         "evaluators.lg.options.bogus: "),
+    "mistyped llama guard option": (
+        "  lg: {type: llama_guard, options: {threshold: high}}", "input: {evaluators: [lg]}",
+        "evaluators.lg.options.threshold: Input should be a valid number"),
+    "mistyped injection option (checked when the config loads)": (
+        "  inj: {type: injection, options: {threshold: 2}}", "input: {evaluators: [inj]}",
+        "evaluators.inj.options.threshold: Input should be less than or equal to 1"),
     "missing data-quality rules": (
         "  dq: {type: data_quality, options: {rules: /nonexistent/rules.yaml}}", "output: {evaluators: [dq]}",
         "evaluators.dq.options.rules: /nonexistent/rules.yaml: cannot read rule file"),

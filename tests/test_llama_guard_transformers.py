@@ -156,11 +156,11 @@ async def test_registry_and_direct_use(models: dict[str, Path]) -> None:
 
 
 def test_bad_options_are_rejected() -> None:
-    from pydantic import ValidationError
+    from evaluators.base import OptionError
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(OptionError, match="^backend: "):
         LlamaGuardEvaluator("x", {"backend": "nope"})
-    with pytest.raises(ValidationError):
+    with pytest.raises(OptionError, match="^thresold: unknown option"):
         LlamaGuardEvaluator("x", {"thresold": 0.3})
 
 

@@ -69,7 +69,9 @@ class Signer:
         return self.mac("login", login_nonce)
 
     def check_login_token(self, login_nonce: str | None, token: str | None) -> bool:
-        return bool(login_nonce) and bool(token) and hmac.compare_digest(str(token), self.login_token(login_nonce))
+        if not login_nonce or not token:
+            return False
+        return hmac.compare_digest(token, self.login_token(login_nonce))
 
 
 def parse_basic_auth(header: str | None) -> tuple[str, str] | None:

@@ -85,8 +85,8 @@ def parse_filter(query: Mapping[str, str]) -> QueueFilter:
 
 # -- login --------------------------------------------------------------------------------------------
 async def login_form(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
-    nonce = request.cookies.get(LOGIN_COOKIE)
-    fresh = not nonce or len(nonce) != 32
+    nonce = request.cookies.get(LOGIN_COOKIE) or ""
+    fresh = len(nonce) != 32
     if fresh:
         import secrets
 
@@ -110,7 +110,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     keys = (f"name:{name}", f"addr:{request.remote}")
     if throttle.blocked(*keys):
         return await login_form(request, error="Too many failed logins; wait a few minutes.", status=429)
-    if not (name and secret and await asyncio.to_thread(store.authenticate, name, secret)):
+    if not (bool(name and secret) and await asyncio.to_thread(store.authenticate, name, secret)):
         throttle.failed(*keys)
         return await login_form(request, error="Unknown reviewer or wrong secret.", status=401)
     response = web.HTTPSeeOther(safe_next(str(form.get("next", "/"))))

@@ -83,7 +83,7 @@ class Store:
         with self.read() as conn:
             value = conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).scalar()
         if value is not None:
-            return value
+            return str(value)
         with self.write() as conn:
             value = conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).scalar()
             if value is None:

@@ -27,9 +27,11 @@ def add_label(conn: Connection, event_pk: int, reviewer: str, label: str, catego
     note = (note or "").strip()[:MAX_NOTE]
     created = at or utcnow()
     first = conn.execute(select(t.labels.c.id).where(t.labels.c.event_pk == event_pk).limit(1)).first() is None
-    pk = conn.execute(t.labels.insert().values(event_pk=event_pk, reviewer=reviewer, label=label,
-                                               categories=json.dumps(cats), note=note, created_at=created)
-                      ).inserted_primary_key[0]
+    inserted = conn.execute(t.labels.insert().values(event_pk=event_pk, reviewer=reviewer, label=label,
+                                                     categories=json.dumps(cats), note=note, created_at=created)
+                            ).inserted_primary_key
+    assert inserted is not None  # an INSERT of one row has its key
+    pk = inserted[0]
     if first:  # one more labelled event in each of its categories: they become less rare in the queue
         EC = t.event_categories
         upsert(conn, t.category_labels, ["category"],

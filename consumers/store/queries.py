@@ -91,7 +91,7 @@ def queue(conn: Connection, f: QueueFilter, reviewer: str | None, limit: int = 5
                      evaluators=[v.evaluator for v in verdicts.get(r.id, []) if not v.shadow],
                      content_mode=r.content_mode, label_count=r.label_count, my_label=r.my_label,
                      value=float(r.value or 0.0), snippet=r.snippet,
-                     marks=[tuple(m) for m in json.loads(r.snippet_marks or "[]")],  # type: ignore[misc]  # marks are stored as [start, end] pairs
+                     marks=[tuple(m) for m in json.loads(r.snippet_marks or "[]")],  # stored as [start, end] pairs
                      fired=[v for v in verdicts.get(r.id, []) if v.shadow or v.error or not v.safe],
                      lookalikes=max(0, alike.get(r.lookalike_key, 0) - (0 if r.label_count else 1)),
                      disagreement=bool(r.disagreement))
@@ -113,7 +113,7 @@ def _verdicts_of(conn: Connection, pks: list[int]) -> dict[int, list[FiredVerdic
 def _unreviewed_per_key(conn: Connection, keys: set[str]) -> dict[str, int]:
     if not keys:
         return {}
-    return dict(conn.execute(  # type: ignore[arg-type]  # rows are (key, value) pairs
+    return dict(conn.execute(  # rows are (key, value) pairs
         select(E.c.lookalike_key, func.count()).where(E.c.lookalike_key.in_(keys), _unlabelled())
         .group_by(E.c.lookalike_key)).all())
 
@@ -136,7 +136,7 @@ def lookalikes(conn: Connection, event: StoredEvent, limit: int = 200) -> tuple[
     return [QueueRow(event_id=r.event_id, ts=r.ts, tenant=r.tenant, stage=r.stage, action=r.action, mode=r.mode,
                      categories=json.loads(r.categories), evaluators=[], content_mode=r.content_mode,
                      label_count=0, my_label=None, snippet=r.snippet,
-                     marks=[tuple(m) for m in json.loads(r.snippet_marks or "[]")])  # type: ignore[misc]  # marks are stored as [start, end] pairs
+                     marks=[tuple(m) for m in json.loads(r.snippet_marks or "[]")])  # stored as [start, end] pairs
             for r in rows], total
 
 

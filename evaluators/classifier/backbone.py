@@ -127,7 +127,7 @@ def read_q4(path: Path | None = None) -> tuple[dict[str, Any], dict[str, np.ndar
     return config, sd
 
 
-def load_bert(path: Path | None = None):  # -> transformers.BertModel
+def load_bert(path: Path | None = None) -> Any:  # a transformers.BertModel
     """The dequantised backbone as a float32 transformers BertModel (no pooler)."""
     import torch
     from transformers import BertConfig, BertModel
@@ -138,4 +138,4 @@ def load_bert(path: Path | None = None):  # -> transformers.BertModel
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ValueError(f"backbone weights do not fit BertModel: missing {missing}, unexpected {unexpected}")
-    return model.eval()
+    return model.eval()  # type: ignore[no-untyped-call]  # torch's Module.eval is unannotated in these stubs

@@ -66,7 +66,7 @@ class Embedder:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers' logging is unannotated
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         self.max_length = max_length
         self.truncation = truncation
@@ -117,7 +117,8 @@ class Embedder:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.numpy().astype(np.float32)
+        embedded: np.ndarray = pooled.numpy().astype(np.float32)
+        return embedded
 
     def embed(self, texts: Sequence[str], batch_size: int = 32, max_tokens: int = 4096,
               on_batch: Callable[[int], None] | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def _head_tail(ids: list[int], budget: int) -> list[int]:
 class Encoder:
     """Turns `Judged` items into padded id / mask arrays with a `tokenizers.Tokenizer`."""
 
-    def __init__(self, tokenizer, max_length: int = MAX_LENGTH, prompt_in_pair: int = PROMPT_IN_PAIR) -> None:
+    def __init__(self, tokenizer: Any, max_length: int = MAX_LENGTH, prompt_in_pair: int = PROMPT_IN_PAIR) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.prompt_in_pair = prompt_in_pair

@@ -1,6 +1,6 @@
 """The `classifier` evaluator: calibrated P(unsafe) from a trained artifact, micro-batched on CPU.
 
-Options (YAML `evaluators.NAME.options`):
+Options (YAML `evaluators.NAME.options`, the `ClassifierOptions` model in options.py):
   path             artifact directory (default: the shipped model, evaluators/classifier/models/default)
   operating_point  `default` (few false alarms) or `strict` (high recall); encoder artifacts only
   threshold        override the artifact's threshold(s) (unsafe when score >= threshold)
@@ -23,18 +23,18 @@ from typing import Any
 import numpy as np
 import structlog
 
-from evaluators.base import STAGES, BaseEvaluator, EvalItem, OptionError, Stage, Verdict, check_option_names
+from evaluators.base import STAGES, BaseEvaluator, EvalItem, OptionError, Stage, Verdict
 from evaluators.batching import MicroBatcher
 from evaluators.classifier import DEFAULT_MODEL_DIR
 from evaluators.classifier.artifact import Artifact, ArtifactError, load_artifact
 from evaluators.classifier.embedding import Embedder, shared_embedder
 from evaluators.classifier.encoding import Judged
-from evaluators.classifier.runtime import FORMAT, OPERATING_POINTS, SafetyArtifact, Scored, read_meta
+from evaluators.classifier.options import ClassifierOptions
+from evaluators.classifier.runtime import FORMAT, SafetyArtifact, Scored, read_meta
 from evaluators.classifier.runtime import load as load_encoder
+from evaluators.options import parse_options
 
 log = structlog.get_logger("guardstream.classifier")
-
-OPTION_NAMES = {"path", "threshold", "operating_point", "max_batch_size", "max_wait_ms", "stages"}
 
 
 class ClassifierEvaluator(BaseEvaluator):
@@ -126,30 +126,16 @@ class EncoderEvaluator(BaseEvaluator):
 
 
 def create(name: str, options: Mapping[str, Any]) -> ClassifierEvaluator | EncoderEvaluator:
-    check_option_names(options, OPTION_NAMES)
-    path = Path(options.get("path") or DEFAULT_MODEL_DIR)
-    stages = options.get("stages") or STAGES
-    bad = set(stages) - set(STAGES)
-    if bad:
-        raise OptionError("stages", f"unknown stage(s) {sorted(bad)}")
-    point = str(options.get("operating_point", "default"))
-    if point not in OPERATING_POINTS:
-        raise OptionError("operating_point", f"must be one of {', '.join(OPERATING_POINTS)} (got {point!r})")
-    threshold = options.get("threshold")
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise OptionError("threshold", f"must be between 0 and 1 (got {threshold!r})")
+    opts = parse_options(ClassifierOptions, options)
+    path = Path(opts.path or DEFAULT_MODEL_DIR)
+    stages = tuple(sorted(opts.stages))
     try:
         if read_meta(path).get("format") == FORMAT:
-            return EncoderEvaluator(name, load_encoder(path), threshold=threshold, operating_point=point,
-                                    max_batch_size=int(options.get("max_batch_size", 32)),
-                                    max_wait_ms=float(options.get("max_wait_ms", 2.0)), stages=tuple(stages))
+            return EncoderEvaluator(name, load_encoder(path), threshold=opts.threshold,
+                                    operating_point=opts.operating_point, max_batch_size=opts.max_batch_size,
+                                    max_wait_ms=opts.max_wait_ms, stages=stages)
         artifact = load_artifact(path)
     except (ArtifactError, OSError) as exc:
         raise OptionError("path", str(exc)) from None
-    return ClassifierEvaluator(
-        name, artifact,
-        threshold=options.get("threshold"),
-        max_batch_size=int(options.get("max_batch_size", 32)),
-        max_wait_ms=float(options.get("max_wait_ms", 2.0)),
-        stages=tuple(stages),
-    )
+    return ClassifierEvaluator(name, artifact, threshold=opts.threshold, max_batch_size=opts.max_batch_size,
+                               max_wait_ms=opts.max_wait_ms, stages=stages)

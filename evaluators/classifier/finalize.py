@@ -172,7 +172,9 @@ def finalize(out: Path, build: Path, prepared: Prepared, heldout: Sequence[Label
     calibration = ({k: [float(v[0]), float(v[1])] for k, v in base_meta["calibration"].items()} if base_meta else
                    {k: [round(v[0], 8), round(v[1], 8)] for k, v in calibrate(val, z_val, 0.5).items()})
     art.calibration = {k: (v[0], v[1]) for k, v in calibration.items()}
-    stages = lambda rs: [r.stage() for r in rs]  # noqa: E731
+    def stages(rows: Sequence[Any]) -> list[str]:
+        return [r.stage() for r in rows]
+
     p_val, p_dev, p_held = (art.calibrated(z, stages(rs)) for z, rs in ((z_val, val), (z_dev, dev), (z_held, heldout)))
     pool_scores = [p_held[[i for i, r in enumerate(heldout) if r.source == pool and r.stage() == "input"]]
                    for pool in pools]

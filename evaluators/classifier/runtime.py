@@ -31,7 +31,6 @@ from evaluators.classifier.encoding import Encoder, Judged
 
 FORMAT = "guardstream.classifier.v2"
 META_FILE, MODEL_FILE, TOKENIZER_FILE = "artifact.json", "model.onnx", "tokenizer.json"
-OPERATING_POINTS = ("default", "strict")
 
 
 def sha256_file(path: Path) -> str:
@@ -49,7 +48,8 @@ def artifact_version(files: dict[str, str], calibration: Any, thresholds: Any) -
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+    return p
 
 
 @dataclass(slots=True)
@@ -127,7 +127,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     root = Path(path)
     meta_path = root / META_FILE
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{root} is not a classifier artifact (no {META_FILE}); build one with `guardstream train`") from None
     except json.JSONDecodeError as exc:

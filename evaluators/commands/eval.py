@@ -12,7 +12,10 @@ DATA is JSONL or CSV (see evaluators/evaluation/datasets.py for the format).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evaluators.evaluation.report import OnError
 
 EXAMPLES = """examples:
   guardstream eval data/test.jsonl --evaluator classifier --report out/report.json --plot out/pr.png
@@ -45,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="cascade only: also run the second evaluator on every item and report the recall cost")
 
 
-def resolve_evaluator(spec: str, config: str | None) -> tuple[Any, str]:
+def resolve_evaluator(spec: str, config: str | None) -> tuple[Any, OnError]:
     """Build the evaluator NAME names; returns (evaluator, on_error from the config or fail_open)."""
     from evaluators import registry
 
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, ImportError) as exc:
         err.print(f"guardstream eval: cannot build evaluator {args.evaluator!r}: {exc}")
         return 2
-    on_error = args.on_error or config_on_error
+    on_error: OnError = args.on_error or config_on_error
     items = [r.to_item(args.stage) for r in rows]
     second_evaluator = getattr(evaluator, "second", None) if args.compare_second else None
     if args.compare_second and second_evaluator is None:
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         if main_run.first is not None:
             curves.append((f"first stage ({evaluator.first.name})", y, rep.scores_of(main_run.first),
                            rep.predictions(main_run.first, on_error)))
-        if second_run is not None:
+        if second_run is not None and second_evaluator is not None:
             curves.append((f"second alone ({second_evaluator.name})", y, rep.scores_of(second_run.verdicts),
                            rep.predictions(second_run.verdicts, on_error)))
         rep.plot_pr(args.plot, curves, f"{args.evaluator} on {Path(args.data).name}")
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace, rows: Any, console: Any, err: Any) -> int:
     """`--compare A B`: both evaluators on the same items, then metrics side by side, disagreements, McNemar."""
     import asyncio
+    import functools
     import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -164,7 +168,7 @@ def run_compare(args: argparse.Namespace, rows: Any, console: Any, err: Any) -> 
         except (ConfigError, ValueError, ImportError) as exc:
             err.print(f"guardstream eval: cannot build evaluator {spec!r}: {exc}")
             return 2
-    on_error = args.on_error or built[0][1]
+    on_error: OnError = args.on_error or built[0][1]
     items = [r.to_item(args.stage) for r in rows]
 
     async def go() -> list[Any]:
@@ -174,7 +178,7 @@ def run_compare(args: argparse.Namespace, rows: Any, console: Any, err: Any) -> 
             for spec, (evaluator, _) in zip(args.compare, built):
                 task = progress.add_task(f"evaluating with {spec}", total=len(items))
                 runs.append(await run_evaluator(evaluator, items, args.batch_size,
-                                                lambda n, t=task: progress.advance(t, n)))
+                                                functools.partial(progress.advance, task)))
                 await evaluator.aclose()
         return runs
 

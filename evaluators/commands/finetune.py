@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = """examples:
   guardstream finetune llama-guard --data export/ --base models/Llama-Guard-3-1B --out runs/lg-v2
@@ -81,7 +82,7 @@ def read_categories(path: Path) -> list[dict[str, str]]:
 RENDER_OPTIONS = ("categories", "exclude", "model_size", "prompt_format", "max_chars", "max_prompt_tokens")
 
 
-def evaluator_render_options(config: Path, name: str | None) -> dict[str, object]:
+def evaluator_render_options(config: Path, name: str | None) -> dict[str, Any]:
     """The rendering options of a configured llama_guard evaluator (one-line errors otherwise)."""
     from proxy.config import load_settings
 
@@ -144,8 +145,8 @@ def _quiet_libraries() -> None:
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # transformers' logging is unannotated
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers' logging is unannotated
         import datasets
 
         datasets.disable_progress_bars()

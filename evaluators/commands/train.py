@@ -13,6 +13,7 @@ ONNX; needs the `hf` extra to train, only the base install to serve; tens of min
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         progress = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                                 TimeElapsedColumn(), console=err))
 
-        def bar(description: str, total: int):
+        def bar(description: str, total: int) -> Callable[[int], None]:
             task = progress.add_task(description, total=total)
             return lambda n: progress.advance(task, n)
 

@@ -58,6 +58,12 @@ class Failure:
         return {"index": self.index, "rule": self.rule, "field": self.field, "message": self.message}
 
 
+#: a record's failures (an empty tuple when it is accepted)
+Failures = tuple[Failure, ...] | list[Failure]
+#: `check(record, index)`: the compiled rule set bound to one stream's series state
+CheckFn = Callable[[Any, int], Failures]
+
+
 def short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -84,7 +90,7 @@ def _unit(spec: FieldSpec) -> str:
 class Checker:
     """Check records one at a time against a rule set, in one pass."""
 
-    def __init__(self, rules: RuleSet, _plan: Callable[[dict[Any, list[Any]]], Any] | None = None):
+    def __init__(self, rules: RuleSet, _plan: Callable[[dict[Any, list[Any]]], CheckFn] | None = None):
         self.rules = rules
         self._plan = _plan or _build(rules)
         self._series: dict[Any, list[Any]] = {}
@@ -94,7 +100,7 @@ class Checker:
         """A checker with the same compiled rules and fresh, independent series state."""
         return Checker(self.rules, self._plan)
 
-    def check(self, record: Any, index: int) -> tuple[Failure, ...] | list[Failure]:
+    def check(self, record: Any, index: int) -> Failures:
         """Failures of `record` (the `index`-th of the stream); empty when it is accepted."""
         return self._check(record, index)
 
@@ -201,7 +207,7 @@ def _fast_predicate(spec: FieldSpec, epoch_scale: float) -> Callable[[Any], bool
     return lambda v: type(v) in expected
 
 
-def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], Callable[[Any, int], Any]]:
+def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], CheckFn]:
     """Compile a rule set once; the result binds a series-state dict into a `check(record, index)` closure."""
     scale = rules.epoch_scale
     time = rules.time
@@ -235,6 +241,8 @@ def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], Callable[[Any, in
     rates = tuple((r.field, r.max_per_second(time.time_unit), r) for r in rules.rates) if time else ()
     nslots = 1 + 2 * len(rates)
     time_spec = specs[time_field] if time_field else None
+    time_unit = time.time_unit if time else "s"
+    gap_limit = time.max_gap if time and time.max_gap is not None else 0.0
 
     def slow(name: str, record: dict[str, Any], index: int) -> list[Failure]:
         return field_failures(name, specs[name], record, index, scale)
@@ -246,11 +254,11 @@ def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], Callable[[Any, in
             return Failure(index, "constraint", label, f"cannot evaluate {expr.source!r}: {error} ({values})")
         return Failure(index, "constraint", label, f"{message or 'violated: ' + expr.source} ({values})")
 
-    def bind(series: dict[Any, list[Any]]) -> Callable[[Any, int], Any]:
-        def check(record: Any, index: int) -> Any:
+    def bind(series: dict[Any, list[Any]]) -> CheckFn:
+        def check(record: Any, index: int) -> Failures:
             if type(record) is not dict:
                 return [Failure(index, "record", "", f"expected a JSON object, got {kind_of(record)}")]
-            get = record.get
+            get: Callable[[str], Any] = record.get
             fails: list[Failure] | None = None
 
             for name, types, lo, hi in numbers_t:
@@ -284,7 +292,7 @@ def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], Callable[[Any, in
                     failure = constraint_failure(label, message, expr, record, index, exc)
                 fails = [failure] if fails is None else fails + [failure]
 
-            if time_field is None:
+            if time_field is None or time_spec is None:
                 return _OK if fails is None else fails
             t = to_seconds(get(time_field), scale)
             if t is None:
@@ -313,8 +321,8 @@ def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], Callable[[Any, in
                 else:
                     if max_gap is not None and t - prev > max_gap:
                         f = Failure(index, "max_gap", time_field,
-                                    f"gap of {(t - prev) / TIME_UNITS[time.time_unit]:g} {time.time_unit} after "
-                                    f"{iso(prev)} exceeds max_gap {time.max_gap:g} {time.time_unit}")
+                                    f"gap of {(t - prev) / TIME_UNITS[time_unit]:g} {time_unit} after "
+                                    f"{iso(prev)} exceeds max_gap {gap_limit:g} {time_unit}")
                         fails = [f] if fails is None else fails + [f]
                     state[0] = t
 
@@ -326,7 +334,7 @@ def _build(rules: RuleSet) -> Callable[[dict[Any, list[Any]]], Callable[[Any, in
                     if tp is not None and t > tp:
                         delta = v - state[slot + 1]
                         if abs(delta) > max_rate * (t - tp):
-                            f = _rate_failure(index, name, rate, specs[name], delta, t - tp, time.time_unit)
+                            f = _rate_failure(index, name, rate, specs[name], delta, t - tp, time_unit)
                             fails = [f] if fails is None else fails + [f]
                 slot += 2
 

@@ -21,17 +21,17 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from evaluators.base import BaseEvaluator, EvalItem, Finding, OptionError, Stage, Verdict, check_option_names
+from evaluators.base import BaseEvaluator, EvalItem, Finding, OptionError, Stage, Verdict
 from evaluators.data_quality.checker import Checker, Failure
 from evaluators.data_quality.extract import extract_records
+from evaluators.data_quality.options import DataQualityOptions
 from evaluators.data_quality.rules import RulesError, RuleSet, load_rules, rules_from_data
+from evaluators.options import parse_options
 
 CATEGORY = "quality"
 ENGINE_VERSION = "1"
-OPTIONS = {"rules", "records_key", "require_records", "max_findings", "stages"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,34 +123,21 @@ class DataQualityEvaluator(BaseEvaluator):
 
 
 def create(name: str, options: Mapping[str, Any]) -> DataQualityEvaluator:
-    """Registry factory. Options: `rules` (path to the YAML rule file, or the rule set inline),
-    `records_key`, `require_records` (default false), `max_findings` (100), `stages` (["output"])."""
-    check_option_names(options, OPTIONS)
-    source = options.get("rules")
-    if isinstance(source, (str, Path)):
+    """Registry factory. Options (`DataQualityOptions`): `rules` (path to the YAML rule file, or the rule set
+    inline), `records_key`, `require_records` (default false), `max_findings` (100), `stages` (["output"])."""
+    opts = parse_options(DataQualityOptions, options)
+    source = opts.rules
+    if isinstance(source, str):
         try:
             rules = load_rules(source)
         except RulesError as exc:  # the file's first problem, with its line; check-data lists them all
             more = f" (and {len(exc.issues) - 1} more: see `guardstream check-data`)" if len(exc.issues) > 1 else ""
             raise OptionError("rules", exc.issues[0].render(str(source)) + more) from None
-    elif isinstance(source, Mapping):
+    else:
         try:
             rules = rules_from_data(source, f"evaluators.{name}.options.rules")
         except RulesError as exc:
             issue = exc.issues[0]
             raise OptionError(f"rules.{issue.dotted}" if issue.path else "rules", issue.message) from None
-    else:
-        raise OptionError("rules", "must be a rule-file path or an inline rule set")
-    stages = frozenset(options.get("stages") or ["output"])
-    if not stages or not stages <= {"input", "output"}:
-        raise OptionError("stages", "must be a subset of [input, output]")
-    max_findings = int(options.get("max_findings", 100))
-    if max_findings < 1:
-        raise OptionError("max_findings", "must be at least 1")
-    return DataQualityEvaluator(
-        name, rules,
-        records_key=options.get("records_key"),
-        require_records=bool(options.get("require_records", False)),
-        max_findings=max_findings,
-        stages=stages,  # type: ignore[arg-type]  # validated above against STAGES
-    )
+    return DataQualityEvaluator(name, rules, records_key=opts.records_key, require_records=opts.require_records,
+                                max_findings=opts.max_findings, stages=opts.stages)

@@ -76,8 +76,15 @@ class _Node:
     def is_const(self) -> bool:
         return self.fn is None
 
+    def as_fn(self) -> Fn:
+        """The node as a function of the record (a constant node's returns its constant)."""
+        if self.fn is not None:
+            return self.fn
+        const = self.const
+        return lambda r: const
 
-def compile_expression(source: str, field_types: Mapping[str, str], epoch_scale: float = 1.0) -> Expression:
+
+def compile_expression(source: object, field_types: Mapping[str, str], epoch_scale: float = 1.0) -> Expression:
     """Parse, check and compile `source`; `field_types` maps field name -> rule-set type.
 
     `epoch_scale` converts numeric timestamps to seconds (0.001 for epoch milliseconds).
@@ -96,7 +103,7 @@ def compile_expression(source: str, field_types: Mapping[str, str], epoch_scale:
     node = compiler.visit(tree.body, 0)
     if node.kind != BOOLEAN:
         raise ExpressionError("a constraint must be a condition (a comparison, `and`/`or`/`not`, or a boolean field)")
-    fn = node.fn if node.fn is not None else (lambda rec, _c=node.const: _c)
+    fn = node.as_fn()
     return Expression(source=source, names=frozenset(compiler.names), fn=fn)
 
 
@@ -147,12 +154,12 @@ _ARITH: dict[type, Callable[[Any, Any], Any]] = {
 def _binary(op: Callable[[Any, Any], Any], left: _Node, right: _Node) -> Fn:
     """One closure for `left op right`, with a constant side folded in."""
     if right.is_const:
-        f, c = left.fn, right.const
+        f, c = left.as_fn(), right.const
         return lambda r: op(f(r), c)
     if left.is_const:
-        c, g = left.const, right.fn
+        c, g = left.const, right.as_fn()
         return lambda r: op(c, g(r))
-    f, g = left.fn, right.fn
+    f, g = left.as_fn(), right.as_fn()
     return lambda r: op(f(r), g(r))
 
 
@@ -171,7 +178,8 @@ class _Compiler:
         method = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
             raise ExpressionError(f"{type(node).__name__} is not allowed", _col(node))
-        return method(node, depth + 1)
+        compiled: _Node = method(node, depth + 1)
+        return compiled
 
     # -- leaves ---------------------------------------------------------------------------
     def _Constant(self, node: ast.Constant, depth: int) -> _Node:
@@ -208,7 +216,7 @@ class _Compiler:
         for part, src in zip(parts, node.values):
             if part.kind != BOOLEAN:
                 raise ExpressionError("operands of `and`/`or` must be conditions", _col(src))
-        fns = tuple(p.fn if p.fn is not None else (lambda r, _c=p.const: _c) for p in parts)
+        fns = tuple(p.as_fn() for p in parts)
         if isinstance(node.op, ast.And):
             if len(fns) == 2:
                 a, b = fns
@@ -226,7 +234,7 @@ class _Compiler:
                 raise ExpressionError("`not` needs a condition", _col(node))
             if operand.is_const:
                 return _Node(BOOLEAN, const=not operand.const)
-            f = operand.fn
+            f = operand.as_fn()
             return _Node(BOOLEAN, fn=lambda r: not f(r))
         if isinstance(node.op, (ast.USub, ast.UAdd)):
             if operand.kind != NUMBER:
@@ -234,7 +242,7 @@ class _Compiler:
             sign = -1 if isinstance(node.op, ast.USub) else 1
             if operand.is_const:
                 return _Node(NUMBER, const=sign * operand.const)
-            f = operand.fn
+            f = operand.as_fn()
             return _Node(NUMBER, fn=(lambda r: -f(r)) if sign < 0 else f)
         raise ExpressionError(f"operator {type(node.op).__name__} is not allowed", _col(node))
 
@@ -258,7 +266,7 @@ class _Compiler:
 
     def _Compare(self, node: ast.Compare, depth: int) -> _Node:
         operands = [self.visit(node.left, depth)]
-        pairs: list[Fn] = []
+        pairs: list[Fn | None] = []
         for op_node, comp in zip(node.ops, node.comparators):
             op = type(op_node)
             left = operands[-1]
@@ -278,7 +286,7 @@ class _Compiler:
             value = all(_COMPARE[type(o)](a.const, b.const)
                         for o, a, b in zip(node.ops, operands, operands[1:]))
             return _Node(BOOLEAN, const=value)
-        if len(pairs) == 1:
+        if len(pairs) == 1 and pairs[0] is not None:
             return _Node(BOOLEAN, fn=pairs[0])
         return _Node(BOOLEAN, fn=self._chain(node.ops, operands))
 
@@ -297,12 +305,12 @@ class _Compiler:
             (arg,) = args
             if arg.is_const:
                 return _Node(NUMBER, const=abs(arg.const))
-            f = arg.fn
+            f = arg.as_fn()
             return _Node(NUMBER, fn=lambda r: abs(f(r)))
         if len(args) < 2:
             raise ExpressionError(f"{func.id}() takes at least two arguments", _col(node))
         pick = min if func.id == "min" else max
-        fns = tuple(a.fn if a.fn is not None else (lambda r, _c=a.const: _c) for a in args)
+        fns = tuple(a.as_fn() for a in args)
         if len(fns) == 2:
             a, b = fns
             return _Node(NUMBER, fn=lambda r: pick(a(r), b(r)))
@@ -331,7 +339,7 @@ class _Compiler:
     @staticmethod
     def _chain(ops: list[ast.cmpop], operands: list[_Node]) -> Fn:
         """`a < b < c`: each operand evaluated once, short-circuiting like Python."""
-        getters = tuple(o.fn if o.fn is not None else (lambda r, _c=o.const: _c) for o in operands)
+        getters = tuple(o.as_fn() for o in operands)
         tests = tuple(_COMPARE[type(o)] for o in ops)
 
         def chained(r: Mapping[str, Any]) -> bool:

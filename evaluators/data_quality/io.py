@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 Format = Literal["jsonl", "csv"]
 Row = tuple[Any, Any, str | None]
@@ -98,10 +98,10 @@ class RecordSource:
         self._converters = csv_converters(field_types or {})
         try:
             self.size = self.path.stat().st_size
-            self._raw: IO[bytes] = open(self.path, "rb")
+            self._raw: io.BufferedReader = open(self.path, "rb")
         except OSError as exc:
             raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-        self._binary: IO[bytes] = gzip.GzipFile(fileobj=self._raw) if _is_gz(path) else self._raw
+        self._binary: io.BufferedIOBase = gzip.GzipFile(fileobj=self._raw) if _is_gz(path) else self._raw
         self._csv: Any = None
         if fmt == "csv":
             text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", newline="")
@@ -197,9 +197,9 @@ class RecordSink:
         self.format = fmt
         self.rejected = rejected
         self.count = 0
-        if self.path.parent and not self.path.parent.exists():
+        if not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        binary: IO[bytes] = gzip.open(self.path, "wb") if _is_gz(path) else open(self.path, "wb")
+        binary: gzip.GzipFile | io.BufferedWriter = gzip.GzipFile(self.path, "wb") if _is_gz(path) else open(self.path, "wb")
         self._binary = binary
         self._writer: Any = None
         if fmt == "csv":

@@ -255,16 +255,16 @@ def semantic_issues(rules: RuleSet) -> list[tuple[tuple[str | int, ...], str]]:
         if time.series_key is not None and time.series_key not in fields:
             issues.append((("time", "series_key"), f"unknown field {time.series_key!r} (declare it under `fields`)"))
     for i, rate in enumerate(rules.rates):
-        at = ("rates", i)
+        rate_at: tuple[str | int, ...] = ("rates", i)
         if rules.time is None:
-            issues.append((at, "rate-of-change rules need a `time` section (which field is the time)"))
-        spec = fields.get(rate.field)
-        if spec is None:
-            issues.append((at + ("field",), f"unknown field {rate.field!r} (declare it under `fields`)"))
-        elif spec.type not in NUMERIC_TYPES:
-            issues.append((at + ("field",), f"field {rate.field!r} must be a number or integer for a rate rule"))
-        elif rate.unit and spec.unit and rate.unit != spec.unit:
-            issues.append((at + ("unit",), f"unit {rate.unit!r} differs from fields.{rate.field}.unit {spec.unit!r}"))
+            issues.append((rate_at, "rate-of-change rules need a `time` section (which field is the time)"))
+        rated = fields.get(rate.field)
+        if rated is None:
+            issues.append((rate_at + ("field",), f"unknown field {rate.field!r} (declare it under `fields`)"))
+        elif rated.type not in NUMERIC_TYPES:
+            issues.append((rate_at + ("field",), f"field {rate.field!r} must be a number or integer for a rate rule"))
+        elif rate.unit and rated.unit and rate.unit != rated.unit:
+            issues.append((rate_at + ("unit",), f"unit {rate.unit!r} differs from fields.{rate.field}.unit {rated.unit!r}"))
     types = {name: spec.type for name, spec in fields.items()}
     for i, constraint in enumerate(rules.constraints):
         try:

@@ -39,7 +39,7 @@ def binomial_two_sided(k: int, n: int) -> float:
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2**n
-    return min(1.0, 2.0 * tail)
+    return min(1.0, 2.0 * float(tail))
 
 
 def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemar:
@@ -95,7 +95,7 @@ def print_comparison(result: dict[str, Any], names: tuple[str, str], console: An
     for key in ("accuracy", "precision", "recall", "fpr", "f1", "auprc", "errors"):
         x, y = a.get(key), b.get(key)
         both = isinstance(x, (int, float)) and isinstance(y, (int, float))
-        fmt = (lambda v: str(v)) if key == "errors" else (lambda v: "-" if v is None else f"{v:.4f}")
+        fmt = str if key == "errors" else _score_text
         table.add_row(key, fmt(x), fmt(y), (f"{y - x:+.4f}" if key != "errors" else f"{y - x:+d}") if both else "-")
     console.print(table)
     m = result["mcnemar"]
@@ -107,7 +107,11 @@ def print_comparison(result: dict[str, Any], names: tuple[str, str], console: An
         for col in ("#", "label", "A", "B", "A score", "B score", "text"):
             dis.add_column(col)
         for d in rows[:show]:
-            score = lambda s: "-" if s is None else f"{s:.3f}"  # noqa: E731
-            dis.add_row(str(d["index"]), d["label"], d["a"], d["b"], score(d["a_score"]), score(d["b_score"]),
+            dis.add_row(str(d["index"]), d["label"], d["a"], d["b"], _score_text(d["a_score"], 3),
+                        _score_text(d["b_score"], 3),
                         d["text"])
         console.print(dis)
+
+
+def _score_text(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

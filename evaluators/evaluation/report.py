@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,10 +84,17 @@ def cascade_section(rows: Sequence[LabelledRow], run: RunOutput, on_error: OnErr
     if second is not None:
         second_q = metrics.summarize(y, predictions(second.verdicts, on_error), scores_of(second.verdicts))
         out["second_alone"] = second_q
-        out["recall_cost"] = second_q["recall"] - cascade_q["recall"]
-        out["fpr_change"] = cascade_q["fpr"] - second_q["fpr"]
+        out["recall_cost"] = _rate(second_q, "recall") - _rate(cascade_q, "recall")
+        out["fpr_change"] = _rate(cascade_q, "fpr") - _rate(second_q, "fpr")
         out["second_alone_latency"] = latency(second)
     return out
+
+
+def _rate(summary: Mapping[str, object], key: str) -> float:
+    """A rate of a `metrics.summarize` result (always a number: the confusion's rates are 0 when undefined)."""
+    value = summary[key]
+    assert isinstance(value, (int, float)), (key, value)
+    return float(value)
 
 
 def build_report(rows: Sequence[LabelledRow], run: RunOutput, *, evaluator: Any, spec: str, data: str,

@@ -132,7 +132,8 @@ def run(opts: FinetuneOptions) -> FinetuneResult:
         trained = TRAIN(train_file, opts.out / MODEL_DIR, opts.seed, log)
     model_dir = (opts.out / MODEL_DIR).resolve()
     after = classifier_metrics(str(model_dir), test_rows) if test_rows else {}
-    results = before_after(before, after) if after else {"before": before, "after": None, "change": {}}
+    results: dict[str, Any] = (before_after(before, after) if after
+                               else {"before": before, "after": None, "change": {}})
     results["test_rows"] = len(test_rows)
     write_metrics(opts.out, results)
     manifest = write_manifest(opts.out, "classifier", {

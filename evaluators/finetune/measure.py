@@ -52,7 +52,10 @@ def print_before_after(result: Mapping[str, Any], console: Any, title: str) -> N
         table.add_column(col, justify="left" if col == "metric" else "right")
     before, after, change = result.get("before") or {}, result["after"], result["change"]
     for key in change:
-        fmt = lambda v: "-" if not isinstance(v, (int, float)) else f"{v:.4f}"  # noqa: E731
-        table.add_row(key, fmt(before.get(key)), fmt(after.get(key)),
+        table.add_row(key, _number_text(before.get(key)), _number_text(after.get(key)),
                       "-" if change[key] is None else f"{change[key]:+.4f}")
     console.print(table)
+
+
+def _number_text(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from transformers import TrainerCallback
 
 
-class RichProgress(TrainerCallback):  # type: ignore[misc]  # transformers' TrainerCallback is untyped (Any)
+class RichProgress(TrainerCallback):
     """Shows training steps (resumed runs start where the checkpoint was) and records the first step run."""
 
     def __init__(self, description: str, console: Console | None = None) -> None:

@@ -40,6 +40,7 @@ from evaluators.llama_guard.prompt import (
     resolve_categories,
 )
 from evaluators.llama_guard.scoring import Generation, first_token
+from evaluators.options import parse_options
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +64,7 @@ class LlamaGuardEvaluator(BaseEvaluator):
 
     def __init__(self, name: str, options: LlamaGuardOptions | Mapping[str, Any] | None = None, *,
                  backend: Backend | None = None, tokenizer: Any = None) -> None:
-        opts = options if isinstance(options, LlamaGuardOptions) else LlamaGuardOptions.model_validate(
-            dict(options or {}))
+        opts = parse_options(LlamaGuardOptions, options)
         self.name = name
         self.options = opts
         self.threshold = opts.threshold

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
+
+from evaluators.base import OptionError
+from evaluators.options import EngineOptions
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class CategoryOption(_Strict):
+class CategoryOption(EngineOptions):
     """A custom hazard category: `S1: Name.` and an optional description on the next lines."""
 
     code: str = Field(min_length=1)
@@ -20,14 +19,14 @@ class CategoryOption(_Strict):
     description: str = ""
 
 
-class BatchOptions(_Strict):
+class BatchOptions(EngineOptions):
     """Micro-batching of the in-process transformers backend."""
 
     max_batch_size: int = Field(default=8, gt=0)
     max_wait_ms: float = Field(default=2.0, ge=0)
 
 
-class LlamaGuardOptions(_Strict):
+class LlamaGuardOptions(EngineOptions):
     backend: Literal["openai_http", "vllm", "transformers"] = "openai_http"
     #: served model name (openai_http) or a local directory / model id (vllm, transformers)
     model: str = "meta-llama/Llama-Guard-3-8B"
@@ -73,6 +72,19 @@ class LlamaGuardOptions(_Strict):
     max_model_len: int | None = None
     load_format: str = "auto"
     engine_args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _categories_resolve(self) -> LlamaGuardOptions:
+        """Duplicate or unknown category codes, or nothing left to check, are errors here, not at the first
+        request (a typo would otherwise silently widen what is blocked)."""
+        from evaluators.llama_guard.prompt import resolve_categories
+
+        try:
+            resolve_categories([c.model_dump() for c in self.categories] if self.categories else None,
+                               self.exclude, self.size())
+        except ValueError as exc:
+            raise OptionError("categories" if "duplicate" in str(exc) else "exclude", str(exc)) from None
+        return self
 
     def size(self) -> Literal["1b", "8b"]:
         if self.model_size:

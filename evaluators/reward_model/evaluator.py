@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evaluators.base import BaseEvaluator, EvalItem, OptionError, Stage, Turn, Verdict
+from evaluators.options import parse_options
 from evaluators.reward_model.artifact import ArtifactError, resolve
 from evaluators.reward_model.backends import RewardBackend, RewardBackendError
 from evaluators.reward_model.options import RewardModelOptions
@@ -63,11 +64,7 @@ def judged_turns(item: EvalItem) -> tuple[Turn, ...]:
 
 
 def create(name: str, options: Mapping[str, Any]) -> RewardModelEvaluator:
-    opts = RewardModelOptions.model_validate(dict(options))
-    if opts.backend == "transformers" and not opts.path:
-        raise OptionError("path", "the transformers backend needs a model directory")
-    if opts.backend == "vllm" and not opts.model:
-        raise OptionError("model", "the vllm backend needs the served model name")
+    opts = parse_options(RewardModelOptions, options)
     if opts.backend == "vllm":
         from evaluators.reward_model.backends.vllm_http import VLLMRewardBackend
 

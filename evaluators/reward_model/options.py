@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
+
+from evaluators.base import OptionError
+from evaluators.options import EngineOptions
 
 
-class RewardModelOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
+class RewardModelOptions(EngineOptions):
     backend: Literal["transformers", "vllm"] = "transformers"
     #: transformers: a model directory (`AutoModelForSequenceClassification`, one label) or the artifact
     #: directory `guardstream finetune reward` writes (manifest.json, adapter/, tokenizer/)
@@ -41,3 +42,13 @@ class RewardModelOptions(BaseModel):
     retries: int = Field(default=1, ge=0, le=10)
     pool_size: int = Field(default=16, gt=0)
     request_batch_size: int = Field(default=16, gt=0)
+
+    @model_validator(mode="after")
+    def _backend_has_its_model(self) -> RewardModelOptions:
+        if self.backend == "transformers" and not self.path:
+            raise OptionError("path", "the transformers backend needs a model directory")
+        if self.backend == "vllm" and not self.model:
+            raise OptionError("model", "the vllm backend needs the served model name")
+        if self.backend == "vllm" and self.input_format == "chat_template" and self.endpoint != "classify":
+            raise OptionError("input_format", "chat_template needs endpoint classify (it sends messages)")
+        return self

@@ -1,7 +1,7 @@
-"""What every rule engine shares: option checks, a sync `scan`, verdicts with latency.
+"""What every rule engine shares: typed options, a sync `scan`, verdicts with latency.
 
-A rule engine is its patterns: it subclasses `RuleEvaluator`, sets `category`
-and `engine_version`, and implements `scan(text) -> list[Finding]` (or
+A rule engine is its patterns: it subclasses `RuleEvaluator`, sets `category`,
+`engine_version` and `options_model` (evaluators/rules/options.py), and implements `scan(text) -> list[Finding]` (or
 `analyse` when it also has a score). An engine that also implements
 `open_from` (where an unfinished match could still begin) judges streamed
 answers incrementally (`incremental()`, see `_incremental.py`). Rules are CPU work of a few microseconds,
@@ -21,21 +21,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from evaluators.base import (
-    STAGES,
-    BaseEvaluator,
-    EvalItem,
-    Finding,
-    IncrementalScanner,
-    OptionError,
-    Stage,
-    Verdict,
-    check_option_names,
-)
+from evaluators.base import BaseEvaluator, EvalItem, Finding, IncrementalScanner, Verdict
+from evaluators.options import parse_options
 from evaluators.rules._incremental import TailScanner
+from evaluators.rules.options import INLINE_MAX_CHARS, RuleOptions
 
-#: Batches with more characters than this are judged in a worker thread.
-INLINE_MAX_CHARS = 64 * 1024
+__all__ = ["INLINE_MAX_CHARS", "RuleEvaluator", "drop_overlaps", "lower_same_length", "options_version",
+           "shannon_entropy"]
 
 
 class RuleEvaluator(BaseEvaluator):
@@ -45,20 +37,18 @@ class RuleEvaluator(BaseEvaluator):
     engine_version: ClassVar[str] = "1"
     #: a rule costs less than a cache lookup (a Redis hit is ~100 µs): the guard calls it directly
     cacheable = False
-    #: option names this engine accepts (besides the common ones below)
-    option_names: ClassVar[frozenset[str]] = frozenset()
-    common_options: ClassVar[frozenset[str]] = frozenset({"stages", "inline_max_chars"})
+    #: the engine's options (a subclass names its own model and narrows `opts` to it)
+    options_model: ClassVar[type[RuleOptions]] = RuleOptions
+    opts: RuleOptions
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        #: as configured: the version digests them, so differently configured instances never share a cache entry
         self.options: dict[str, Any] = dict(options or {})
-        check_option_names(self.options, self.option_names | self.common_options)
+        self.opts = parse_options(self.options_model, self.options)
         self.name = name
         self.version = options_version(self.engine_version, self.options)
-        try:
-            self.stages = parse_stages(self.options.get("stages"))
-        except ValueError as exc:
-            raise OptionError("stages", str(exc)) from None
-        self.inline_max_chars = int(self.options.get("inline_max_chars", INLINE_MAX_CHARS))
+        self.stages = self.opts.stages
+        self.inline_max_chars = self.opts.inline_max_chars
 
     # -- what an engine implements -------------------------------------------------
     def scan(self, text: str) -> list[Finding]:
@@ -128,28 +118,6 @@ def options_version(engine_version: str, options: Mapping[str, Any]) -> str:
         return engine_version
     blob = json.dumps(options, sort_keys=True, default=str, separators=(",", ":"))
     return f"{engine_version}+{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
-
-
-def parse_stages(value: Any) -> frozenset[Stage]:
-    if value is None:
-        return frozenset(STAGES)
-    stages = frozenset([value] if isinstance(value, str) else value)
-    bad = stages - set(STAGES)
-    if bad or not stages:
-        raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {sorted(stages)}")
-    return stages
-
-
-def select_kinds(name: str, value: Any, known: Iterable[str], default: Iterable[str] | None = None) -> frozenset[str]:
-    """Validate a `kinds` option against the engine's known kinds (None means the default set, or all)."""
-    known = frozenset(known)
-    if value is None:
-        return frozenset(default) if default is not None else known
-    kinds = frozenset([value] if isinstance(value, str) else value)
-    unknown = kinds - known
-    if unknown:
-        raise OptionError("kinds", f"unknown kind(s) {sorted(unknown)} (known: {sorted(known)})")
-    return kinds
 
 
 def lower_same_length(text: str) -> str:

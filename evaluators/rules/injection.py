@@ -36,9 +36,10 @@ from evaluators.rules._base import RuleEvaluator, lower_same_length
 from evaluators.rules._incremental import TailScanner, compile_partial
 from evaluators.rules._injection_heuristics import HEURISTICS, Heuristic
 from evaluators.rules._prefilter import Triggers
+from evaluators.rules.options import DEFAULT_INJECTION_THRESHOLD, InjectionOptions
 
 CATEGORY = "prompt_injection"
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = DEFAULT_INJECTION_THRESHOLD
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/](?<![A-Za-z0-9+/][A-Za-z0-9+/])[A-Za-z0-9+/]{23,}={0,2}")
 _MIN_BASE64 = 24
@@ -56,25 +57,19 @@ class InjectionEvaluator(RuleEvaluator):
 
     category = CATEGORY
     engine_version = "injection-1"
-    option_names = frozenset({"threshold", "disable", "weights", "decode_base64"})
+    options_model = InjectionOptions
+    opts: InjectionOptions
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self.threshold = float(self.options.get("threshold", DEFAULT_THRESHOLD))
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"injection evaluator {name!r}: threshold must be in (0, 1]")
-        known = {h.name for h in HEURISTICS} | {"encoded_payload", "base64_text"}
-        disable = set(self.options.get("disable") or [])
-        weights = dict(self.options.get("weights") or {})
-        if unknown := (disable | set(weights)) - known:
-            raise ValueError(
-                f"injection evaluator {name!r}: unknown heuristic(s) {sorted(unknown)} (known: {sorted(known)})"
-            )
+        self.threshold = self.opts.threshold
+        disable = set(self.opts.disable)
+        weights = self.opts.weights
         self.weights = {h.name: float(weights.get(h.name, h.weight)) for h in HEURISTICS}
         self.weights["encoded_payload"] = float(weights.get("encoded_payload", _ENCODED_WEIGHT))
         self.weights["base64_text"] = float(weights.get("base64_text", _BASE64_TEXT_WEIGHT))
         self.heuristics = tuple(h for h in HEURISTICS if h.name not in disable)
-        self.decode_base64 = bool(self.options.get("decode_base64", True)) and "encoded_payload" not in disable
+        self.decode_base64 = self.opts.decode_base64 and "encoded_payload" not in disable
         self._phrases = _automaton(self.heuristics)
         self._requires = {h.name: h.requires for h in self.heuristics if h.requires}
         # Hyperscan's whitespace is not Python's (\x1c-\x1f are whitespace to `re`): such text is scanned in full

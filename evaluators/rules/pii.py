@@ -24,13 +24,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from evaluators.base import Finding
-from evaluators.rules._base import RuleEvaluator, drop_overlaps, select_kinds
+from evaluators.rules._base import RuleEvaluator, drop_overlaps
 from evaluators.rules._incremental import compile_partial, open_start
 from evaluators.rules._prefilter import Triggers
+from evaluators.rules.options import PII_KINDS, PiiOptions
 
 CATEGORY = "pii"
 #: in priority order: where two kinds overlap, the earlier one wins
-KINDS = ("email", "iban", "credit_card", "ssn", "phone")
+KINDS = PII_KINDS
 
 # -- email: anchored on '@', local part read backwards (at most 64 characters) --------
 _LOCAL_CHARS = r"[\w.%+-]"
@@ -116,11 +117,12 @@ class PiiEvaluator(RuleEvaluator):
 
     category = CATEGORY
     engine_version = "pii-1"
-    option_names = frozenset({"kinds"})
+    options_model = PiiOptions
+    opts: PiiOptions
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
+        self.kinds = self.opts.selected
         self._triggers = Triggers([p for kind, p in _TRIGGERS if kind in self.kinds])
 
     def scan(self, text: str) -> list[Finding]:

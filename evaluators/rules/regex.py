@@ -21,8 +21,9 @@ from typing import Any
 from evaluators.base import Finding, IncrementalScanner
 from evaluators.rules._base import RuleEvaluator, lower_same_length
 from evaluators.rules._incremental import compile_partial, open_start
+from evaluators.rules.options import DEFAULT_CATEGORY, RegexOptions
 
-DEFAULT_CATEGORY = "blocklist"
+__all__ = ["DEFAULT_CATEGORY", "RegexEvaluator", "create", "trie_regex"]
 
 
 def trie_regex(words: Iterable[str]) -> str:
@@ -51,21 +52,16 @@ class RegexEvaluator(RuleEvaluator):
     """Flags configured patterns and words under one category."""
 
     engine_version = "regex-1"
-    option_names = frozenset({"patterns", "words", "category", "ignore_case"})
+    options_model = RegexOptions
+    opts: RegexOptions
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self.category = str(self.options.get("category") or DEFAULT_CATEGORY)
-        flags = re.IGNORECASE if self.options.get("ignore_case", True) else 0
-        self.patterns = _compile_patterns(name, self.options.get("patterns") or [], flags)
-        words = self.options.get("words") or []
-        if isinstance(words, str):
-            words = [words]
-        lowered = sorted({str(w).strip().lower() for w in words if str(w).strip()})
+        self.category = self.opts.category
+        self.patterns = [(kind, re.compile(source, self.opts.flags)) for kind, source in self.opts.patterns]
+        lowered = self.opts.lowered_words
         # words are matched on the lower-cased text: the case-sensitive engine is several times faster
         self.words = re.compile(r"(?<!\w)" + trie_regex(lowered) + r"(?!\w)") if lowered else None
-        if not self.patterns and self.words is None:
-            raise ValueError(f"regex evaluator {name!r}: give at least one of `patterns` or `words`")
         self._open = _partial_patterns([p for _, p in self.patterns] + ([self.words] if self.words else []))
 
     def open_from(self, text: str, start: int, run: int) -> int:
@@ -108,19 +104,6 @@ def _partial_patterns(patterns: list[re.Pattern[str]]) -> list[Any] | None:
         return [compile_partial(p.pattern, p.flags & ~re.UNICODE) for p in patterns]
     except Exception:  # regex's own error type, or a flag it reads differently
         return None
-
-
-def _compile_patterns(name: str, patterns: Any, flags: int) -> list[tuple[str, re.Pattern[str]]]:
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    items = list(patterns.items()) if isinstance(patterns, Mapping) else [("pattern", p) for p in patterns]
-    compiled = []
-    for kind, source in items:
-        try:
-            compiled.append((str(kind), re.compile(str(source), flags)))
-        except re.error as exc:
-            raise ValueError(f"regex evaluator {name!r}: bad pattern {source!r}: {exc}") from None
-    return compiled
 
 
 def create(name: str, options: Mapping[str, Any]) -> RegexEvaluator:

@@ -20,28 +20,14 @@ from typing import Any
 import regex
 
 from evaluators.base import Finding
-from evaluators.rules._base import RuleEvaluator, drop_overlaps, lower_same_length, select_kinds, shannon_entropy
+from evaluators.rules._base import RuleEvaluator, drop_overlaps, lower_same_length, shannon_entropy
 from evaluators.rules._incremental import compile_partial, open_start
 from evaluators.rules._prefilter import Triggers
+from evaluators.rules.options import DEFAULT_ENTROPY_THRESHOLD, SECRET_KINDS, SecretsOptions
 
 CATEGORY = "secret"
 #: in priority order: where two kinds overlap, the earlier one wins
-KINDS = (
-    "private_key",
-    "aws_access_key",
-    "github_token",
-    "openai_key",
-    "slack_token",
-    "slack_webhook",
-    "google_api_key",
-    "stripe_key",
-    "jwt",
-    "aws_secret_key",
-    "connection_string",
-    "bearer_token",
-    "generic_secret",
-)
-DEFAULT_ENTROPY_THRESHOLD = 3.0
+KINDS = SECRET_KINDS
 
 _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY(?: BLOCK)?-----")
 # the armoured body: "Header: value" lines and base64 lines (atomic, so it never backtracks)
@@ -145,12 +131,13 @@ class SecretsEvaluator(RuleEvaluator):
 
     category = CATEGORY
     engine_version = "secrets-1"
-    option_names = frozenset({"kinds", "entropy_threshold"})
+    options_model = SecretsOptions
+    opts: SecretsOptions
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
-        self.entropy_threshold = float(self.options.get("entropy_threshold", DEFAULT_ENTROPY_THRESHOLD))
+        self.kinds = self.opts.selected
+        self.entropy_threshold = self.opts.entropy_threshold
         self._tokens = [t for t in _TOKENS if t.kind in self.kinds]
         self._triggers = Triggers([p for kind, p in _TRIGGERS if kind in self.kinds],
                                   [p for kind, p in _TRIGGERS_CASELESS if kind in self.kinds])

@@ -24,10 +24,11 @@ from itertools import groupby
 from typing import Any
 
 from evaluators.base import Finding
-from evaluators.rules._base import RuleEvaluator, select_kinds
+from evaluators.rules._base import RuleEvaluator
+from evaluators.rules.options import UNICODE_KINDS, UnicodeOptions
 
 CATEGORY = "unicode"
-KINDS = ("zero_width", "tag", "variation_selector", "bidi_control", "control")
+KINDS = UNICODE_KINDS
 
 _SUSPECT = re.compile(
     "["
@@ -64,12 +65,13 @@ class UnicodeEvaluator(RuleEvaluator):
 
     category = CATEGORY
     engine_version = "unicode-1"
-    option_names = frozenset({"kinds", "allow_script_joiners"})
+    options_model = UnicodeOptions
+    opts: UnicodeOptions
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self.kinds = select_kinds(name, self.options.get("kinds"), KINDS)
-        self.allow_script_joiners = bool(self.options.get("allow_script_joiners", True))
+        self.kinds = self.opts.selected
+        self.allow_script_joiners = self.opts.allow_script_joiners
 
     def scan(self, text: str) -> list[Finding]:
         if text.isascii() and not text.encode("ascii").translate(None, _ASCII_OK):
