@@ -59,7 +59,8 @@ WARM_LR, WARM_HEAD_LR, WARM_BATCH = 5e-5, 1e-3, 16
 
 def is_encoder_artifact(path: str | Path) -> bool:
     """An artifact in the encoder format (`runtime.FORMAT`), which a warm start can rebuild."""
-    from evaluators.classifier.runtime import FORMAT, ArtifactError, read_meta
+    from evaluators.classifier.artifact import ArtifactError
+    from evaluators.classifier.runtime import FORMAT, read_meta
 
     try:
         return read_meta(path).get("format") == FORMAT
