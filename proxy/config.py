@@ -458,9 +458,15 @@ def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def error_lines(exc: Exception, prefix: str = "guardstream") -> str:
+    """A configuration error as printed: each of its lines on its own, `prefix: ` first."""
+    return "\n".join(f"{prefix}: {line}" for line in str(exc).splitlines())
+
+
 def _format_validation(source: Path, exc: ValidationError) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    """One line per error, each naming the file and the key path."""
+    lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
+        lines.append(f"{source}: {where}: {err['msg']}")
     return "\n".join(lines)

@@ -72,6 +72,13 @@ BAD_EVALUATORS = {
 }
 
 
+def test_a_bad_key_is_one_line_naming_the_file_and_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("server: {prot: 8080}\n")
+    assert_one_line(guardstream("serve", "--port", str(free_port()), "--config", str(config)),
+                    f"guardstream: {config}: server.prot: Extra inputs are not permitted")
+
+
 @pytest.mark.parametrize("case", list(BAD_EVALUATORS))
 def test_a_bad_evaluator_is_one_line_before_listening(tmp_path: Path, case: str) -> None:
     evaluators, policy, expected = BAD_EVALUATORS[case]

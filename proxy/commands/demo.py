@@ -66,13 +66,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy.config import ConfigError, load_settings
+    from proxy.config import ConfigError, error_lines, load_settings
 
     try:
         settings = load_settings(args.config or DEMO_POLICY, overrides={"audit.jsonl_path": args.audit_file,
                                                          "logging.level": "error"})
     except ConfigError as exc:
-        print(f"guardstream: {exc}")
+        print(error_lines(exc))
         return 2
     audit_path = Path(settings.audit.jsonl_path)
     if audit_path.exists():

@@ -35,7 +35,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from proxy.app import serve
-    from proxy.config import ConfigError, load_settings
+    from proxy.config import ConfigError, error_lines, load_settings
     from proxy.logs import configure_logging
     from proxy.state import ProxyState
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         configure_logging(settings.logging)
         state = ProxyState.build(settings)  # evaluators built and checked before anything listens
     except ConfigError as exc:
-        print(f"guardstream: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 2
     describe_startup(settings, args.config)
     _install_uvloop()
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(serve(settings, host, port, state=state, on_listening=lambda: print(
             f"guardstream: listening on http://{host}:{port}", file=sys.stderr, flush=True)))
     except ConfigError as exc:  # found at start-up, e.g. an unusable audit.spool_dir
-        print(f"guardstream: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
