@@ -139,8 +139,11 @@ async def test_lock_holder_error_lets_waiters_compute_without_waiting_the_lock_t
     item = EvalItem.of_text("x")
     key = cache_key(failing, "p1", item)
     started = time.monotonic()
-    bad, good = await asyncio.gather(a.get_or_compute(key, failing.compute_for(item), 60),
-                                     b.get_or_compute(key, healthy.compute_for(item), 60))
+    holder = asyncio.create_task(a.get_or_compute(key, failing.compute_for(item), 60))
+    while not failing.calls:  # `a` holds the lock (it computes) before `b` asks: the order under test
+        await asyncio.sleep(0.005)
+    good = await b.get_or_compute(key, healthy.compute_for(item), 60)
+    bad = await holder
     assert bad.error == "boom" and good.error is None and not good.cached
     assert time.monotonic() - started < 5.0, "the waiter noticed the released lock, not the 30 s TTL"
 
