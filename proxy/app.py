@@ -18,6 +18,7 @@ from proxy.config import Settings
 from proxy.connections import CONNECTIONS, Connections
 from proxy.errors import (ProxyError, expectation_failed, internal_error, invalid_api_key, method_not_allowed,
                           not_found, shutting_down)
+from proxy.gc_tuning import tune_gc
 from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext
 from proxy.server import make_runner
@@ -158,6 +159,7 @@ async def serve(settings: Settings, host: str, port: int, started: asyncio.Event
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / platform
             pass
+    tune_gc()  # start-up is over: what it built is frozen, young collections become rare (proxy/gc_tuning.py)
     log.info("listening", host=host, port=port)
     if on_listening is not None:
         on_listening()
