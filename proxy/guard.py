@@ -3,7 +3,9 @@
 Engines that can judge synchronously (`evaluate_sync`, e.g. the rule engines on
 ordinary texts) are called inline: no task, no timer. A deadline cannot
 interrupt CPU-bound work on the event loop anyway, so this changes no outcome;
-it saves the task and timer bookkeeping that costs more than a rule scan.
+it saves the task and timer bookkeeping that costs more than a rule scan. A
+stage judged by inline engines only (the built-in policy's) runs them in one
+loop, one clock read between two of them, with no coroutine per evaluator.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ class Guard:
         #: evaluators that judge quality, not safety (a comparison's safety check leaves them out)
         self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
 
+        #: (policy, stage) -> (name, evaluate_sync, latency histogram) per evaluator, where all of them judge inline
+        self._inline_stages: dict[tuple[str, Stage], tuple[tuple[str, SyncEvaluate, object], ...]] = {
+            (policy, stage): tuple((n, self._sync[n], child(EVALUATOR_LATENCY, n, stage)) for n in names)
+            for policy, stages in self._stage_names.items() for stage, names in stages.items()
+            if names and all(n in self._sync for n in names)}
+
         #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
         self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
 
@@ -95,7 +103,13 @@ class Guard:
     async def check(self, policy: str, item: EvalItem, names: Sequence[str] | None = None) -> Decision:
         """Judge one item under a policy's stage (or only its evaluators `names`); record the outcome in
         metrics."""
-        decision = await self._decide(policy, item, self._stage_names[policy][item.stage] if names is None else names)
+        inline = self._inline_stages.get((policy, item.stage)) if names is None else None
+        if inline is not None:
+            found = self._decide_inline(policy, item, inline)
+            decision = found if isinstance(found, Decision) else await self._decide(
+                policy, item, self._stage_names[policy][item.stage], found)
+        else:
+            decision = await self._decide(policy, item, self._stage_names[policy][item.stage] if names is None else names)
         _count(decision)
         if self.shadows.configured(policy, item.stage):
             decision.shadow = self.shadows.start(policy, item, decision)
@@ -116,9 +130,18 @@ class Guard:
         names = [n for n in self._stage_names[policy][item.stage] if n not in self.quality]
         return await self._decide(policy, item, names)
 
-    async def _decide(self, policy: str, item: EvalItem, names: Sequence[str]) -> Decision:
+    async def _decide(self, policy: str, item: EvalItem, names: Sequence[str],
+                      known: list[Verdict] | None = None) -> Decision:
+        """`known`: the verdicts of the first evaluators, judged by `_decide_inline` until the next one asked for
+        the async path (which it then gets)."""
         started = time.perf_counter()
-        verdicts: list[Verdict | None] = [self._verdict_now(n, item) if n in self._sync else None for n in names]
+        verdicts: list[Verdict | None]
+        if known is None:
+            verdicts = [self._verdict_now(n, item) if n in self._sync else None for n in names]
+        else:
+            first = len(known)
+            verdicts = [*known, None, *(self._verdict_now(n, item) if n in self._sync else None
+                                        for n in names[first + 1:])]
         waiting = [i for i, v in enumerate(verdicts) if v is None]
         if len(waiting) == 1:
             verdicts[waiting[0]] = await self._verdict(policy, names[waiting[0]], item)
@@ -128,6 +151,47 @@ class Guard:
                 verdicts[i] = verdict
         decision = decide(item.stage, verdicts,  # type: ignore[arg-type]  # every slot is filled by now
                           self.settings.policies[policy], self.settings.evaluators)
+        decision.latency_ms = (time.perf_counter() - started) * 1000
+        return decision
+
+    def _decide_inline(self, policy: str, item: EvalItem, judges: tuple[tuple[str, SyncEvaluate, object], ...]
+                       ) -> Decision | list[Verdict]:
+        """A stage whose evaluators all judge inline, judged in one loop (a clock read between two evaluators,
+        no coroutine each). When one of them wants the async path for this item (a text over its
+        `inline_max_chars`): the verdicts before it, for `_decide` to go on from."""
+        items = [item]
+        found: list[Verdict | Exception] = []
+        times: list[float] = []
+        started = before = time.perf_counter()
+        handover = False
+        for _, evaluate, _ in judges:
+            try:
+                verdicts = evaluate(items)
+                if verdicts is None:
+                    handover = True
+                    break
+                found.append(verdicts[0])
+            except Exception as exc:  # an engine failure must never fail the request: on_error decides
+                found.append(exc)
+            now = time.perf_counter()
+            times.append(now - before)
+            before = now
+        judged: list[Verdict] = []
+        for (name, _, histogram), verdict, elapsed in zip(judges, found, times):
+            kind = None
+            if isinstance(verdict, Exception):
+                verdict, kind = self._failure(name, verdict)
+            elif verdict.error:
+                kind = "error"
+            verdict.evaluator = name
+            verdict.latency_ms = elapsed * 1000
+            histogram.observe(elapsed)  # type: ignore[attr-defined]
+            if kind:
+                EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
+            judged.append(verdict)
+        if handover:
+            return judged
+        decision = decide(item.stage, judged, self.settings.policies[policy], self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         return decision
 

@@ -86,7 +86,7 @@ class RuleEvaluator(BaseEvaluator):
             safe=not findings,
             evaluator=self.name,
             version=self.version,
-            categories=sorted({f.category for f in findings}),
+            categories=sorted({f.category for f in findings}) if findings else [],
             score=score,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             findings=findings,
@@ -94,6 +94,9 @@ class RuleEvaluator(BaseEvaluator):
 
     def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
         """Judge inline (the proxy then needs no task or timer); None for batches too big for the loop."""
+        if len(items) == 1:  # the proxy's case: one item
+            text = items[0].scan_text
+            return [self.judge(text)] if len(text) <= self.inline_max_chars else None
         texts = [item.scan_text for item in items]
         if sum(len(t) for t in texts) > self.inline_max_chars:
             return None
