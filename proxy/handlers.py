@@ -13,7 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from evaluators.rules.redact import placeholder_spans
 from proxy.comparison import PendingComparison
 from proxy.connections import CONNECTIONS
-from proxy.jsonio import dumps, loads, loads_unique
+from proxy.jsonio import dumps, loads_checked, loads_unique
 from proxy.errors import (bad_request, body_too_large, content_filtered, duplicate_key, nested_too_deeply,
                           request_timeout, unreadable_body, upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
@@ -182,13 +182,14 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
                         conversations: list[list[dict[str, str]]], n: int, payload: bytes,
                         comparison: PendingComparison | None = None) -> web.Response:
     try:
-        answer = loads(payload)
+        answer, clean = loads_checked(payload)  # clean: parsed by orjson, which refuses lone surrogates
         choices = answer["choices"]
         assert isinstance(choices, list)
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
     policy = state.settings.policies[policy_name]
-    texts = [clean_text(route.choice_text(c)) if isinstance(c, dict) else "" for c in choices]
+    texts = [(route.choice_text(c) if clean else clean_text(route.choice_text(c))) if isinstance(c, dict) else ""
+             for c in choices]
     indexes = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
     continued = [conversation_of(conversations, n, index) for index in indexes]
     decisions = await _check_all(state, policy_name,

@@ -22,6 +22,15 @@ def loads(data: bytes | str) -> Any:
         return json.loads(data)
 
 
+def loads_checked(data: bytes | str) -> tuple[Any, bool]:
+    """`loads`, and whether orjson parsed it: then no string in it holds a lone surrogate (orjson refuses
+    them, escaped or not), and `clean_text` has nothing to replace."""
+    try:
+        return orjson.loads(data), True
+    except orjson.JSONDecodeError:
+        return json.loads(data), False
+
+
 #: a float at least this large may be an integer orjson could not hold (it reads those as floats)
 _INT_EDGE = 2.0 ** 63
 

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from evaluators.rules.redact import placeholder_spans
 from proxy.guard import Guard
-from proxy.jsonio import loads
+from proxy.jsonio import loads, loads_checked
 from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
@@ -186,6 +186,12 @@ class StreamRelay:
 
     async def _reuse_upstream(self) -> None:
         """After [DONE], read the upstream body to its end so the pooled connection is kept for the next request."""
+        content = self.upstream.content
+        if content.is_eof() and not content.exception():  # the usual case: the body's end came with [DONE]
+            while content.read_nowait():
+                pass
+            self.upstream.release()
+            return
         try:
             async with asyncio.timeout(0.25):
                 while await self.upstream.content.readany():
@@ -243,9 +249,9 @@ class StreamRelay:
             self._emit(event.raw)
             return
         try:
-            payload = loads(event.data)
+            payload, clean = loads_checked(event.data)  # clean: parsed by orjson, no lone surrogate in it
         except (ValueError, RecursionError):
-            payload = None
+            payload, clean = None, False
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
             self._on_choiceless(event.raw, payload)
@@ -255,10 +261,10 @@ class StreamRelay:
         if self._aborted:
             return
         if len(choices) == 1:
-            self._on_choice(choices[0], event.raw)
+            self._on_choice(choices[0], event.raw, clean)
         else:
             for choice, raw in split_choices(payload, choices):
-                self._on_choice(choice, raw)
+                self._on_choice(choice, raw, clean)
 
     def _on_choiceless(self, raw: bytes, payload: Any) -> None:
         """Usage, errors and anything else without choices: in order, after held choice events."""
@@ -267,7 +273,8 @@ class StreamRelay:
         self._tail.append(raw)
         self._emit_tail()
 
-    def _on_choice(self, obj: Any, raw: bytes) -> None:
+    def _on_choice(self, obj: Any, raw: bytes, clean: bool = False) -> None:
+        """One choice's event; `clean`: its strings hold no lone surrogate (nothing for `clean_text` to do)."""
         if not isinstance(obj, dict):
             self._emit(raw)
             return
@@ -280,7 +287,8 @@ class StreamRelay:
             choice.rewrite = self._mask_event
         if choice.cut:
             return
-        window = choice.add(raw, clean_text(self.route.delta_text(obj)), bool(obj.get("finish_reason")))
+        text = self.route.delta_text(obj)
+        window = choice.add(raw, text if clean else clean_text(text), bool(obj.get("finish_reason")))
         self._submit(choice, window)
         self._touched[index] = choice
 
