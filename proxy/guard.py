@@ -57,7 +57,7 @@ class Guard:
         self._inline_stages: dict[tuple[str, Stage], tuple[tuple[str, SyncEvaluate, object], ...]] = {
             (policy, stage): tuple((n, self._sync[n], child(EVALUATOR_LATENCY, n, stage)) for n in names)
             for policy, stages in self._stage_names.items() for stage, names in stages.items()
-            if names and all(n in self._sync for n in names)}
+            if all(n in self._sync for n in names)}  # a stage without evaluators too: nothing to wait for
 
         #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
         self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
