@@ -66,6 +66,7 @@ class StreamRelay:
         self.plan = ModePlan.of(self.policy, guard.settings.audit.max_content_chars)
         self.hold_limit = self.policy.output.streaming.hold_limit_bytes
         self.mode = self.plan.mode
+        self._judging = self.plan.judges  # read per event
         scanning, windowed = guard.stream_judges(policy_name)
         self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
         self._windowed = windowed if self.plan.incremental else guard.evaluator_names(policy_name, "output")
@@ -139,11 +140,13 @@ class StreamRelay:
                 log.warning("upstream_stream_interrupted", error=type(exc).__name__)
                 return "interrupted"
             held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
+            on_event = self._on_event
             for event in events:
-                if event.is_done:
+                payload = event.data
+                if payload is not None and payload.strip() == "[DONE]":  # SSEEvent.is_done, inlined
                     self._settle()
                     return "done"
-                self._on_event(event)
+                on_event(event)
                 held += len(event.raw)
                 if held > self.hold_limit:
                     held = self._held_bytes()
@@ -242,29 +245,29 @@ class StreamRelay:
     # -- upstream events ---------------------------------------------------------------------------
 
     def _on_event(self, event: SSEEvent) -> None:
-        if self._key is not None and self._key in event.raw:  # an upstream echoing its key (in an error, say)
-            event = SSEEvent(scrub(event.raw, self._key), event.data and scrub(event.data.encode(), self._key)
-                             .decode("utf-8", "replace"))
-        if event.data is None or not self.plan.judges:  # keep-alive comment, or nothing to judge
-            self._emit(event.raw)
+        raw, data = event.raw, event.data
+        if self._key is not None and self._key in raw:  # an upstream echoing its key (in an error, say)
+            raw, data = scrub(raw, self._key), data and scrub(data.encode(), self._key).decode("utf-8", "replace")
+        if data is None or not self._judging:  # keep-alive comment, or nothing to judge
+            self._out.append(raw)
             return
         try:
-            payload, clean = loads_checked(event.data)  # clean: parsed by orjson, no lone surrogate in it
+            payload, clean = loads_checked(data)  # clean: parsed by orjson, no lone surrogate in it
         except (ValueError, RecursionError):
             payload, clean = None, False
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
-            self._on_choiceless(event.raw, payload)
+            self._on_choiceless(raw, payload)
             return
         if not self.meta:
             self.meta = {k: payload[k] for k in ("id", "created", "model") if k in payload}
         if self._aborted:
             return
         if len(choices) == 1:
-            self._on_choice(choices[0], event.raw, clean)
+            self._on_choice(choices[0], raw, clean)
         else:
-            for choice, raw in split_choices(payload, choices):
-                self._on_choice(choice, raw, clean)
+            for choice, one in split_choices(payload, choices):
+                self._on_choice(choice, one, clean)
 
     def _on_choiceless(self, raw: bytes, payload: Any) -> None:
         """Usage, errors and anything else without choices: in order, after held choice events."""
@@ -289,7 +292,8 @@ class StreamRelay:
             return
         text = self.route.delta_text(obj)
         window = choice.add(raw, text if clean else clean_text(text), bool(obj.get("finish_reason")))
-        self._submit(choice, window)
+        if window is not None:
+            self._submit(choice, window)
         self._touched[index] = choice
 
     def _settle(self) -> None:
