@@ -13,7 +13,7 @@ import structlog
 from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy import handlers
+from proxy import handlers, logs
 from proxy.config import Settings
 from proxy.connections import CONNECTIONS, Connections
 from proxy.errors import (ProxyError, expectation_failed, internal_error, invalid_api_key, method_not_allowed,
@@ -38,7 +38,8 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
     incoming = request.headers.get("x-request-id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()  # uuid4().hex, cheaper
     structlog.contextvars.bind_contextvars(request_id=request_id)
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource else "unmatched"
     headers = {"x-request-id": request_id}
     status = 500
     INFLIGHT.inc()
@@ -82,8 +83,9 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
         INFLIGHT.dec()
         connections.inflight -= 1
         child(REQUESTS, route, str(status)).inc()
-        log.info("request", method=request.method, route=route, status=status,
-                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        if logs.INFO_ENABLED:
+            log.info("request", method=request.method, route=route, status=status,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 3))
         structlog.contextvars.unbind_contextvars("request_id")
 
 
