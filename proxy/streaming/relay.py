@@ -231,11 +231,15 @@ class StreamRelay:
 
     async def _cancel_tasks(self) -> None:
         tasks = [t for t in [self._reader, *self._workers] if t is not None]
+        running = []
         for task in tasks:
             if not task.done():
                 task.cancel()
-        if tasks:  # every task's outcome is retrieved: none is left to "Task exception was never retrieved"
-            await asyncio.gather(*tasks, return_exceptions=True)
+                running.append(task)
+            elif not task.cancelled():
+                task.exception()  # retrieved: no "Task exception was never retrieved"
+        if running:  # (the usual stream has none left: no gather, no extra turn of the loop)
+            await asyncio.gather(*running, return_exceptions=True)
 
     def answers(self) -> dict[int, tuple[str, bool]]:
         """After `run`: each choice's answer (a long one keeps its head and tail) and whether it was cut. What is
