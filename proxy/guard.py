@@ -11,12 +11,15 @@ loop, one clock read between two of them, with no coroutine per evaluator.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
 from evaluators.base import STAGES, EvalItem, Evaluator, IncrementalScanner, Stage, Verdict
+from evaluators.rules._prefilter import StageTriggers
 from proxy.cache import VerdictCache, cache_key
 from proxy.config import ConfigError, Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
@@ -54,13 +57,28 @@ class Guard:
         self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
 
         #: (policy, stage) -> (name, evaluate_sync, latency histogram) per evaluator, where all of them judge inline
-        self._inline_stages: dict[tuple[str, Stage], tuple[tuple[str, SyncEvaluate, object], ...]] = {
-            (policy, stage): tuple((n, self._sync[n], child(EVALUATOR_LATENCY, n, stage)) for n in names)
+        self._inline_stages: dict[tuple[str, Stage], InlineStage] = {
+            (policy, stage): self._inline_stage(names, stage)
             for policy, stages in self._stage_names.items() for stage, names in stages.items()
             if all(n in self._sync for n in names)}  # a stage without evaluators too: nothing to wait for
 
         #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
         self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
+
+    def _inline_stage(self, names: Sequence[str], stage: Stage) -> "InlineStage":
+        judges = []
+        triggers = []
+        for name in names:
+            evaluator = self.evaluators[name]
+            offer = getattr(evaluator, "quiet_triggers", None)
+            quiet = offer() if callable(offer) else None
+            triggers.append(quiet[0] if quiet is not None else None)
+            judges.append(InlineJudge(name, self._sync[name], child(EVALUATOR_LATENCY, name, stage), evaluator.version,
+                                      quiet[1] if quiet is not None else None,
+                                      getattr(evaluator, "inline_max_chars", math.inf)))
+        shared = StageTriggers(triggers) if sum(t is not None for t in triggers) > 1 else None
+        return InlineStage(tuple(judges), shared if shared is not None and shared.usable else None,
+                           min((j.max_chars for j in judges), default=math.inf))
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
         return list(self._stage_names[policy][stage])
@@ -154,40 +172,49 @@ class Guard:
         decision.latency_ms = (time.perf_counter() - started) * 1000
         return decision
 
-    def _decide_inline(self, policy: str, item: EvalItem, judges: tuple[tuple[str, SyncEvaluate, object], ...]
-                       ) -> Decision | list[Verdict]:
+    def _decide_inline(self, policy: str, item: EvalItem, stage: "InlineStage") -> Decision | list[Verdict]:
         """A stage whose evaluators all judge inline, judged in one loop (a clock read between two evaluators,
-        no coroutine each). When one of them wants the async path for this item (a text over its
-        `inline_max_chars`): the verdicts before it, for `_decide` to go on from."""
+        no coroutine each). Rule engines whose triggers one shared Hyperscan pass did not find in the text
+        cannot find anything there: their verdict is given without calling them. When an evaluator wants the
+        async path for this item (a text over its `inline_max_chars`): the verdicts before it, for `_decide`
+        to go on from."""
         items = [item]
         found: list[Verdict | Exception] = []
         times: list[float] = []
         started = before = time.perf_counter()
+        quiet = None
+        if stage.triggers is not None:
+            text = item.scan_text
+            if len(text) <= stage.max_chars:
+                quiet = stage.triggers.quiet(text)
         handover = False
-        for _, evaluate, _ in judges:
-            try:
-                verdicts = evaluate(items)
-                if verdicts is None:
-                    handover = True
-                    break
-                found.append(verdicts[0])
-            except Exception as exc:  # an engine failure must never fail the request: on_error decides
-                found.append(exc)
+        for index, judge in enumerate(stage.judges):
+            if quiet is not None and quiet[index]:
+                found.append(Verdict(safe=True, evaluator=judge.name, version=judge.version, score=judge.quiet_score))
+            else:
+                try:
+                    verdicts = judge.evaluate(items)
+                    if verdicts is None:
+                        handover = True
+                        break
+                    found.append(verdicts[0])
+                except Exception as exc:  # an engine failure must never fail the request: on_error decides
+                    found.append(exc)
             now = time.perf_counter()
             times.append(now - before)
             before = now
         judged: list[Verdict] = []
-        for (name, _, histogram), verdict, elapsed in zip(judges, found, times):
+        for judge, verdict, elapsed in zip(stage.judges, found, times):
             kind = None
             if isinstance(verdict, Exception):
-                verdict, kind = self._failure(name, verdict)
+                verdict, kind = self._failure(judge.name, verdict)
             elif verdict.error:
                 kind = "error"
-            verdict.evaluator = name
+            verdict.evaluator = judge.name
             verdict.latency_ms = elapsed * 1000
-            histogram.observe(elapsed)  # type: ignore[attr-defined]
+            judge.histogram.observe(elapsed)
             if kind:
-                EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
+                EVALUATOR_ERRORS.labels(judge.name, kind, self.settings.evaluators[judge.name].on_error).inc()
             judged.append(verdict)
         if handover:
             return judged
@@ -252,6 +279,27 @@ class Guard:
         if kind:
             EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
         return verdict
+
+
+@dataclass(frozen=True, slots=True)
+class InlineJudge:
+    """One evaluator of a stage judged inline."""
+
+    name: str
+    evaluate: SyncEvaluate
+    histogram: Any  # its latency histogram's child for the stage
+    version: str
+    quiet_score: float | None  # the score of its verdict when its triggers are absent
+    max_chars: float  # its `inline_max_chars`
+
+
+@dataclass(frozen=True, slots=True)
+class InlineStage:
+    """A policy stage whose evaluators all judge inline, and the one-pass triggers of its rule engines."""
+
+    judges: tuple[InlineJudge, ...]
+    triggers: StageTriggers | None
+    max_chars: float  # texts longer than this skip the shared pass (some judge wants the async path for them)
 
 
 def _scans(evaluator: Evaluator) -> bool:

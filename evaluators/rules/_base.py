@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 from evaluators.base import (STAGES, BaseEvaluator, EvalItem, Finding, IncrementalScanner, OptionError, Stage,
                              Verdict, check_option_names)
 from evaluators.rules._incremental import TailScanner
+from evaluators.rules._prefilter import Triggers
 
 #: Batches with more characters than this are judged in a worker thread.
 INLINE_MAX_CHARS = 64 * 1024
@@ -58,6 +59,12 @@ class RuleEvaluator(BaseEvaluator):
     def analyse(self, text: str) -> tuple[list[Finding], float | None]:
         """Findings and an optional score; the default has no score."""
         return self.scan(text), None
+
+    def quiet_triggers(self) -> "tuple[Triggers, float | None] | None":
+        """Triggers whose absence from an ASCII text means `analyse` finds nothing there, and the score it then
+        gives; None when the engine has no such guarantee. The guard scans a stage's text once for the
+        triggers of all its engines (`StageTriggers`) and calls only the engines whose triggers occur."""
+        return None
 
     def open_from(self, text: str, start: int, run: int) -> int:
         """Where, at or after `start`, the end of `text` could still be the start of an unfinished match (or of
