@@ -73,7 +73,8 @@ class Guard:
             offer = getattr(evaluator, "quiet_triggers", None)
             quiet = offer() if callable(offer) else None
             triggers.append(quiet[0] if quiet is not None else None)
-            judges.append(InlineJudge(name, self._sync[name], child(EVALUATOR_LATENCY, name, stage), evaluator.version,
+            histogram = child(EVALUATOR_LATENCY, name, stage)
+            judges.append(InlineJudge(name, self._sync[name], histogram, evaluator.version,
                                       quiet[1] if quiet is not None else None,
                                       getattr(evaluator, "inline_max_chars", math.inf)))
         shared = StageTriggers(triggers) if sum(t is not None for t in triggers) > 1 else None
@@ -127,7 +128,8 @@ class Guard:
             decision = found if isinstance(found, Decision) else await self._decide(
                 policy, item, self._stage_names[policy][item.stage], found)
         else:
-            decision = await self._decide(policy, item, self._stage_names[policy][item.stage] if names is None else names)
+            decision = await self._decide(policy, item,
+                                          self._stage_names[policy][item.stage] if names is None else names)
         _count(decision)
         if self.shadows.configured(policy, item.stage):
             decision.shadow = self.shadows.start(policy, item, decision)
