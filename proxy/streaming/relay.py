@@ -21,6 +21,7 @@ evaluator never makes the proxy hold the upstream's whole answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -291,7 +292,7 @@ class StreamRelay:
         if choice is None:
             choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy_name, self._scanning),
                                                                 bool(self._windowed))
-            choice.rewrite = self._mask_event
+            choice.rewrite = functools.partial(mask_event, self.route)
         if choice.cut:
             return
         text = self.route.delta_text(obj)
@@ -394,17 +395,6 @@ class StreamRelay:
         choice.redact([(offset + start, offset + end, text)
                       for start, end, text in placeholder_spans(findings, length)])
 
-    def _mask_event(self, raw: bytes, spans: list[Span]) -> bytes:
-        """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise)."""
-        try:
-            event = SSEParser().feed(raw)[0]
-            payload = loads(event.data or "")
-            self.route.mask_delta(payload["choices"][0], spans)
-        except (ValueError, LookupError, TypeError, AttributeError):  # cannot happen for an event we judged
-            log.error("stream_redaction_failed")
-            return b""  # never release text that had to be masked
-        return encode_event(payload)
-
     def _cut(self, choice: ChoiceStream, decision: Decision) -> None:
         choice.cut = True
         choice.drop()
@@ -466,6 +456,20 @@ class StreamRelay:
                 data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
                 self._out.clear()
                 await self.client.write(data)
+
+
+def mask_event(route: GenerationRoute, raw: bytes, spans: list[Span]) -> bytes:
+    """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise). A function of
+    the route, not a method of the relay: a choice holding it must not hold the relay (a reference cycle that
+    only the garbage collector would free)."""
+    try:
+        event = SSEParser().feed(raw)[0]
+        payload = loads(event.data or "")
+        route.mask_delta(payload["choices"][0], spans)
+    except (ValueError, LookupError, TypeError, AttributeError):  # cannot happen for an event we judged
+        log.error("stream_redaction_failed")
+        return b""  # never release text that had to be masked
+    return encode_event(payload)
 
 
 def expected_choices(route: GenerationRoute, body: dict[str, Any], n: int | None) -> int:
