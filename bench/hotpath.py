@@ -79,10 +79,11 @@ async def _drive(url: str, key: str | None, unique: bool, requests: int, concurr
 
 
 async def measure(variants: list[str], requests: int, concurrency: int, repeat: int,
-                  stream: bool = False) -> dict[str, float]:
+                  stream: bool = False, gc_tuning: bool = True) -> dict[str, float]:
     from proxy.app import create_app
     from proxy.config import Settings
     from proxy.demo_upstream import DemoUpstream
+    from proxy.gc_tuning import tune_gc
     from proxy.logs import configure_logging
 
     text = fixed_answer(1024)
@@ -104,6 +105,8 @@ async def measure(variants: list[str], requests: int, concurrency: int, repeat: 
             runner, url = await _serve(create_app(settings))
             runners.append(runner)
             targets[name] = (url, BENCH_KEY, row.unique)
+        if gc_tuning:  # what `guardstream serve` does after start-up; one process here, so every row gets it
+            tune_gc()
         # rounds over all targets, median per target: drift on a busy machine hits every target alike
         costs: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(repeat):
@@ -124,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--stream", action="store_true", help=f"streamed answers, {STREAM_CHUNKS} chunks")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--no-gc-tuning", action="store_true",
+                        help="CPython's default collector settings (guardstream serve tunes them, proxy/gc_tuning.py)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     install_uvloop()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     result = asyncio.run(measure(args.variants.split(","), args.requests, args.concurrency, args.repeat,
-                                 args.stream))
+                                 args.stream, not args.no_gc_tuning))
     if args.json:
         print(json.dumps(result))
         return 0

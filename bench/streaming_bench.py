@@ -118,6 +118,7 @@ def _serve_proxy(conn: Any, upstream_url: str, model_ms: float) -> None:
     from aiohttp import web
 
     from proxy.app import create_app
+    from proxy.gc_tuning import tune_gc
     from proxy.logs import configure_logging
     from proxy.server import make_runner
 
@@ -129,6 +130,7 @@ def _serve_proxy(conn: Any, upstream_url: str, model_ms: float) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
+        tune_gc()  # as `guardstream serve` does once it listens (the relay, a plain aiohttp app, keeps the defaults)
         conn.send(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
         await asyncio.Event().wait()
 

@@ -13,11 +13,12 @@ import structlog
 from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy import handlers
+from proxy import handlers, logs
 from proxy.config import Settings
 from proxy.connections import CONNECTIONS, Connections
 from proxy.errors import (ProxyError, expectation_failed, internal_error, invalid_api_key, method_not_allowed,
                           not_found, shutting_down)
+from proxy.gc_tuning import tune_gc
 from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext
 from proxy.server import make_runner
@@ -37,7 +38,8 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
     incoming = request.headers.get("x-request-id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()  # uuid4().hex, cheaper
     structlog.contextvars.bind_contextvars(request_id=request_id)
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource else "unmatched"
     headers = {"x-request-id": request_id}
     status = 500
     INFLIGHT.inc()
@@ -81,8 +83,9 @@ async def guardstream_middleware(request: web.Request, handler: Handler) -> web.
         INFLIGHT.dec()
         connections.inflight -= 1
         child(REQUESTS, route, str(status)).inc()
-        log.info("request", method=request.method, route=route, status=status,
-                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        if logs.INFO_ENABLED:
+            log.info("request", method=request.method, route=route, status=status,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 3))
         structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -158,6 +161,7 @@ async def serve(settings: Settings, host: str, port: int, started: asyncio.Event
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / platform
             pass
+    tune_gc()  # start-up is over: what it built is frozen, young collections become rare (proxy/gc_tuning.py)
     log.info("listening", host=host, port=port)
     if on_listening is not None:
         on_listening()

@@ -16,6 +16,7 @@ import socket
 import struct
 import termios
 import time
+import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ class Connections:
         self._ending = False
         self._streams: dict[asyncio.Task[Any], _Stream] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        #: connections whose send buffer is limited already (a keep-alive connection carries many streams)
+        self._limited: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
     @property
     def streams(self) -> int:
@@ -72,8 +75,10 @@ class Connections:
         task = asyncio.current_task()
         assert task is not None
         self._streams[task] = _Stream(request)
-        if self.stream_buffer_bytes:
+        if self.stream_buffer_bytes and request.transport not in self._limited:  # once per connection
             _limit_send_buffer(request, self.stream_buffer_bytes)
+            if request.transport is not None:
+                self._limited.add(request.transport)
         try:
             await run
         except asyncio.CancelledError:

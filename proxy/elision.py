@@ -64,6 +64,10 @@ class ElidedText:
 
     def append(self, piece: str) -> None:
         self.length += len(piece)
+        if self._head_len + len(piece) <= self._head_limit and not self._tail:  # the usual: the head has room
+            self._head.append(piece)
+            self._head_len += len(piece)
+            return
         if self._head_len < self._head_limit and not self._tail:
             room = self._head_limit - self._head_len
             self._head.append(piece[:room])

@@ -3,18 +3,23 @@
 Engines that can judge synchronously (`evaluate_sync`, e.g. the rule engines on
 ordinary texts) are called inline: no task, no timer. A deadline cannot
 interrupt CPU-bound work on the event loop anyway, so this changes no outcome;
-it saves the task and timer bookkeeping that costs more than a rule scan.
+it saves the task and timer bookkeeping that costs more than a rule scan. A
+stage judged by inline engines only (the built-in policy's) runs them in one
+loop, one clock read between two of them, with no coroutine per evaluator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
 from evaluators.base import STAGES, EvalItem, Evaluator, IncrementalScanner, Stage, Verdict
+from evaluators.rules._prefilter import StageTriggers
 from proxy.cache import VerdictCache, cache_key
 from proxy.config import ConfigError, Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
@@ -51,8 +56,30 @@ class Guard:
         #: evaluators that judge quality, not safety (a comparison's safety check leaves them out)
         self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
 
+        #: (policy, stage) -> (name, evaluate_sync, latency histogram) per evaluator, where all of them judge inline
+        self._inline_stages: dict[tuple[str, Stage], InlineStage] = {
+            (policy, stage): self._inline_stage(names, stage)
+            for policy, stages in self._stage_names.items() for stage, names in stages.items()
+            if all(n in self._sync for n in names)}  # a stage without evaluators too: nothing to wait for
+
         #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
         self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
+
+    def _inline_stage(self, names: Sequence[str], stage: Stage) -> "InlineStage":
+        judges = []
+        triggers = []
+        for name in names:
+            evaluator = self.evaluators[name]
+            offer = getattr(evaluator, "quiet_triggers", None)
+            quiet = offer() if callable(offer) else None
+            triggers.append(quiet[0] if quiet is not None else None)
+            histogram = child(EVALUATOR_LATENCY, name, stage)
+            judges.append(InlineJudge(name, self._sync[name], histogram, evaluator.version,
+                                      quiet[1] if quiet is not None else None,
+                                      getattr(evaluator, "inline_max_chars", math.inf)))
+        shared = StageTriggers(triggers) if sum(t is not None for t in triggers) > 1 else None
+        return InlineStage(tuple(judges), shared if shared is not None and shared.usable else None,
+                           min((j.max_chars for j in judges), default=math.inf))
 
     def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
         return list(self._stage_names[policy][stage])
@@ -95,7 +122,14 @@ class Guard:
     async def check(self, policy: str, item: EvalItem, names: Sequence[str] | None = None) -> Decision:
         """Judge one item under a policy's stage (or only its evaluators `names`); record the outcome in
         metrics."""
-        decision = await self._decide(policy, item, self._stage_names[policy][item.stage] if names is None else names)
+        inline = self._inline_stages.get((policy, item.stage)) if names is None else None
+        if inline is not None:
+            found = self._decide_inline(policy, item, inline)
+            decision = found if isinstance(found, Decision) else await self._decide(
+                policy, item, self._stage_names[policy][item.stage], found)
+        else:
+            decision = await self._decide(policy, item,
+                                          self._stage_names[policy][item.stage] if names is None else names)
         _count(decision)
         if self.shadows.configured(policy, item.stage):
             decision.shadow = self.shadows.start(policy, item, decision)
@@ -116,9 +150,18 @@ class Guard:
         names = [n for n in self._stage_names[policy][item.stage] if n not in self.quality]
         return await self._decide(policy, item, names)
 
-    async def _decide(self, policy: str, item: EvalItem, names: Sequence[str]) -> Decision:
+    async def _decide(self, policy: str, item: EvalItem, names: Sequence[str],
+                      known: list[Verdict] | None = None) -> Decision:
+        """`known`: the verdicts of the first evaluators, judged by `_decide_inline` until the next one asked for
+        the async path (which it then gets)."""
         started = time.perf_counter()
-        verdicts: list[Verdict | None] = [self._verdict_now(n, item) if n in self._sync else None for n in names]
+        verdicts: list[Verdict | None]
+        if known is None:
+            verdicts = [self._verdict_now(n, item) if n in self._sync else None for n in names]
+        else:
+            first = len(known)
+            verdicts = [*known, None, *(self._verdict_now(n, item) if n in self._sync else None
+                                        for n in names[first + 1:])]
         waiting = [i for i, v in enumerate(verdicts) if v is None]
         if len(waiting) == 1:
             verdicts[waiting[0]] = await self._verdict(policy, names[waiting[0]], item)
@@ -128,6 +171,56 @@ class Guard:
                 verdicts[i] = verdict
         decision = decide(item.stage, verdicts,  # type: ignore[arg-type]  # every slot is filled by now
                           self.settings.policies[policy], self.settings.evaluators)
+        decision.latency_ms = (time.perf_counter() - started) * 1000
+        return decision
+
+    def _decide_inline(self, policy: str, item: EvalItem, stage: "InlineStage") -> Decision | list[Verdict]:
+        """A stage whose evaluators all judge inline, judged in one loop (a clock read between two evaluators,
+        no coroutine each). Rule engines whose triggers one shared Hyperscan pass did not find in the text
+        cannot find anything there: their verdict is given without calling them. When an evaluator wants the
+        async path for this item (a text over its `inline_max_chars`): the verdicts before it, for `_decide`
+        to go on from."""
+        items = [item]
+        found: list[Verdict | Exception] = []
+        times: list[float] = []
+        started = before = time.perf_counter()
+        quiet = None
+        if stage.triggers is not None:
+            text = item.scan_text
+            if len(text) <= stage.max_chars:
+                quiet = stage.triggers.quiet(text)
+        handover = False
+        for index, judge in enumerate(stage.judges):
+            if quiet is not None and quiet[index]:
+                found.append(Verdict(safe=True, evaluator=judge.name, version=judge.version, score=judge.quiet_score))
+            else:
+                try:
+                    verdicts = judge.evaluate(items)
+                    if verdicts is None:
+                        handover = True
+                        break
+                    found.append(verdicts[0])
+                except Exception as exc:  # an engine failure must never fail the request: on_error decides
+                    found.append(exc)
+            now = time.perf_counter()
+            times.append(now - before)
+            before = now
+        judged: list[Verdict] = []
+        for judge, verdict, elapsed in zip(stage.judges, found, times):
+            kind = None
+            if isinstance(verdict, Exception):
+                verdict, kind = self._failure(judge.name, verdict)
+            elif verdict.error:
+                kind = "error"
+            verdict.evaluator = judge.name
+            verdict.latency_ms = elapsed * 1000
+            judge.histogram.observe(elapsed)
+            if kind:
+                EVALUATOR_ERRORS.labels(judge.name, kind, self.settings.evaluators[judge.name].on_error).inc()
+            judged.append(verdict)
+        if handover:
+            return judged
+        decision = decide(item.stage, judged, self.settings.policies[policy], self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         return decision
 
@@ -188,6 +281,27 @@ class Guard:
         if kind:
             EVALUATOR_ERRORS.labels(name, kind, self.settings.evaluators[name].on_error).inc()
         return verdict
+
+
+@dataclass(frozen=True, slots=True)
+class InlineJudge:
+    """One evaluator of a stage judged inline."""
+
+    name: str
+    evaluate: SyncEvaluate
+    histogram: Any  # its latency histogram's child for the stage
+    version: str
+    quiet_score: float | None  # the score of its verdict when its triggers are absent
+    max_chars: float  # its `inline_max_chars`
+
+
+@dataclass(frozen=True, slots=True)
+class InlineStage:
+    """A policy stage whose evaluators all judge inline, and the one-pass triggers of its rule engines."""
+
+    judges: tuple[InlineJudge, ...]
+    triggers: StageTriggers | None
+    max_chars: float  # texts longer than this skip the shared pass (some judge wants the async path for them)
 
 
 def _scans(evaluator: Evaluator) -> bool:

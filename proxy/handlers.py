@@ -13,7 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from evaluators.spans import placeholder_spans
 from proxy.comparison import PendingComparison
 from proxy.connections import CONNECTIONS
-from proxy.jsonio import dumps, loads
+from proxy.jsonio import dumps, loads_checked, loads_unique
 from proxy.errors import (bad_request, body_too_large, content_filtered, duplicate_key, nested_too_deeply,
                           request_timeout, unreadable_body, upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
@@ -29,24 +29,23 @@ from proxy.unicode_text import clean_json, clean_text, may_hold_surrogates
 
 async def read_json(request: web.Request, limit: int, timeout_s: float | None = None) -> Any:
     """The request body, raw and decoded: 413 over the limit, 408 when it is not all there within `timeout_s`
-    (a slowloris body), 400 when it is not JSON."""
+    (a slowloris body), 400 when it is not JSON or names a key twice."""
     if request.content_length is not None and request.content_length > limit:
         raise body_too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
+    content = request.content
     try:
-        async with asyncio.timeout(timeout_s):
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > limit:
-                    raise body_too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise request_timeout(timeout_s or 0) from None
+        if content.is_eof():  # the usual small body arrived with the headers: no wait, no timer
+            raw = content.read_nowait()
+            if len(raw) > limit:
+                raise body_too_large(limit)
+        else:
+            raw = await _read_body(content, limit, timeout_s)
     except RequestPayloadError:  # a body that does not decode (bad gzip, broken chunked encoding)
-        request.content.feed_eof()  # nothing more to read: aiohttp must not try to drain it after the answer
+        content.feed_eof()  # nothing more to read: aiohttp must not try to drain it after the answer
         raise unreadable_body() from None
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    fast = loads_unique(raw)  # orjson, when it provably reads what the stdlib would (no lone surrogates either)
+    if fast is not None:
+        return raw, fast
     try:
         body = json.loads(raw, object_pairs_hook=_unique_keys)
         return raw, clean_json(body) if may_hold_surrogates(raw) else body
@@ -57,6 +56,22 @@ async def read_json(request: web.Request, limit: int, timeout_s: float | None = 
                           code="invalid_json") from None
     except RecursionError:  # e.g. 100,000 nested arrays: Python's parser gives up (it was a 500)
         raise nested_too_deeply() from None
+
+
+async def _read_body(content: Any, limit: int, timeout_s: float | None) -> bytes:
+    """A body still arriving: read within `timeout_s` (408) and `limit` bytes (413)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise body_too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise request_timeout(timeout_s or 0) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class DuplicateKey(Exception):
@@ -167,13 +182,14 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
                         conversations: list[list[dict[str, str]]], n: int, payload: bytes,
                         comparison: PendingComparison | None = None) -> web.Response:
     try:
-        answer = loads(payload)
+        answer, clean = loads_checked(payload)  # clean: parsed by orjson, which refuses lone surrogates
         choices = answer["choices"]
         assert isinstance(choices, list)
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
     policy = state.settings.policies[policy_name]
-    texts = [clean_text(route.choice_text(c)) if isinstance(c, dict) else "" for c in choices]
+    texts = [(route.choice_text(c) if clean else clean_text(route.choice_text(c))) if isinstance(c, dict) else ""
+             for c in choices]
     indexes = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
     continued = [conversation_of(conversations, n, index) for index in indexes]
     decisions = await _check_all(state, policy_name,

@@ -1,7 +1,9 @@
 """JSON on the request path: orjson (C, 3-5x faster than the stdlib here), the stdlib where orjson says no.
 
-orjson refuses what the stdlib accepts (lone UTF-16 surrogate escapes, NaN, integers beyond 64 bits, nesting
-past 1024): those documents take the stdlib's path, so what parses, and how, is what it always was.
+orjson refuses what the stdlib accepts (lone UTF-16 surrogate escapes, NaN, nesting past 1024): those documents
+take the stdlib's path, so what parses, and how, is what it always was. Two differences need care: orjson
+reads an integer beyond 64 bits as a float (the stdlib keeps it exact), and it keeps the last value of a key
+named twice without saying so; `loads_unique` proves neither happened, or says it cannot.
 """
 
 from __future__ import annotations
@@ -18,6 +20,57 @@ def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+def loads_checked(data: bytes | str) -> tuple[Any, bool]:
+    """`loads`, and whether orjson parsed it: then no string in it holds a lone surrogate (orjson refuses
+    them, escaped or not), and `clean_text` has nothing to replace."""
+    try:
+        return orjson.loads(data), True
+    except orjson.JSONDecodeError:
+        return json.loads(data), False
+
+
+#: a float at least this large may be an integer orjson could not hold (it reads those as floats)
+_INT_EDGE = 2.0 ** 63
+
+
+def loads_unique(raw: bytes) -> Any | None:
+    """`raw` parsed by orjson when that is provably what the stdlib would give with every key unique: no
+    lone surrogate (orjson refuses them), no integer read as a float, no object naming a key twice. None when
+    orjson refuses the document or the proof fails: the caller takes the stdlib's path, which decides.
+
+    The proof counts: every member of an object in the text has one structural `:`, so the colons in the raw
+    bytes, less the colons inside parsed strings (keys included), plus the `\\u003a` escapes (a colon inside a
+    string that has no `:` byte), is at least the members in the text; equal to the members parsed only when no
+    key collapsed into another."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    budget = raw.count(b":")
+    if budget and b"\\u003" in raw:
+        budget += raw.count(b"\\u003a") + raw.count(b"\\u003A")
+    members = colons = 0
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            members += len(item)
+            for key, member in item.items():
+                if ":" in key:
+                    colons += key.count(":")
+                push(member)
+        elif kind is str:
+            if ":" in item:
+                colons += item.count(":")
+        elif kind is list:
+            extend(item)
+        elif kind is float and not -_INT_EDGE < item < _INT_EDGE:
+            return None
+    return value if members + colons == budget else None
 
 
 def dumps(obj: Any) -> bytes:

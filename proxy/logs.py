@@ -9,9 +9,14 @@ import structlog
 
 from proxy.config import LoggingConfig
 
+#: whether info lines are written (set by `configure_logging`): the request path skips building one that is not
+INFO_ENABLED = True
+
 
 def configure_logging(cfg: LoggingConfig) -> None:
+    global INFO_ENABLED
     level = getattr(logging, cfg.level.upper())
+    INFO_ENABLED = level <= logging.INFO
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if cfg.json_logs else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -8,38 +8,41 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from proxy.schemas.events import SCORE_BUCKETS  # the score tallies count in the same buckets
+from proxy import loop_metrics  # updated on the event loop only: no lock per update (see proxy/loop_metrics.py)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # -- requests -----------------------------------------------------------------
-REQUESTS = Counter("guardstream_requests_total", "Requests by route and HTTP status", ["route", "status"],
-                   registry=REGISTRY)
-BLOCKS = Counter("guardstream_blocks_total", "Blocked prompts/answers by stage and the category that blocked",
-                 ["stage", "category"], registry=REGISTRY)
-FLAGS = Counter("guardstream_flags_total", "Flagged (allowed, audited) prompts/answers by stage and category",
-                ["stage", "category"], registry=REGISTRY)
+REQUESTS = loop_metrics.Counter("guardstream_requests_total", "Requests by route and HTTP status",
+                                ["route", "status"], registry=REGISTRY)
+BLOCKS = loop_metrics.Counter("guardstream_blocks_total",
+                              "Blocked prompts/answers by stage and the category that blocked",
+                              ["stage", "category"], registry=REGISTRY)
+FLAGS = loop_metrics.Counter("guardstream_flags_total",
+                             "Flagged (allowed, audited) prompts/answers by stage and category",
+                             ["stage", "category"], registry=REGISTRY)
 SHADOW_WOULD_BLOCK = Counter("guardstream_shadow_would_block_total", "Blocks not enforced because of shadow mode",
                              ["stage"], registry=REGISTRY)
-UPSTREAM_LATENCY = Histogram("guardstream_upstream_latency_seconds", "Upstream time to response headers",
-                             ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-PROXY_OVERHEAD = Histogram("guardstream_proxy_overhead_seconds",
-                           "Time spent in the proxy outside the upstream call (non-streaming requests)",
-                           ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+UPSTREAM_LATENCY = loop_metrics.Histogram("guardstream_upstream_latency_seconds", "Upstream time to response headers",
+                                          ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+PROXY_OVERHEAD = loop_metrics.Histogram("guardstream_proxy_overhead_seconds",
+                                        "Time spent in the proxy outside the upstream call (non-streaming requests)",
+                                        ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 UPSTREAM_ERRORS = Counter("guardstream_upstream_errors_total", "Upstream failures by kind", ["kind"],
                           registry=REGISTRY)
 TENANT_REJECTIONS = Counter("guardstream_tenant_rejections_total",
                             "Requests refused with 429: the tenant already had its limit of upstream requests open",
                             ["tenant"], registry=REGISTRY)
-INFLIGHT = Gauge("guardstream_inflight_requests", "Requests being served", registry=REGISTRY)
+INFLIGHT = loop_metrics.Gauge("guardstream_inflight_requests", "Requests being served", registry=REGISTRY)
 SLOW_CLIENT_DISCONNECTS = Counter("guardstream_slow_client_disconnects_total",
                                   "Streaming clients disconnected for accepting no bytes for write_timeout_s",
                                   registry=REGISTRY)
 
 # -- evaluators ---------------------------------------------------------------
-EVALUATOR_LATENCY = Histogram("guardstream_evaluator_latency_seconds", "Evaluator latency (cache misses)",
-                              ["evaluator", "stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+EVALUATOR_LATENCY = loop_metrics.Histogram("guardstream_evaluator_latency_seconds", "Evaluator latency (cache misses)",
+                                           ["evaluator", "stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 EVALUATOR_ERRORS = Counter("guardstream_evaluator_errors_total", "Evaluator errors and timeouts by policy outcome",
                            ["evaluator", "kind", "on_error"], registry=REGISTRY)
 SHADOW_COMPARISONS = Counter(

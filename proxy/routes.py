@@ -33,8 +33,9 @@ class GenerationRoute:
     mask_delta: Callable[[dict[str, Any], list[Span]], None]
 
     def output_item(self, conversation: list[dict[str, str]], answer: str) -> EvalItem:
-        turns = tuple(Turn(t["role"], t["content"]) for t in conversation)
-        return EvalItem(turns=turns + (Turn("assistant", answer),), stage="output")
+        turns = [Turn(t["role"], t["content"]) for t in conversation]
+        turns.append(Turn("assistant", answer))
+        return EvalItem(tuple(turns), "output")
 
     def count_messages(self, body: dict[str, Any]) -> int:
         messages = body.get("messages")
@@ -72,6 +73,8 @@ def _reasoning(message: dict[str, Any]) -> str:
 
 def _chat_choice_text(choice: dict[str, Any]) -> str:
     message = choice.get("message") or {}
+    if REASONING_FIELDS[0] not in message and REASONING_FIELDS[1] not in message:  # the usual message
+        return content_text(message.get("content"))
     reasoning, content = _reasoning(message), content_text(message.get("content"))
     return f"{reasoning}\n\n{content}" if reasoning and content else reasoning or content
 

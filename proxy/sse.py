@@ -32,17 +32,24 @@ class SSEParser:
         self._cr = False  # the buffer ends with a \\r not yet normalised
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        self._buffer += chunk
-        if self._cr or b"\r" in chunk:
-            self._normalise(final=False)
+        if self._buffer or self._cr or b"\r" in chunk:
+            self._buffer += chunk
+            if self._cr or b"\r" in chunk:
+                self._normalise(final=False)
+            data = bytes(self._buffer)
+        else:  # the usual read: whole events, nothing left over from the last one
+            data = chunk
         events: list[SSEEvent] = []
-        while True:
-            end = self._buffer.find(b"\n\n")
-            if end < 0:
-                break
-            raw = bytes(self._buffer[: end + 2])
-            del self._buffer[: end + 2]
+        pos = 0
+        find = data.find
+        while (end := find(b"\n\n", pos)) >= 0:
+            raw = data[pos: end + 2] if pos or end + 2 < len(data) else data
             events.append(SSEEvent(raw, _data_of(raw)))
+            pos = end + 2
+        if pos or data is not chunk:
+            self._buffer[:] = data[pos:]
+        elif data:  # no event complete yet
+            self._buffer += data
         if len(self._buffer) > self._max:
             raise ValueError(f"SSE event larger than {self._max} bytes")
         return events

@@ -105,3 +105,37 @@ async def test_rule_engines_offer_the_inline_path_and_agree_with_evaluate() -> N
     big = SecretsEvaluator("secrets", {"inline_max_chars": 10})
     assert big.evaluate_sync(items) is None
     assert [v.safe for v in await big.evaluate(items)] == [True, False]
+
+
+class LimitedWord(SyncWord):
+    """Judges inline up to `limit` characters."""
+
+    def __init__(self, name: str, limit: int, word: str = "bad") -> None:
+        super().__init__(name, word)
+        self.limit = limit
+
+    def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
+        self.sync_calls += 1
+        if any(len(i.text) > self.limit for i in items):
+            return None
+        return [self._judge(i) for i in items]
+
+
+def _latency_count(name: str) -> float:
+    from proxy.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value("guardstream_evaluator_latency_seconds_count",
+                                     {"evaluator": name, "stage": "input"}) or 0.0
+
+
+async def test_a_stage_judged_inline_hands_over_where_an_engine_wants_the_async_path() -> None:
+    """Each engine is asked once: those before the one that declines keep their inline verdicts, it and the
+    rest go on as `_decide` judges them; every evaluator's latency is observed once."""
+    a, b, c = LimitedWord("hand-a", 1000), LimitedWord("hand-b", 100), LimitedWord("hand-c", 1000, word="zzz")
+    guard = guard_for({"hand-a": a, "hand-b": b, "hand-c": c})
+    before = [_latency_count(n) for n in ("hand-a", "hand-b", "hand-c")]
+    decision = await guard.check("default", item("x" * 200 + " bad"))
+    assert decision.action == "block" and [v.evaluator for v in decision.verdicts] == ["hand-a", "hand-b", "hand-c"]
+    assert [v.safe for v in decision.verdicts] == [False, False, True]
+    assert [(e.sync_calls, e.async_calls) for e in (a, b, c)] == [(1, 0), (1, 1), (1, 0)]
+    assert [_latency_count(n) - b0 for n, b0 in zip(("hand-a", "hand-b", "hand-c"), before)] == [1, 1, 1]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from evaluators.base import BaseEvaluator, EvalItem, Finding, IncrementalScanner, Verdict
 from evaluators.options import parse_options
 from evaluators.rules._incremental import TailScanner
+from evaluators.rules._prefilter import Triggers
 from evaluators.rules.options import INLINE_MAX_CHARS, RuleOptions
 
 __all__ = ["INLINE_MAX_CHARS", "RuleEvaluator", "drop_overlaps", "lower_same_length", "options_version",
@@ -59,6 +60,12 @@ class RuleEvaluator(BaseEvaluator):
         """Findings and an optional score; the default has no score."""
         return self.scan(text), None
 
+    def quiet_triggers(self) -> tuple[Triggers, float | None] | None:
+        """Triggers whose absence from an ASCII text means `analyse` finds nothing there, and the score it then
+        gives; None when the engine has no such guarantee. The guard scans a stage's text once for the
+        triggers of all its engines (`StageTriggers`) and calls only the engines whose triggers occur."""
+        return None
+
     def open_from(self, text: str, start: int, run: int) -> int:
         """Where, at or after `start`, the end of `text` could still be the start of an unfinished match (or of
         a match that could still grow, or whose lookahead could still fail): `len(text)` when nowhere.
@@ -86,7 +93,7 @@ class RuleEvaluator(BaseEvaluator):
             safe=not findings,
             evaluator=self.name,
             version=self.version,
-            categories=sorted({f.category for f in findings}),
+            categories=sorted({f.category for f in findings}) if findings else [],
             score=score,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             findings=findings,
@@ -94,6 +101,9 @@ class RuleEvaluator(BaseEvaluator):
 
     def evaluate_sync(self, items: Sequence[EvalItem]) -> list[Verdict] | None:
         """Judge inline (the proxy then needs no task or timer); None for batches too big for the loop."""
+        if len(items) == 1:  # the proxy's case: one item
+            text = items[0].scan_text
+            return [self.judge(text)] if len(text) <= self.inline_max_chars else None
         texts = [item.scan_text for item in items]
         if sum(len(t) for t in texts) > self.inline_max_chars:
             return None

@@ -36,6 +36,8 @@ class Triggers:
         """`caseless` patterns ignore case; `supersets` are full regexes compiled in Hyperscan's prefilter mode
         (constructs it lacks, like lookbehinds, are loosened: it matches a superset), ignoring case."""
         self._db = None
+        #: what was compiled, for a `StageTriggers` joining several engines' triggers into one pass
+        self.spec = (tuple(patterns), tuple(caseless), tuple(supersets))
         if hyperscan is None or not (patterns or caseless or supersets):
             return
         expressions = list(patterns) + list(caseless) + list(supersets)
@@ -62,3 +64,61 @@ class Triggers:
         except hyperscan.ScanTerminated:
             return True
         return False
+
+
+class StageTriggers:
+    """The triggers of several engines in one Hyperscan pass: which of them cannot find anything in a text.
+
+    A guard stage judged by several rule engines scans the text once for all their triggers instead of once
+    per engine. Each entry is an engine's `Triggers` (None: that engine always scans)."""
+
+    def __init__(self, triggers: Sequence[Triggers | None]) -> None:
+        self._db = None
+        self.size = len(triggers)
+        expressions: list[bytes] = []
+        flags: list[int] = []
+        owners: list[int] = []
+        usable: list[int] = []
+        if hyperscan is not None:
+            one = hyperscan.HS_FLAG_SINGLEMATCH
+            kinds = (one, one | hyperscan.HS_FLAG_CASELESS,
+                     one | hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_PREFILTER)
+            for index, trigger in enumerate(triggers):
+                if trigger is None or trigger._db is None:
+                    continue
+                usable.append(index)
+                for kind, group in zip(kinds, trigger.spec):
+                    expressions.extend(group)
+                    flags.extend([kind] * len(group))
+                    owners.extend([index] * len(group))
+        self._owners = owners
+        self._usable = usable
+        self.usable = bool(usable)  # some engine's triggers are in the pass
+        if hyperscan is None or not expressions:
+            return
+        db = hyperscan.Database()
+        db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
+                   flags=flags)
+        self._db = db
+        self._prototype = hyperscan.Scratch(db)
+        self._local = threading.local()
+
+    def quiet(self, text: str) -> list[bool] | None:
+        """Per engine: True when none of its triggers occurs in `text` (it would find nothing), False when one
+        does or it has none; None when the text is not ASCII (or there is no Hyperscan): every engine scans."""
+        if self._db is None or not text.isascii():
+            return None
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._prototype.clone()
+        quiet = [False] * self.size
+        for index in self._usable:
+            quiet[index] = True
+        owners = self._owners
+
+        def found(expression: int, *_: Any) -> bool:
+            quiet[owners[expression]] = False
+            return False  # go on: the other engines' triggers are still looked for
+
+        self._db.scan(text.encode("ascii"), match_event_handler=found, scratch=scratch)
+        return quiet

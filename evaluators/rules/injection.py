@@ -94,6 +94,9 @@ class InjectionEvaluator(RuleEvaluator):
             return [], score
         return sorted(matches, key=lambda f: (f.start, f.end)), score
 
+    def quiet_triggers(self) -> tuple[Triggers, float | None]:
+        return self._triggers, 0.0  # `analyse` returns ([], 0.0) at once when they are absent
+
     def score(self, kinds: set[str]) -> float:
         """Noisy-OR of the weights of the heuristics that matched."""
         miss = 1.0

@@ -25,6 +25,7 @@ from typing import Any
 
 from evaluators.base import Finding
 from evaluators.rules._base import RuleEvaluator
+from evaluators.rules._prefilter import Triggers
 from evaluators.rules.options import UNICODE_KINDS, UnicodeOptions
 
 CATEGORY = "unicode"
@@ -42,6 +43,8 @@ _SUSPECT = re.compile(
 _SUSPECT_CHAR = re.compile(_SUSPECT.pattern[:-1])
 #: ASCII bytes that are never suspect: printable characters, tab, newline, carriage return
 _ASCII_OK = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+#: the ASCII characters outside `_ASCII_OK`: an ASCII text without any is one `scan` returns [] for at once
+_QUIET = Triggers([rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"])
 _JOINERS = frozenset("\u200b\u200c\u200d")
 _BLACK_FLAG = "\U0001f3f4"
 _CANCEL_TAG = "\U000e007f"
@@ -72,6 +75,9 @@ class UnicodeEvaluator(RuleEvaluator):
         super().__init__(name, options)
         self.kinds = self.opts.selected
         self.allow_script_joiners = self.opts.allow_script_joiners
+
+    def quiet_triggers(self) -> tuple[Triggers, float | None]:
+        return _QUIET, None  # an ASCII text without them takes `scan`'s first exit: nothing found
 
     def scan(self, text: str) -> list[Finding]:
         if text.isascii() and not text.encode("ascii").translate(None, _ASCII_OK):

@@ -67,10 +67,10 @@ class ChoiceStream:
         start = self.chars
         window = None
         if text:
-            self.chars += len(text)
+            self.chars = start + len(text)
             self.answer.append(text)
             if self.judges is not None:
-                self.judges.add(text)
+                self.judges.pending.append(text)  # IncrementalJudges.add, for a non-empty text
             if self.windows is not None:
                 window = self.windows.add(text)
                 self.tokens = self.windows.tokens

@@ -21,6 +21,7 @@ evaluator never makes the proxy hold the upstream's whole answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ from aiohttp import web
 
 from evaluators.spans import Span, placeholder_spans
 from proxy.guard import Guard
-from proxy.jsonio import loads
+from proxy.jsonio import loads, loads_checked
 from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
@@ -66,6 +67,7 @@ class StreamRelay:
         self.plan = ModePlan.of(self.policy, guard.settings.audit.max_content_chars)
         self.hold_limit = self.policy.output.streaming.hold_limit_bytes
         self.mode = self.plan.mode
+        self._judging = self.plan.judges  # read per event
         scanning, windowed = guard.stream_judges(policy_name)
         self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
         self._windowed = windowed if self.plan.incremental else guard.evaluator_names(policy_name, "output")
@@ -139,11 +141,13 @@ class StreamRelay:
                 log.warning("upstream_stream_interrupted", error=type(exc).__name__)
                 return "interrupted"
             held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
+            on_event = self._on_event
             for event in events:
-                if event.is_done:
+                payload = event.data
+                if payload is not None and payload.strip() == "[DONE]":  # SSEEvent.is_done, inlined
                     self._settle()
                     return "done"
-                self._on_event(event)
+                on_event(event)
                 held += len(event.raw)
                 if held > self.hold_limit:
                     held = self._held_bytes()
@@ -186,6 +190,12 @@ class StreamRelay:
 
     async def _reuse_upstream(self) -> None:
         """After [DONE], read the upstream body to its end so the pooled connection is kept for the next request."""
+        content = self.upstream.content
+        if content.is_eof() and not content.exception():  # the usual case: the body's end came with [DONE]
+            while content.read_nowait():
+                pass
+            self.upstream.release()
+            return
         try:
             async with asyncio.timeout(0.25):
                 while await self.upstream.content.readany():
@@ -222,11 +232,15 @@ class StreamRelay:
 
     async def _cancel_tasks(self) -> None:
         tasks = [t for t in [self._reader, *self._workers] if t is not None]
+        running = []
         for task in tasks:
             if not task.done():
                 task.cancel()
-        if tasks:  # every task's outcome is retrieved: none is left to "Task exception was never retrieved"
-            await asyncio.gather(*tasks, return_exceptions=True)
+                running.append(task)
+            elif not task.cancelled():
+                task.exception()  # retrieved: no "Task exception was never retrieved"
+        if running:  # (the usual stream has none left: no gather, no extra turn of the loop)
+            await asyncio.gather(*running, return_exceptions=True)
 
     def answers(self) -> dict[int, tuple[str, bool]]:
         """After `run`: each choice's answer (a long one keeps its head and tail) and whether it was cut. What is
@@ -236,29 +250,29 @@ class StreamRelay:
     # -- upstream events ---------------------------------------------------------------------------
 
     def _on_event(self, event: SSEEvent) -> None:
-        if self._key is not None and self._key in event.raw:  # an upstream echoing its key (in an error, say)
-            event = SSEEvent(scrub(event.raw, self._key), event.data and scrub(event.data.encode(), self._key)
-                             .decode("utf-8", "replace"))
-        if event.data is None or not self.plan.judges:  # keep-alive comment, or nothing to judge
-            self._emit(event.raw)
+        raw, data = event.raw, event.data
+        if self._key is not None and self._key in raw:  # an upstream echoing its key (in an error, say)
+            raw, data = scrub(raw, self._key), data and scrub(data.encode(), self._key).decode("utf-8", "replace")
+        if data is None or not self._judging:  # keep-alive comment, or nothing to judge
+            self._out.append(raw)
             return
         try:
-            payload = loads(event.data)
+            payload, clean = loads_checked(data)  # clean: parsed by orjson, no lone surrogate in it
         except (ValueError, RecursionError):
-            payload = None
+            payload, clean = None, False
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
-            self._on_choiceless(event.raw, payload)
+            self._on_choiceless(raw, payload)
             return
         if not self.meta:
             self.meta = {k: payload[k] for k in ("id", "created", "model") if k in payload}
         if self._aborted:
             return
         if len(choices) == 1:
-            self._on_choice(choices[0], event.raw)
+            self._on_choice(choices[0], raw, clean)
         else:
-            for choice, raw in split_choices(payload, choices):
-                self._on_choice(choice, raw)
+            for choice, one in split_choices(payload, choices):
+                self._on_choice(choice, one, clean)
 
     def _on_choiceless(self, raw: bytes, payload: Any) -> None:
         """Usage, errors and anything else without choices: in order, after held choice events."""
@@ -267,7 +281,8 @@ class StreamRelay:
         self._tail.append(raw)
         self._emit_tail()
 
-    def _on_choice(self, obj: Any, raw: bytes) -> None:
+    def _on_choice(self, obj: Any, raw: bytes, clean: bool = False) -> None:
+        """One choice's event; `clean`: its strings hold no lone surrogate (nothing for `clean_text` to do)."""
         if not isinstance(obj, dict):
             self._emit(raw)
             return
@@ -277,11 +292,13 @@ class StreamRelay:
         if choice is None:
             choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy_name, self._scanning),
                                                                 bool(self._windowed))
-            choice.rewrite = self._mask_event
+            choice.rewrite = functools.partial(mask_event, self.route)
         if choice.cut:
             return
-        window = choice.add(raw, clean_text(self.route.delta_text(obj)), bool(obj.get("finish_reason")))
-        self._submit(choice, window)
+        text = self.route.delta_text(obj)
+        window = choice.add(raw, text if clean else clean_text(text), bool(obj.get("finish_reason")))
+        if window is not None:
+            self._submit(choice, window)
         self._touched[index] = choice
 
     def _settle(self) -> None:
@@ -378,17 +395,6 @@ class StreamRelay:
         choice.redact([(offset + start, offset + end, text)
                       for start, end, text in placeholder_spans(findings, length)])
 
-    def _mask_event(self, raw: bytes, spans: list[Span]) -> bytes:
-        """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise)."""
-        try:
-            event = SSEParser().feed(raw)[0]
-            payload = loads(event.data or "")
-            self.route.mask_delta(payload["choices"][0], spans)
-        except (ValueError, LookupError, TypeError, AttributeError):  # cannot happen for an event we judged
-            log.error("stream_redaction_failed")
-            return b""  # never release text that had to be masked
-        return encode_event(payload)
-
     def _cut(self, choice: ChoiceStream, decision: Decision) -> None:
         choice.cut = True
         choice.drop()
@@ -450,6 +456,20 @@ class StreamRelay:
                 data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
                 self._out.clear()
                 await self.client.write(data)
+
+
+def mask_event(route: GenerationRoute, raw: bytes, spans: list[Span]) -> bytes:
+    """One held event with spans of its text masked (re-encoded; the upstream's bytes otherwise). A function of
+    the route, not a method of the relay: a choice holding it must not hold the relay (a reference cycle that
+    only the garbage collector would free)."""
+    try:
+        event = SSEParser().feed(raw)[0]
+        payload = loads(event.data or "")
+        route.mask_delta(payload["choices"][0], spans)
+    except (ValueError, LookupError, TypeError, AttributeError):  # cannot happen for an event we judged
+        log.error("stream_redaction_failed")
+        return b""  # never release text that had to be masked
+    return encode_event(payload)
 
 
 def expected_choices(route: GenerationRoute, body: dict[str, Any], n: int | None) -> int:

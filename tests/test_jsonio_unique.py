@@ -1,0 +1,113 @@
+"""`loads_unique`, the orjson fast path of the request body parse: whatever it returns is what the stdlib parse
+with duplicate keys refused would give; a document it cannot prove that for is left to the stdlib (None)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.jsonio import loads_unique
+
+
+class Duplicate(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise Duplicate
+    return dict(pairs)
+
+
+def stdlib(raw: bytes) -> Any:
+    """What the slow path reads: a value, or Duplicate / ValueError."""
+    return json.loads(raw, object_pairs_hook=_unique)
+
+
+# keys from a tiny alphabet with colons and escapes, so collisions and colon counts are common
+_KEY_TEXT = st.text(alphabet="ab:\u00e9", max_size=3)
+_SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+            | st.floats(allow_nan=False, allow_infinity=False) | st.text(alphabet="ab:\\\"\u00e9\ud800", max_size=4))
+
+
+def _encode_str(text: str, draw: Any) -> str:
+    """A JSON string literal for `text`, each character written plainly or as an escape, chosen at random."""
+    out = []
+    for ch in text:
+        plain = ch not in '"\\' and not 0xD800 <= ord(ch) <= 0xDFFF
+        if plain and draw(st.booleans()):
+            out.append(ch)
+        else:
+            out.append(draw(st.sampled_from(["\\u%04x", "\\u%04X"])) % ord(ch))
+    return '"' + "".join(out) + '"'
+
+
+@st.composite
+def documents(draw: Any, depth: int = 0) -> str:
+    """Raw JSON text that may name a key twice (spelt the same or with escapes), hold big integers, colons in
+    strings, escaped colons, lone surrogates."""
+    if depth >= 3 or draw(st.integers(0, 3)) == 0:
+        value = draw(_SCALARS)
+        if isinstance(value, str):
+            return _encode_str(value, draw)
+        return json.dumps(value)
+    if draw(st.booleans()):
+        items = draw(st.lists(documents(depth + 1), max_size=3))
+        return "[" + ",".join(items) + "]"
+    keys = draw(st.lists(_KEY_TEXT, max_size=4))
+    return "{" + ",".join(f"{_encode_str(k, draw)}:{draw(documents(depth + 1))}" for k in keys) + "}"
+
+
+@settings(max_examples=600, deadline=None)
+@given(documents())
+def test_fast_path_agrees_with_the_stdlib_or_declines(text: str) -> None:
+    raw = text.encode("utf-8", "surrogatepass")
+    fast = loads_unique(raw)
+    try:
+        slow = stdlib(raw)
+    except (Duplicate, ValueError):
+        assert fast is None  # a duplicate key, or a document only the stdlib path may judge
+        return
+    if fast is not None:
+        assert _same(fast, slow)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a":1,"a":2}',
+    b'{"\\u0061":1,"a":2}',
+    b'{"a\\u003ab":1,"a:b":2}',  # the escaped colon cannot hide a duplicate
+    b'{"a\\u003Ab":{"x":1},"a:b":2}',
+    b'{"x":{"b":1,"b":2}}',
+    b'{"n":18446744073709551616}',  # orjson would read a float
+    b'{"t":"\\ud800"}',  # a lone surrogate: the stdlib path cleans it
+    b'\xef\xbb\xbf{"a":1}',  # a byte order mark: the stdlib reads it, orjson does not
+])
+def test_declined(raw: bytes) -> None:
+    assert loads_unique(raw) is None
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model":"m","messages":[{"role":"user","content":"time: 10:30"}]}',
+    b'{"a\\u003ab":1,"c":"d:e"}',
+    b'[{"x":1},{"x":1}]',
+    b'{"n":9223372036854775807,"f":1.5}',
+])
+def test_proven(raw: bytes) -> None:
+    assert loads_unique(raw) == json.loads(raw)
