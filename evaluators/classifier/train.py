@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluators.classifier import measure
 from evaluators.classifier.artifact import Artifact, load_artifact, save_artifact
 from evaluators.classifier.embedding import MODEL_ID, Embedder, Truncation, shared_embedder
 from evaluators.classifier.fit import DEFAULT_CATEGORY, Recipe, fit, grid_size
@@ -93,26 +94,17 @@ def evaluate_split(rows: Sequence[LabelledRow], scores: np.ndarray, threshold: f
 def operating_points(rows: Sequence[LabelledRow], scores: np.ndarray,
                      thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict[str, float]]:
     """Precision / recall / FPR at several thresholds: what a `threshold` override would do."""
-    y = [r.unsafe for r in rows]
-    out = []
-    for t in thresholds:
-        c = metrics.confusion(y, [bool(s >= t) for s in scores])
-        out.append({"threshold": t, "precision": c.precision, "recall": c.recall, "f1": c.f1, "fpr": c.fpr})
-    return out
+    return measure.operating_table(rows, scores, thresholds)
 
 
 def cascade_zones(rows: Sequence[LabelledRow], scores: np.ndarray,
                   pairs: Sequence[tuple[float, float]] = ((0.05, 0.95), (0.1, 0.9), (0.2, 0.8), (0.3, 0.7))
                   ) -> list[dict[str, float]]:
-    """For cascade (low, high) pairs: share of items the classifier decides alone, and its mistakes there."""
-    y = np.array([r.unsafe for r in rows])
-    out = []
-    for low, high in pairs:
-        cleared, flagged = scores < low, scores > high
-        out.append({"low": low, "high": high, "decided_alone": float((cleared | flagged).mean()) if len(y) else 0.0,
-                    "unsafe_cleared": int((cleared & y).sum()), "safe_flagged": int((flagged & ~y).sum()),
-                    "unsafe_cleared_share_of_unsafe": float((cleared & y).sum() / max(y.sum(), 1))})
-    return out
+    """For cascade (low, high) pairs: share of items the classifier decides alone, and its mistakes there
+    (`measure.cascade_zones` in this format's field names)."""
+    return [{"low": z["low"], "high": z["high"], "decided_alone": z["decided_alone"],
+             "unsafe_cleared": z["unsafe_cleared"], "safe_flagged": z["safe_flagged"],
+             "unsafe_cleared_share_of_unsafe": z["recall_lost"]} for z in measure.cascade_zones(rows, scores, pairs)]
 
 
 def _manifest(opts: TrainOptions, rows_in: list[LabelledRow], rows: list[LabelledRow], splits: list[str],
