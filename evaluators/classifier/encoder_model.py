@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from evaluators.classifier.encoding import length_batches
+
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
@@ -80,14 +82,8 @@ def lower_states(bert: nn.Module, ids: Sequence[Sequence[int]], depths: Sequence
                  max_tokens: int = 4096, on_batch=None) -> dict[int, list[np.ndarray]]:
     """Hidden states after the first d layers for each d in `depths`: float16 [len, hidden] per text."""
     bert.eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: dict[int, list] = {d: [None] * len(ids) for d in depths}
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= max_tokens and end - start < 64:
-            end += 1
-        chunk = order[start:end]
+    for chunk in length_batches([len(i) for i in ids], max_tokens):
         width = max(len(ids[i]) for i in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -104,7 +100,6 @@ def lower_states(bert: nn.Module, ids: Sequence[Sequence[int]], depths: Sequence
                     out[depth][i] = hidden[row, : len(ids[i])].to(torch.float16).numpy()
         if on_batch is not None:
             on_batch(len(chunk))
-        start = end
     return out
 
 

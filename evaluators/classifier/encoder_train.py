@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import random
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evaluators.classifier import splits
 from evaluators.classifier.encoder_model import Heads, SafetyModel, TopModel, lower_states, pad_states
 from evaluators.classifier.encoding import Encoder, Judged
 from evaluators.classifier.fit import platt
@@ -82,17 +83,7 @@ def _key(row: LabelledRow) -> str:
 
 def dedupe(rows: Sequence[LabelledRow]) -> tuple[list[LabelledRow], dict[str, int]]:
     """Drop exact duplicates (same normalised prompt, or prompt + answer); drop texts labelled both ways."""
-    by_key: dict[str, list[LabelledRow]] = defaultdict(list)
-    for row in rows:
-        by_key[_key(row)].append(row)
-    kept, conflicts, duplicates = [], 0, 0
-    for copies in by_key.values():
-        if len({r.unsafe for r in copies}) > 1:
-            conflicts += len(copies)
-            continue
-        kept.append(copies[0])
-        duplicates += len(copies) - 1
-    return kept, {"input": len(rows), "kept": len(kept), "duplicates": duplicates, "conflicting": conflicts}
+    return splits.dedupe(rows, key=_key)
 
 
 def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: int = 1024) -> list[int]:

@@ -12,7 +12,7 @@ library is needed (no torch, no transformers).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,3 +76,16 @@ class Encoder:
             input_ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
         return input_ids, mask
+
+
+def length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int = 64) -> Iterator[list[int]]:
+    """Indices sorted by length, cut into sub-batches of at most `max_rows` whose padded size (rows x the longest)
+    stays within `max_tokens` (a longer text goes alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * lengths[order[end]] <= max_tokens and end - start < max_rows:
+            end += 1
+        yield order[start:end]
+        start = end

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from evaluators.classifier.artifact import ArtifactError
-from evaluators.classifier.encoding import Encoder, Judged
+from evaluators.classifier.encoding import Encoder, Judged, length_batches
 
 FORMAT = "guardstream.classifier.v2"
 META_FILE, MODEL_FILE, TOKENIZER_FILE = "artifact.json", "model.onnx", "tokenizer.json"
@@ -92,17 +92,10 @@ class SafetyArtifact:
         ids = self.encoder.ids(items)
         z = np.zeros(len(ids), dtype=np.float32)
         c = np.zeros((len(ids), len(self.categories)), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= max_tokens and end - start < 64:
-                end += 1
-            chunk = order[start:end]
+        for chunk in length_batches([len(i) for i in ids], max_tokens):
             input_ids, mask = self.encoder.pad([ids[i] for i in chunk])
             zu, zc = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
             z[chunk], c[chunk] = zu, zc
-            start = end
         return z, c
 
     def calibrated(self, z: np.ndarray, stages: Sequence[str]) -> np.ndarray:

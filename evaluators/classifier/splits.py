@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,11 +25,12 @@ def normalise(text: str) -> str:
     return _SPACE.sub(" ", text.strip().lower())
 
 
-def dedupe(rows: Sequence[LabelledRow]) -> tuple[list[LabelledRow], dict[str, int]]:
-    """Drop exact duplicates (same normalised text); drop all copies of a text labelled both ways."""
+def dedupe(rows: Sequence[LabelledRow], key: Callable[[LabelledRow], str] | None = None
+           ) -> tuple[list[LabelledRow], dict[str, int]]:
+    """Drop exact duplicates (same `key`, default the normalised text); drop all copies labelled both ways."""
     by_text: dict[str, list[LabelledRow]] = defaultdict(list)
     for row in rows:
-        by_text[normalise(row.text)].append(row)
+        by_text[key(row) if key is not None else normalise(row.text)].append(row)
     kept: list[LabelledRow] = []
     conflicts = duplicates = 0
     for copies in by_text.values():
