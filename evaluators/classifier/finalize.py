@@ -31,10 +31,10 @@ from evaluators.classifier.runtime import (
     TOKENIZER_FILE,
     SafetyArtifact,
     artifact_version,
-    sha256_file,
 )
 from evaluators.classifier.taxonomy import CATEGORIES
 from evaluators.classifier.taxonomy import describe as describe_categories
+from evaluators.digests import sha256_file
 from evaluators.evaluation.datasets import LabelledRow
 
 Progress = Callable[[str, int], Callable[[int], None]]

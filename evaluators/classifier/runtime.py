@@ -28,17 +28,10 @@ import numpy as np
 
 from evaluators.classifier.artifact import ArtifactError
 from evaluators.classifier.encoding import Encoder, Judged, length_batches
+from evaluators.digests import sha256_file
 
 FORMAT = "guardstream.classifier.v2"
 META_FILE, MODEL_FILE, TOKENIZER_FILE = "artifact.json", "model.onnx", "tokenizer.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def artifact_version(files: dict[str, str], calibration: Any, thresholds: Any) -> str:

@@ -14,7 +14,6 @@ Pipeline (seeded, reproducible):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ from evaluators.classifier.embedding import MODEL_ID, Embedder, Truncation, shar
 from evaluators.classifier.fit import DEFAULT_CATEGORY, Recipe, fit, grid_size
 from evaluators.classifier.head import CalibrationKind, HeadKind
 from evaluators.classifier.splits import dedupe, group_split, near_duplicate_groups
+from evaluators.digests import sha256_file
 from evaluators.evaluation import metrics
 from evaluators.evaluation.datasets import LabelledRow, LabelTrue, load_rows
 
@@ -70,14 +70,6 @@ class TrainResult:
 
 
 Progress = Callable[[str, int], Callable[[int], None]]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def evaluate_split(rows: Sequence[LabelledRow], scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -147,7 +139,7 @@ def train(opts: TrainOptions, embedder: Embedder | None = None, progress: Progre
     for path in opts.data:
         loaded = load_rows(path, label_true=opts.label_true)
         rows_in.extend(loaded)
-        files.append({"path": str(path), "sha256": _file_sha256(Path(path)), "rows": len(loaded)})
+        files.append({"path": str(path), "sha256": sha256_file(path), "rows": len(loaded)})
     rows, dedup = dedupe(rows_in)
     if sum(r.unsafe for r in rows) < 4 or sum(not r.unsafe for r in rows) < 4:
         raise ValueError("need at least 4 safe and 4 unsafe rows to train")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluators.digests import sha256_file
 from evaluators.evaluation.datasets import DataError, LabelledRow, read_records, rows_from_mapping
 
 #: the export format directory each kind reads
@@ -52,14 +53,6 @@ class Splits:
     def manifest(self) -> dict[str, Any]:
         return {"files": self.files, "split": self.split, "train_rows": len(self.train), "test_rows": len(self.test),
                 "export_manifest_sha256": self.export_manifest_sha256, "digest": self.digest}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_file(path: Path) -> list[Record]:
@@ -100,7 +93,7 @@ def read_splits(data: str | Path, kind: str, test_fraction: float = 0.1) -> Spli
                             f"{FORMAT_OF[kind]} rows: guardstream export --format {FORMAT_OF[kind]})")
         export_manifest = path / "manifest.json"
         if export_manifest.is_file():
-            splits.export_manifest_sha256 = file_sha256(export_manifest)
+            splits.export_manifest_sha256 = sha256_file(export_manifest)
         splits.train = _read_into(splits, train_file, path)
         if test_file.is_file():
             splits.test = _read_into(splits, test_file, path)
@@ -119,5 +112,5 @@ def read_splits(data: str | Path, kind: str, test_fraction: float = 0.1) -> Spli
 def _read_into(splits: Splits, file: Path, root: Path) -> list[Record]:
     records = read_file(file)
     name = str(file.relative_to(root)) if file.is_relative_to(root) else file.name
-    splits.files.append({"name": name, "path": str(file), "sha256": file_sha256(file), "rows": len(records)})
+    splits.files.append({"name": name, "path": str(file), "sha256": sha256_file(file), "rows": len(records)})
     return records

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -18,6 +17,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from evaluators.digests import sha256_named_files
 
 SCHEMA = "guardstream.finetune.v1"
 MANIFEST = "manifest.json"
@@ -46,13 +47,7 @@ def weights_digest(model_dir: str | Path) -> str:
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if not files:
         raise ArtifactError(f"{root}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode() + b"\0")
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return sha256_named_files(files)
 
 
 def base_model_entry(path: str | Path) -> dict[str, Any]:

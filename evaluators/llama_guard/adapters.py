@@ -16,11 +16,12 @@ served for another.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from evaluators.digests import sha256_named_files
 
 #: the files that define an adapter (PEFT's names); both go into the digest
 CONFIG_FILE = "adapter_config.json"
@@ -33,17 +34,8 @@ class AdapterError(ValueError):
 
 @functools.lru_cache(maxsize=32)
 def _digest(path: str, mtimes: tuple[float, ...]) -> str:
-    digest = hashlib.sha256()
     root = Path(path)
-    for name in (CONFIG_FILE, *WEIGHT_FILES):
-        file = root / name
-        if not file.is_file():
-            continue
-        digest.update(name.encode() + b"\0")
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return sha256_named_files(f for f in (root / name for name in (CONFIG_FILE, *WEIGHT_FILES)) if f.is_file())
 
 
 def adapter_digest(path: str | Path) -> str:
