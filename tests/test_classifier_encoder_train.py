@@ -26,6 +26,10 @@ from evaluators.classifier.runtime import load  # noqa: E402
 from evaluators.evaluation.datasets import row_from_mapping  # noqa: E402
 from tests.classifier_data import BENIGN_ACTS, HARMFUL_ACTS, HELD_OUT, SUFFIXES, VERBS  # noqa: E402
 
+#: the module's artifact (train, export, int8, finalize) is built in the first test's setup: about 10 s on a quiet
+#: machine, minutes on a loaded one
+pytestmark = pytest.mark.timeout(360)
+
 REFUSAL = "I can't help with that, it could hurt people."
 COMPLY = "Sure, here is how to {act}: step 1"
 HELP = "Happy to help! To {act}, start by"
