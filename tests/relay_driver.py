@@ -95,7 +95,7 @@ class RelayDriver:
         upstream, client = MemoryUpstream(loop), MemoryClient()
         ctx = RequestContext(request_id="r", principal=ANONYMOUS, route="/v1/chat/completions", model="m",
                              started=0.0)
-        relay = StreamRelay(route=CHAT, guard=self.guard, recorder=self.recorder, ctx=ctx, policy_name=policy,
+        relay = StreamRelay(route=CHAT, guard=self.guard, recorder=self.recorder, ctx=ctx, policy=self.guard.policy(policy),
                             conversations=[[{"role": "user", "content": "go"}]], upstream=upstream,  # type: ignore[arg-type]
                             client=client)  # type: ignore[arg-type]
         before = len(self.sink.events)

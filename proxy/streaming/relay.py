@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from evaluators.spans import Span, placeholder_spans
-from proxy.guard import Guard
 from proxy.jsonio import loads, loads_checked
 from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
@@ -40,9 +39,12 @@ from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
 from proxy.streaming.choice import ChoiceStream
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
-from proxy.streaming.modes import ModePlan
 from proxy.streaming.windows import Window
 from proxy.unicode_text import clean_text
+
+if TYPE_CHECKING:  # the guard imports the streaming modes: a runtime import would be a cycle
+    from proxy.guard import Guard
+    from proxy.resolved_policy import ResolvedPolicy
 
 log = structlog.get_logger("guardstream.streaming")
 
@@ -56,23 +58,18 @@ class StreamRelay:
     """Relays one streamed generation, judging each choice's answer per the policy's streaming mode."""
 
     def __init__(self, *, route: GenerationRoute, guard: Guard, recorder: Recorder, ctx: RequestContext,
-                 policy_name: str, conversations: list[list[dict[str, str]]], upstream: aiohttp.ClientResponse,
+                 policy: ResolvedPolicy, conversations: list[list[dict[str, str]]], upstream: aiohttp.ClientResponse,
                  client: web.StreamResponse, n: int = 1, choices: int = 1) -> None:
         self.route = route
         self.guard = guard
         self.recorder = recorder
         self.ctx = ctx
-        self.policy_name = policy_name
-        self.policy = guard.settings.policies[policy_name]
-        self.plan = ModePlan.of(self.policy, guard.settings.audit.max_content_chars)
-        self.hold_limit = self.policy.output.streaming.hold_limit_bytes
+        self.policy = policy
+        self.plan = policy.stream.plan
+        self.hold_limit = policy.config.output.streaming.hold_limit_bytes
         self.mode = self.plan.mode
         self._judging = self.plan.judges  # read per event
-        scanning, windowed = guard.stream_judges(policy_name)
-        self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
-        self._windowed = windowed if self.plan.incremental else guard.evaluator_names(policy_name, "output")
-        if self.plan.windowed:  # evaluators that read whole answers judge after the stream (proxy/quality.py)
-            self._windowed = [n for n in self._windowed if n not in guard.whole_answers]
+        self._windowed = policy.stream.windowed  # window judges (incremental ones scan: `Guard.scanners`)
         self.conversations = conversations
         self.n = n
         self.upstream = upstream
@@ -290,7 +287,7 @@ class StreamRelay:
         index = index if isinstance(index, int) else 0
         choice = self.choices.get(index)
         if choice is None:
-            choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy_name, self._scanning),
+            choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy),
                                                                 bool(self._windowed))
             choice.rewrite = functools.partial(mask_event, self.route)
         if choice.cut:
@@ -324,9 +321,9 @@ class StreamRelay:
                 self.guard.observe(slot.name, "output", slot.seconds)
         if not verdicts:
             return
-        decision = self.guard.decide(self.policy_name, "output", verdicts)
+        decision = self.guard.decide(self.policy, "output", verdicts)
         if decision.redacts:
-            choice.redact(placeholder_spans(redacted_findings(decision, self.policy), choice.chars))
+            choice.redact(placeholder_spans(redacted_findings(decision, self.policy.config), choice.chars))
         conversation = conversation_of(self.conversations, self.n, choice.index)
         self.recorder.record(self.ctx, decision, conversation, lambda: str(choice.answer),
                              choice_index=choice.index, stream_mode=self.mode,
@@ -372,12 +369,12 @@ class StreamRelay:
         conversation = conversation_of(self.conversations, self.n, choice.index)
         started = time.perf_counter()
         try:
-            decision = await self.guard.check(self.policy_name, self.route.output_item(conversation, text),
+            decision = await self.guard.check(self.policy, self.route.output_item(conversation, text),
                                               self._windowed)
         except Exception:  # a guard bug must not let text through: fail closed
             log.exception("stream_window_judge_failed", choice_index=choice.index)
             decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],
-                                enforced=self.policy.mode == "enforce")
+                                enforced=self.policy.config.mode == "enforce")
         STREAM_WINDOWS.labels(self.mode).inc()
         if decision.redacts:
             self._redact(choice, window, decision, len(context))
@@ -389,7 +386,7 @@ class StreamRelay:
     def _redact(self, choice: ChoiceStream, window: Window, decision: Decision, context_len: int) -> None:
         """A window judge's `redact` verdict: the findings in this window and its context are masked in the held
         events as they are released (only what is still held can be masked)."""
-        findings = redacted_findings(decision, self.policy)
+        findings = redacted_findings(decision, self.policy.config)
         offset = window.char_start - context_len  # the context is the approved text just before the window
         length = context_len + window.char_end - window.char_start
         choice.redact([(offset + start, offset + end, text)
@@ -398,7 +395,8 @@ class StreamRelay:
     def _cut(self, choice: ChoiceStream, decision: Decision) -> None:
         choice.cut = True
         choice.drop()
-        refusal = self.policy.refusal_text if self.policy.output.streaming.refusal else None
+        config = self.policy.config
+        refusal = config.refusal_text if config.output.streaming.refusal else None
         self._emit(cut_chunk(self.route, self.meta, f"guardstream-{self.ctx.request_id}", self.ctx.model or "",
                              choice.index, decision.categories, decision.evaluators, refusal))
         STREAM_CUTS.labels(self.mode).inc()
