@@ -24,7 +24,7 @@ from proxy.resolved_policy import ResolvedPolicy
 from proxy.request_text import redact_in_place
 from proxy.routes import CHAT, COMPLETION, GenerationRoute, conversation_of
 from proxy.state import STATE, ProxyState
-from proxy.streaming import StreamRelay, expected_choices
+from proxy.streaming import StreamRelay, StreamRequest, expected_choices
 from proxy.unicode_text import clean_json, clean_text, may_hold_surrogates
 
 
@@ -222,9 +222,8 @@ async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestCon
         "x-accel-buffering": "no"})
     try:
         await client.prepare(request)
-        relay = StreamRelay(route=route, guard=state.guard, recorder=state.recorder, ctx=ctx,
-                            policy=policy, conversations=conversations, n=n, upstream=upstream,
-                            client=client, choices=choices)
+        relay = StreamRelay(StreamRequest(route, ctx, conversations, n, choices), policy, guard=state.guard,
+                            recorder=state.recorder, upstream=upstream, client=client)
         await request.app[CONNECTIONS].relay(request, client, relay.run())
         await client.write_eof()
         _after_stream(state, ctx, route, policy, conversations, n, relay, comparison)
