@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import structlog
 
@@ -81,7 +82,7 @@ class Guard:
                               inline=inline, shadowed=frozenset(s for s in STAGES if getattr(policy, s).shadow),
                               stream=StreamJudging(plan, scanning, windowed))
 
-    def _inline_stage(self, names: Sequence[str], stage: Stage) -> "InlineStage":
+    def _inline_stage(self, names: Sequence[str], stage: Stage) -> InlineStage:
         judges = []
         triggers = []
         for name in names:

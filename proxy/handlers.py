@@ -13,15 +13,23 @@ from aiohttp.web_protocol import RequestPayloadError
 from evaluators.spans import placeholder_spans
 from proxy.comparison import PendingComparison
 from proxy.connections import CONNECTIONS
+from proxy.errors import (
+    bad_request,
+    body_too_large,
+    content_filtered,
+    duplicate_key,
+    nested_too_deeply,
+    request_timeout,
+    unreadable_body,
+    upstream_bad_response,
+)
 from proxy.jsonio import dumps, loads_checked, loads_unique
-from proxy.errors import (bad_request, body_too_large, content_filtered, duplicate_key, nested_too_deeply,
-                          request_timeout, unreadable_body, upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
 from proxy.policy import Decision, redacted_findings
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
-from proxy.resolved_policy import ResolvedPolicy
 from proxy.request_text import redact_in_place
+from proxy.resolved_policy import ResolvedPolicy
 from proxy.routes import CHAT, COMPLETION, GenerationRoute, conversation_of
 from proxy.state import STATE, ProxyState
 from proxy.streaming import StreamRelay, StreamRequest, expected_choices

@@ -6,7 +6,7 @@ untouched (`extra="allow"`), and the upstream receives the client's body as sent
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
@@ -24,7 +24,7 @@ class ContentPart(OpenAIBase):
 
 class ChatMessage(OpenAIBase):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: Union[StrictStr, list[ContentPart], None] = None
+    content: StrictStr | list[ContentPart] | None = None
 
 
 class StreamOptions(OpenAIBase):
@@ -41,7 +41,7 @@ class ChatCompletionRequest(OpenAIBase):
 
 class CompletionRequest(OpenAIBase):
     model: StrictStr
-    prompt: Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     stream: StrictBool | None = False
     n: StrictInt | None = Field(default=1, ge=1)
     stream_options: StreamOptions | None = None
@@ -64,8 +64,9 @@ def parse_request(model: type[OpenAIBase], body: Any) -> Any:
         err = exc.errors(include_url=False)[0]
         param = ".".join(str(p) for p in err["loc"]) or None
         if err["type"] == "missing":
-            raise bad_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-        raise bad_request(f"Invalid value for '{param}': {err['msg']}.", param=param, code="invalid_value")
+            raise bad_request(f"Missing required parameter: '{param}'.", param=param,
+                              code="missing_required_parameter") from None
+        raise bad_request(f"Invalid value for '{param}': {err['msg']}.", param=param, code="invalid_value") from None
 
 
 def completion_prompts(prompt: Any) -> list[str]:

@@ -48,7 +48,7 @@ class ModePlan:
     first_size: int | None = None
 
     @classmethod
-    def of(cls, policy: PolicyConfig, keep_chars: int = MAX_CONTENT_CHARS) -> "ModePlan":
+    def of(cls, policy: PolicyConfig, keep_chars: int = MAX_CONTENT_CHARS) -> ModePlan:
         mode = effective_mode(policy)
         cfg = policy.output.streaming
         if mode == "buffered":

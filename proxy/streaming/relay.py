@@ -209,7 +209,7 @@ class StreamRelay:
             async with asyncio.timeout(0.25):
                 while await self.upstream.content.readany():
                     pass
-        except (asyncio.TimeoutError, *_UPSTREAM_ERRORS):
+        except (TimeoutError, *_UPSTREAM_ERRORS):
             self.upstream.close()
             return
         self.upstream.release()
