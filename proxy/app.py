@@ -7,7 +7,7 @@ import os
 import re
 import signal
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import HttpVersion11, web
@@ -16,8 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy import handlers, logs
 from proxy.config import Settings
 from proxy.connections import CONNECTIONS, Connections
-from proxy.errors import (ProxyError, expectation_failed, internal_error, invalid_api_key, method_not_allowed,
-                          not_found, shutting_down)
+from proxy.errors import (
+    ProxyError,
+    expectation_failed,
+    internal_error,
+    invalid_api_key,
+    method_not_allowed,
+    not_found,
+    shutting_down,
+)
 from proxy.gc_tuning import tune_gc
 from proxy.metrics import INFLIGHT, REGISTRY, REQUESTS, child
 from proxy.recording import CTX, RequestContext

@@ -13,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import structlog
 
 from evaluators.base import STAGES, EvalItem, Evaluator, IncrementalScanner, Stage, Verdict
 from evaluators.rules._prefilter import StageTriggers
 from proxy.cache import VerdictCache, cache_key
-from proxy.config import ConfigError, Settings
+from proxy.config import ConfigError, PolicyConfig, Settings
 from proxy.metrics import BLOCKS, EVALUATOR_ERRORS, EVALUATOR_LATENCY, FLAGS, SHADOW_WOULD_BLOCK, child
 from proxy.policy import Decision, decide
+from proxy.resolved_policy import ResolvedPolicy, StreamJudging
 from proxy.shadow import Shadows
+from proxy.streaming.modes import ModePlan
 
 log = structlog.get_logger("guardstream.guard")
 
@@ -39,11 +42,6 @@ class Guard:
         self.settings = settings
         self.evaluators = dict(evaluators)
         self.cache = cache
-        #: policy -> stage -> the evaluators judging it (an evaluator whose `stages` exclude a stage never runs there)
-        self._stage_names = {name: {stage: _judges(name, stage, getattr(policy, stage).evaluators, self.evaluators,
-                                                   strict) for stage in STAGES}
-                             for name, policy in settings.policies.items()}
-        self._policy_hashes = {name: settings.policy_hash(name) for name in settings.policies}
         self._cached = {name: _wants_cache(settings.evaluators[name].cache, ev) for name, ev in self.evaluators.items()}
         #: inline judges: uncached engines offering `evaluate_sync`
         self._sync: dict[str, SyncEvaluate] = {
@@ -56,16 +54,35 @@ class Guard:
         #: evaluators that judge quality, not safety (a comparison's safety check leaves them out)
         self.quality = {n for n, ev in self.evaluators.items() if getattr(ev, "quality", False)}
 
-        #: (policy, stage) -> (name, evaluate_sync, latency histogram) per evaluator, where all of them judge inline
-        self._inline_stages: dict[tuple[str, Stage], InlineStage] = {
-            (policy, stage): self._inline_stage(names, stage)
-            for policy, stages in self._stage_names.items() for stage, names in stages.items()
-            if all(n in self._sync for n in names)}  # a stage without evaluators too: nothing to wait for
-
         #: engines that judge streamed answers incrementally (`incremental()` gives a scanner)
         self._incremental = frozenset(name for name, ev in self.evaluators.items() if _scans(ev))
+        #: every policy, resolved once (requests look theirs up with `policy`)
+        self._policies = {name: self._resolve(name, policy, strict) for name, policy in settings.policies.items()}
 
-    def _inline_stage(self, names: Sequence[str], stage: Stage) -> "InlineStage":
+    def policy(self, name: str) -> ResolvedPolicy:
+        """The policy named `name`, resolved (KeyError for a policy that is not configured)."""
+        return self._policies[name]
+
+    def _resolve(self, name: str, policy: PolicyConfig, strict: bool) -> ResolvedPolicy:
+        stages = {stage: tuple(_judges(name, stage, getattr(policy, stage).evaluators, self.evaluators, strict))
+                  for stage in STAGES}
+        #: stages whose evaluators all judge inline (a stage without evaluators too: nothing to wait for)
+        inline = {stage: self._inline_stage(names, stage) for stage, names in stages.items()
+                  if all(n in self._sync for n in names)}
+        plan = ModePlan.of(policy, self.settings.audit.max_content_chars)
+        output = stages["output"]
+        if plan.incremental:
+            scanning = tuple(n for n in output if n in self._incremental)
+            windowed = tuple(n for n in output if n not in self._incremental)
+        else:
+            scanning, windowed = (), output
+        if plan.windowed:  # evaluators that read whole answers judge after the stream (proxy/quality.py)
+            windowed = tuple(n for n in windowed if n not in self.whole_answers)
+        return ResolvedPolicy(name=name, config=policy, digest=self.settings.policy_hash(name), stages=stages,
+                              inline=inline, shadowed=frozenset(s for s in STAGES if getattr(policy, s).shadow),
+                              stream=StreamJudging(plan, scanning, windowed))
+
+    def _inline_stage(self, names: Sequence[str], stage: Stage) -> InlineStage:
         judges = []
         triggers = []
         for name in names:
@@ -81,21 +98,13 @@ class Guard:
         return InlineStage(tuple(judges), shared if shared is not None and shared.usable else None,
                            min((j.max_chars for j in judges), default=math.inf))
 
-    def evaluator_names(self, policy: str, stage: Stage) -> list[str]:
-        return list(self._stage_names[policy][stage])
-
-    def stream_judges(self, policy: str) -> tuple[list[str], list[str]]:
-        """A policy's output evaluators split into incremental judges (rules) and window judges (the rest)."""
-        names = self._stage_names[policy]["output"]
-        return [n for n in names if n in self._incremental], [n for n in names if n not in self._incremental]
-
-    def scanners(self, policy: str, names: Sequence[str]) -> list[tuple[str, str, IncrementalScanner, bool]]:
-        """(name, version, scanner, holds) for one streamed answer, per incremental judge. `holds`: what the
-        judge finds is blocked or redacted under the policy, so text waits for it; a judge whose findings are
-        only flagged (or allowed) judges beside the stream."""
+    def scanners(self, policy: ResolvedPolicy) -> list[tuple[str, str, IncrementalScanner, bool]]:
+        """(name, version, scanner, holds) for one streamed answer, per incremental judge of the policy's
+        streaming mode. `holds`: what the judge finds is blocked or redacted under the policy, so text waits
+        for it; a judge whose findings are only flagged (or allowed) judges beside the stream."""
         out = []
-        actions = self.settings.policies[policy]
-        for name in names:
+        actions = policy.config
+        for name in policy.stream.scanning:
             evaluator = self.evaluators[name]
             scanner = evaluator.incremental()  # type: ignore[attr-defined]  # only engines that offer incremental judging are listed here
             if scanner is not None:
@@ -104,14 +113,14 @@ class Guard:
                 out.append((name, evaluator.version, scanner, holds))
         return out
 
-    def decide(self, policy: str, stage: Stage, verdicts: list[Verdict]) -> Decision:
+    def decide(self, policy: ResolvedPolicy, stage: Stage, verdicts: list[Verdict]) -> Decision:
         """The decision for verdicts found elsewhere (a stream's incremental judges), counted like `check`'s."""
         for verdict in verdicts:
             if verdict.error:
                 log.warning("evaluator_failed", evaluator=verdict.evaluator, error=verdict.error.split(":")[0])
                 EVALUATOR_ERRORS.labels(verdict.evaluator, "exception",
                                         self.settings.evaluators[verdict.evaluator].on_error).inc()
-        decision = decide(stage, verdicts, self.settings.policies[policy], self.settings.evaluators)
+        decision = decide(stage, verdicts, policy.config, self.settings.evaluators)
         _count(decision)
         return decision
 
@@ -119,38 +128,37 @@ class Guard:
         """Time an evaluator spent outside `check` (a stream's incremental judge, over one answer)."""
         child(EVALUATOR_LATENCY, name, stage).observe(seconds)
 
-    async def check(self, policy: str, item: EvalItem, names: Sequence[str] | None = None) -> Decision:
+    async def check(self, policy: ResolvedPolicy, item: EvalItem, names: Sequence[str] | None = None) -> Decision:
         """Judge one item under a policy's stage (or only its evaluators `names`); record the outcome in
         metrics."""
-        inline = self._inline_stages.get((policy, item.stage)) if names is None else None
+        inline = policy.inline.get(item.stage) if names is None else None
         if inline is not None:
             found = self._decide_inline(policy, item, inline)
             decision = found if isinstance(found, Decision) else await self._decide(
-                policy, item, self._stage_names[policy][item.stage], found)
+                policy, item, policy.stages[item.stage], found)
         else:
-            decision = await self._decide(policy, item,
-                                          self._stage_names[policy][item.stage] if names is None else names)
+            decision = await self._decide(policy, item, policy.stages[item.stage] if names is None else names)
         _count(decision)
-        if self.shadows.configured(policy, item.stage):
-            decision.shadow = self.shadows.start(policy, item, decision)
+        if item.stage in policy.shadowed:
+            decision.shadow = self.shadows.start(policy.name, item, decision)
         return decision
 
-    async def check_whole(self, policy: str, item: EvalItem) -> Decision:
+    async def check_whole(self, policy: ResolvedPolicy, item: EvalItem) -> Decision:
         """A streamed answer, whole, after its stream: judged by the output evaluators its windows left out
         (whole-answer ones). Nothing can be stopped any more, so a block is recorded as not enforced."""
-        names = [n for n in self._stage_names[policy]["output"] if n in self.whole_answers]
+        names = [n for n in policy.stages["output"] if n in self.whole_answers]
         decision = await self._decide(policy, item, names)
         decision.enforced = False
         _count(decision)
         return decision
 
-    async def assess(self, policy: str, item: EvalItem) -> Decision:
+    async def assess(self, policy: ResolvedPolicy, item: EvalItem) -> Decision:
         """What the policy's safety evaluators of the item's stage (quality ones left out) make of an item that
         is not served (a candidate model's answer): counted nowhere, no shadows."""
-        names = [n for n in self._stage_names[policy][item.stage] if n not in self.quality]
+        names = [n for n in policy.stages[item.stage] if n not in self.quality]
         return await self._decide(policy, item, names)
 
-    async def _decide(self, policy: str, item: EvalItem, names: Sequence[str],
+    async def _decide(self, policy: ResolvedPolicy, item: EvalItem, names: Sequence[str],
                       known: list[Verdict] | None = None) -> Decision:
         """`known`: the verdicts of the first evaluators, judged by `_decide_inline` until the next one asked for
         the async path (which it then gets)."""
@@ -170,11 +178,11 @@ class Guard:
             for i, verdict in zip(waiting, found):
                 verdicts[i] = verdict
         decision = decide(item.stage, verdicts,  # type: ignore[arg-type]  # every slot is filled by now
-                          self.settings.policies[policy], self.settings.evaluators)
+                          policy.config, self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         return decision
 
-    def _decide_inline(self, policy: str, item: EvalItem, stage: "InlineStage") -> Decision | list[Verdict]:
+    def _decide_inline(self, policy: ResolvedPolicy, item: EvalItem, stage: InlineStage) -> Decision | list[Verdict]:
         """A stage whose evaluators all judge inline, judged in one loop (a clock read between two evaluators,
         no coroutine each). Rule engines whose triggers one shared Hyperscan pass did not find in the text
         cannot find anything there: their verdict is given without calling them. When an evaluator wants the
@@ -220,7 +228,7 @@ class Guard:
             judged.append(verdict)
         if handover:
             return judged
-        decision = decide(item.stage, judged, self.settings.policies[policy], self.settings.evaluators)
+        decision = decide(item.stage, judged, policy.config, self.settings.evaluators)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         return decision
 
@@ -232,7 +240,7 @@ class Guard:
         if not self._cached[name]:
             return await self._evaluate(name, evaluator, item)
         key = cache_key(evaluator, self._shadow_hashes[name], item)
-        ttl = self.settings.policies[policy].cache_ttl_s
+        ttl = self._policies[policy].config.cache_ttl_s
         return await self.cache.get_or_compute(key, lambda: self._evaluate(name, evaluator, item), ttl)
 
     def _verdict_now(self, name: str, item: EvalItem) -> Verdict | None:
@@ -247,12 +255,12 @@ class Guard:
             verdict, kind = self._failure(name, exc)
         return self._finish(name, item.stage, verdict, kind, started)
 
-    async def _verdict(self, policy: str, name: str, item: EvalItem) -> Verdict:
+    async def _verdict(self, policy: ResolvedPolicy, name: str, item: EvalItem) -> Verdict:
         evaluator = self.evaluators[name]
         if not self._cached[name]:
             return await self._evaluate(name, evaluator, item)
-        key = cache_key(evaluator, self._policy_hashes[policy], item)
-        ttl = self.settings.policies[policy].cache_ttl_s
+        key = cache_key(evaluator, policy.digest, item)
+        ttl = policy.config.cache_ttl_s
         return await self.cache.get_or_compute(key, lambda: self._evaluate(name, evaluator, item), ttl)
 
     async def _evaluate(self, name: str, evaluator: Evaluator, item: EvalItem) -> Verdict:

@@ -13,17 +13,26 @@ from aiohttp.web_protocol import RequestPayloadError
 from evaluators.spans import placeholder_spans
 from proxy.comparison import PendingComparison
 from proxy.connections import CONNECTIONS
+from proxy.errors import (
+    bad_request,
+    body_too_large,
+    content_filtered,
+    duplicate_key,
+    nested_too_deeply,
+    request_timeout,
+    unreadable_body,
+    upstream_bad_response,
+)
 from proxy.jsonio import dumps, loads_checked, loads_unique
-from proxy.errors import (bad_request, body_too_large, content_filtered, duplicate_key, nested_too_deeply,
-                          request_timeout, unreadable_body, upstream_bad_response)
 from proxy.metrics import PROXY_OVERHEAD, UPSTREAM_LATENCY, child
 from proxy.policy import Decision, redacted_findings
 from proxy.protocol import check_limits, parse_request
 from proxy.recording import CTX, RequestContext
 from proxy.request_text import redact_in_place
+from proxy.resolved_policy import ResolvedPolicy
 from proxy.routes import CHAT, COMPLETION, GenerationRoute, conversation_of
 from proxy.state import STATE, ProxyState
-from proxy.streaming import StreamRelay, expected_choices
+from proxy.streaming import StreamRelay, StreamRequest, expected_choices
 from proxy.unicode_text import clean_json, clean_text, may_hold_surrogates
 
 
@@ -110,23 +119,23 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     parsed = parse_request(route.request_model, body)
     check_limits(parsed.n, route.count_messages(body), settings.server.max_n, settings.server.max_messages)
     ctx.model = parsed.model
-    policy_name = ctx.principal.policy
-    policy = settings.policies[policy_name]
+    policy = state.guard.policy(ctx.principal.policy)  # resolved once, for every step of the request
     conversations = route.conversations(body)
     n = parsed.n or 1
 
     inputs = route.inputs(body)
-    decisions = await _check_all(state, policy_name, [item for item, _ in inputs])
+    decisions = await _check_all(state, policy, [item for item, _ in inputs])
     for i, decision in enumerate(decisions):  # one per prompt: each audited with its own
         state.recorder.record(ctx, decision, conversation_of(conversations, 1, i), None,
                               latency_ms=decision.latency_ms)
     blocked = next((d for d in decisions if d.blocks), None)
     if blocked is not None:
-        if policy.blocked_input == "refusal":
-            return web.json_response(_refusal_body(route, parsed.model, policy.refusal_text, blocked, parsed.n or 1))
+        if policy.config.blocked_input == "refusal":
+            return web.json_response(_refusal_body(route, parsed.model, policy.config.refusal_text, blocked,
+                                                   parsed.n or 1))
         raise content_filtered("input", blocked.categories, blocked.evaluators)
     if any(d.redacts for d in decisions):  # every place a finding sits, in every message, part and prompt
-        redact_in_place([(text, redacted_findings(d, policy)) for (_, text), d in zip(inputs, decisions)
+        redact_in_place([(text, redacted_findings(d, policy.config)) for (_, text), d in zip(inputs, decisions)
                          if d.redacts])
         try:
             raw = json.dumps(body).encode()
@@ -137,15 +146,15 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
     try:
         with state.tenants.slot(ctx.principal.tenant):  # one tenant cannot take the whole upstream pool
             # a sampled request also goes to the policy's candidate model, in the background (proxy/comparison)
-            if policy.compare is not None:
-                comparison = state.comparisons.start(ctx, policy_name, route, body, bool(parsed.stream))
+            if policy.config.compare is not None:
+                comparison = state.comparisons.start(ctx, policy.name, route, body, bool(parsed.stream))
             headers = state.upstream.headers(request.headers, ctx.request_id)
             started = time.perf_counter()
             upstream = await state.upstream.request("POST", route.path, raw, headers)
             child(UPSTREAM_LATENCY, route.name).observe(time.perf_counter() - started)
             streamed = upstream.status == 200 and "text/event-stream" in upstream.headers.get("content-type", "")
             if parsed.stream and streamed:
-                return await _relay_stream(request, state, ctx, route, policy_name, conversations, n, upstream,
+                return await _relay_stream(request, state, ctx, route, policy, conversations, n, upstream,
                                            expected_choices(route, body, parsed.n), comparison)
             try:
                 payload = await state.upstream.read_body(upstream)
@@ -154,7 +163,7 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
         upstream_elapsed = time.perf_counter() - started
         if upstream.status != 200:
             return _relay_verbatim(upstream, payload)
-        answer = await _guard_answer(state, ctx, route, policy_name, conversations, n, payload, comparison)
+        answer = await _guard_answer(state, ctx, route, policy, conversations, n, payload, comparison)
         child(PROXY_OVERHEAD, route.name).observe(max(0.0, time.perf_counter() - ctx.started - upstream_elapsed))
         return answer
     finally:
@@ -162,11 +171,11 @@ async def _generate(request: web.Request, route: GenerationRoute) -> web.StreamR
             comparison.abandon()  # no baseline was handed over: the request failed (harmless after one was)
 
 
-async def _check_all(state: ProxyState, policy_name: str, items: list[Any]) -> list[Decision]:
+async def _check_all(state: ProxyState, policy: ResolvedPolicy, items: list[Any]) -> list[Decision]:
     """Judge items concurrently; a single item (the usual case) is awaited directly, without a task."""
     if len(items) == 1:
-        return [await state.guard.check(policy_name, items[0])]
-    return list(await asyncio.gather(*(state.guard.check(policy_name, item) for item in items)))
+        return [await state.guard.check(policy, items[0])]
+    return list(await asyncio.gather(*(state.guard.check(policy, item) for item in items)))
 
 
 def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
@@ -178,7 +187,7 @@ def _relay_verbatim(upstream: Any, payload: bytes) -> web.Response:
     return web.Response(status=upstream.status, body=payload, headers=headers)
 
 
-async def _guard_answer(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy_name: str,
+async def _guard_answer(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy: ResolvedPolicy,
                         conversations: list[list[dict[str, str]]], n: int, payload: bytes,
                         comparison: PendingComparison | None = None) -> web.Response:
     try:
@@ -187,12 +196,11 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
         assert isinstance(choices, list)
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
         raise upstream_bad_response("expected a JSON object with 'choices'") from None
-    policy = state.settings.policies[policy_name]
     texts = [(route.choice_text(c) if clean else clean_text(route.choice_text(c))) if isinstance(c, dict) else ""
              for c in choices]
     indexes = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
     continued = [conversation_of(conversations, n, index) for index in indexes]
-    decisions = await _check_all(state, policy_name,
+    decisions = await _check_all(state, policy,
                                  [route.output_item(conv, text) for conv, text in zip(continued, texts)])
     if comparison is not None and texts:  # the first choice is compared, as the client got it
         comparison.baseline(texts[0], blocked=decisions[0].action == "block", decision=decisions[0])
@@ -202,32 +210,31 @@ async def _guard_answer(state: ProxyState, ctx: RequestContext, route: Generatio
         if not isinstance(choice, dict):
             continue
         if decision.blocks:
-            route.set_choice_text(choice, policy.refusal_text)
+            route.set_choice_text(choice, policy.config.refusal_text)
             choice["finish_reason"] = "content_filter"
             choice["guardrail"] = {"stage": "output", "categories": decision.categories,
                                    "evaluators": decision.evaluators}
             changed = True
         elif decision.redacts:  # each field (reasoning, content) masked where its findings are
-            route.mask_choice(choice, placeholder_spans(redacted_findings(decision, policy), len(text)))
+            route.mask_choice(choice, placeholder_spans(redacted_findings(decision, policy.config), len(text)))
             changed = True
     body = dumps(answer) if changed else payload
     return web.Response(body=body, content_type="application/json")
 
 
 async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestContext, route: GenerationRoute,
-                        policy_name: str, conversations: list[list[dict[str, str]]], n: int, upstream: Any,
+                        policy: ResolvedPolicy, conversations: list[list[dict[str, str]]], n: int, upstream: Any,
                         choices: int = 1, comparison: PendingComparison | None = None) -> web.StreamResponse:
     client = web.StreamResponse(status=200, headers={
         "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
         "x-accel-buffering": "no"})
     try:
         await client.prepare(request)
-        relay = StreamRelay(route=route, guard=state.guard, recorder=state.recorder, ctx=ctx,
-                            policy_name=policy_name, conversations=conversations, n=n, upstream=upstream,
-                            client=client, choices=choices)
+        relay = StreamRelay(StreamRequest(route, ctx, conversations, n, choices), policy, guard=state.guard,
+                            recorder=state.recorder, upstream=upstream, client=client)
         await request.app[CONNECTIONS].relay(request, client, relay.run())
         await client.write_eof()
-        _after_stream(state, ctx, route, policy_name, conversations, n, relay, comparison)
+        _after_stream(state, ctx, route, policy, conversations, n, relay, comparison)
     except (ConnectionResetError, asyncio.CancelledError):
         upstream.close()  # client went away: stop the generation upstream
         raise
@@ -236,7 +243,7 @@ async def _relay_stream(request: web.Request, state: ProxyState, ctx: RequestCon
     return client
 
 
-def _after_stream(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy_name: str,
+def _after_stream(state: ProxyState, ctx: RequestContext, route: GenerationRoute, policy: ResolvedPolicy,
                   conversations: list[list[dict[str, str]]], n: int, relay: StreamRelay,
                   comparison: PendingComparison | None) -> None:
     """A finished stream's whole answers: to the whole-answer evaluators (windowed modes judge windows only) and
@@ -245,8 +252,8 @@ def _after_stream(state: ProxyState, ctx: RequestContext, route: GenerationRoute
     if relay.ending not in ("done", "eof", "cut"):
         return
     answers = relay.answers()
-    if relay.plan.windowed and state.after_stream.wanted(policy_name):
-        state.after_stream.start(ctx, policy_name, route, conversations, n, answers, relay.mode)
+    if relay.plan.windowed and state.after_stream.wanted(policy.name):
+        state.after_stream.start(ctx, policy, route, conversations, n, answers, relay.mode)
     if comparison is not None and answers:
         text, cut = next(iter(answers.values()))
         comparison.baseline(text, blocked=cut)

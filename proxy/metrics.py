@@ -7,8 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from proxy.schemas.events import SCORE_BUCKETS  # the score tallies count in the same buckets
 from proxy import loop_metrics  # updated on the event loop only: no lock per update (see proxy/loop_metrics.py)
+from proxy.schemas.events import SCORE_BUCKETS  # the score tallies count in the same buckets
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

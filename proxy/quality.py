@@ -18,7 +18,7 @@ import bisect
 import math
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -28,6 +28,9 @@ from proxy.metrics import QUALITY_RUNS, REWARD_SCORES, child
 from proxy.policy import Decision
 from proxy.schemas.events import SCORE_BUCKETS, SCORE_TALLY_SCHEMA_NAME
 from proxy.tallies import Emit, PeriodicTally
+
+if TYPE_CHECKING:  # the resolved policy imports the streaming modes, whose package needs this module
+    from proxy.resolved_policy import ResolvedPolicy
 
 log = structlog.get_logger("guardstream.quality")
 
@@ -116,7 +119,7 @@ class AfterStream:
     def wanted(self, policy: str) -> bool:
         return self._wanted.get(policy, False)
 
-    def start(self, ctx: Any, policy: str, route: Any, conversations: list[list[dict[str, str]]], n: int,
+    def start(self, ctx: Any, policy: ResolvedPolicy, route: Any, conversations: list[list[dict[str, str]]], n: int,
               answers: Mapping[int, tuple[str, bool]], stream_mode: str) -> None:
         """Score each choice that was not cut, in the background. Never raises and never waits."""
         from proxy.routes import conversation_of
@@ -141,7 +144,7 @@ class AfterStream:
             QUALITY_RUNS.labels("error").inc()
             log.error("after_stream_failed", error=type(task.exception()).__name__)
 
-    async def _judge(self, ctx: Any, policy: str, route: Any, conversation: list[dict[str, str]], text: str,
+    async def _judge(self, ctx: Any, policy: ResolvedPolicy, route: Any, conversation: list[dict[str, str]], text: str,
                      index: int, stream_mode: str) -> None:
         decision: Decision = await self.guard.check_whole(policy, route.output_item(conversation, text))
         QUALITY_RUNS.labels("scored").inc()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -18,8 +19,15 @@ from proxy.elision import fit
 from proxy.policy import Decision
 from proxy.quality import ScoreTally
 from proxy.redaction import redact_text
-from proxy.schemas.events import (AuditEvent, EventContent, FindingRecord, ShadowRecord, ShadowVerdictRecord,
-                                  VerdictRecord, content_digest)
+from proxy.schemas.events import (
+    AuditEvent,
+    EventContent,
+    FindingRecord,
+    ShadowRecord,
+    ShadowVerdictRecord,
+    VerdictRecord,
+    content_digest,
+)
 from proxy.shadow import ShadowResult
 from proxy.unicode_text import clean_text
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from evaluators.base import EvalItem, Turn, content_text
 from evaluators.spans import Span, mask
-from proxy.protocol import ChatCompletionRequest, CompletionRequest, OpenAIBase, completion_prompts
+from proxy.protocol import ChatCompletionRequest, CompletionRequest, completion_prompts
 from proxy.request_text import RequestText, chat_input, completion_inputs
 
 
@@ -19,7 +19,7 @@ class GenerationRoute:
 
     name: str
     path: str
-    request_model: type[OpenAIBase]
+    request_model: type[ChatCompletionRequest] | type[CompletionRequest]
     chunk_object: str
     #: the conversations an answer's choices continue: one for chat, one per prompt for completions
     conversations: Callable[[dict[str, Any]], list[list[dict[str, str]]]]

@@ -109,9 +109,6 @@ class Shadows:
         self._paused_until: dict[str, float] = {}  # monotonic time a failing candidate is left out until
         self._sender = PeriodicTally(TALLY_SCHEMA_NAME, "shadow", self.cfg.tally_interval_s, self._collect)
 
-    def configured(self, policy: str, stage: Stage) -> bool:
-        return bool(getattr(self.settings.policies[policy], stage).shadow)
-
     def start(self, policy: str, item: EvalItem, decision: Decision) -> asyncio.Task[ShadowResult | None] | None:
         """The item's shadow judgement as a task (None when the stage has no shadow, or it is not sampled or
         too busy). Never raises and never waits."""

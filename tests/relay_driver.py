@@ -19,7 +19,7 @@ from proxy.config import Settings
 from proxy.guard import Guard
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import CHAT
-from proxy.streaming import StreamRelay
+from proxy.streaming import StreamRelay, StreamRequest
 
 
 class _Connected(BaseProtocol):
@@ -95,8 +95,8 @@ class RelayDriver:
         upstream, client = MemoryUpstream(loop), MemoryClient()
         ctx = RequestContext(request_id="r", principal=ANONYMOUS, route="/v1/chat/completions", model="m",
                              started=0.0)
-        relay = StreamRelay(route=CHAT, guard=self.guard, recorder=self.recorder, ctx=ctx, policy_name=policy,
-                            conversations=[[{"role": "user", "content": "go"}]], upstream=upstream,  # type: ignore[arg-type]
+        relay = StreamRelay(StreamRequest(CHAT, ctx, [[{"role": "user", "content": "go"}]]), self.guard.policy(policy),
+                            guard=self.guard, recorder=self.recorder, upstream=upstream,  # type: ignore[arg-type]
                             client=client)  # type: ignore[arg-type]
         before = len(self.sink.events)
         events = [_chunk({"role": "assistant", "content": ""})] + [_chunk({"content": p}) for p in pieces]

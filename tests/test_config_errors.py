@@ -101,7 +101,7 @@ def test_a_stage_an_evaluator_excludes_is_never_judged_by_it(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="policies.default.input.evaluators: evaluator 'pii' does not judge"):
         Guard(settings, evaluators, build_cache(settings.cache))
     guard = Guard(settings, evaluators, build_cache(settings.cache), strict=False)
-    decision = asyncio.run(guard.check("default", EvalItem.of_text("mail jane@example.org", "input")))
+    decision = asyncio.run(guard.check(guard.policy("default"), EvalItem.of_text("mail jane@example.org", "input")))
     assert decision.action == "allow" and decision.verdicts == []
 
 

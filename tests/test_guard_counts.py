@@ -32,13 +32,13 @@ async def test_a_block_counts_only_the_categories_that_blocked() -> None:
     guard = _guard()
     before = {(m, c): _count(m, c) for m in ("guardstream_blocks_total", "guardstream_flags_total")
               for c in ("secret", "pii")}
-    decision = await guard.check("default", EvalItem.of_text("AKIAEXAMPLE and bob@example.com"))
+    decision = await guard.check(guard.policy("default"), EvalItem.of_text("AKIAEXAMPLE and bob@example.com"))
     assert decision.action == "block" and set(decision.categories) == {"secret", "pii"}
     assert _count("guardstream_blocks_total", "secret") == before[("guardstream_blocks_total", "secret")] + 1
     assert _count("guardstream_blocks_total", "pii") == before[("guardstream_blocks_total", "pii")]
     assert _count("guardstream_flags_total", "pii") == before[("guardstream_flags_total", "pii")]  # not allowed
 
-    decision = await guard.check("default", EvalItem.of_text("only bob@example.com"))
+    decision = await guard.check(guard.policy("default"), EvalItem.of_text("only bob@example.com"))
     assert decision.action == "flag"
     assert _count("guardstream_flags_total", "pii") == before[("guardstream_flags_total", "pii")] + 1
     assert _count("guardstream_blocks_total", "pii") == before[("guardstream_blocks_total", "pii")]

@@ -59,7 +59,7 @@ def item(text: str) -> EvalItem:
 async def test_sync_engines_run_inline_in_the_callers_task() -> None:
     a, b = SyncWord("a"), SyncWord("b", word="worse")
     guard = guard_for({"a": a, "b": b})
-    decision = await guard.check("default", item("a bad prompt"))
+    decision = await guard.check(guard.policy("default"), item("a bad prompt"))
     assert decision.action == "block" and decision.categories == ["blocklist"]
     assert [v.evaluator for v in decision.verdicts] == ["a", "b"]
     assert (a.sync_calls, a.async_calls, b.async_calls) == (1, 0, 0)
@@ -69,7 +69,8 @@ async def test_sync_engines_run_inline_in_the_callers_task() -> None:
 
 async def test_none_from_evaluate_sync_takes_the_async_path() -> None:
     a, b = SyncWord("a"), SyncWord("b")
-    decision = await guard_for({"a": a, "b": b}).check("default", item("x" * 200 + " bad"))
+    guard = guard_for({"a": a, "b": b})
+    decision = await guard.check(guard.policy("default"), item("x" * 200 + " bad"))
     assert decision.action == "block"
     assert (a.sync_calls, a.async_calls, b.async_calls) == (1, 1, 1)
     assert asyncio.current_task() not in a.tasks + b.tasks  # gathered in tasks of their own, as before
@@ -77,19 +78,20 @@ async def test_none_from_evaluate_sync_takes_the_async_path() -> None:
 
 async def test_inline_engine_failure_follows_on_error() -> None:
     broken = SyncWord("broken", fail=True)
-    opened = await guard_for({"broken": broken}).check("default", item("fine"))
+    guard = guard_for({"broken": broken})
+    opened = await guard.check(guard.policy("default"), item("fine"))
     assert opened.action == "allow" and opened.failed_open == ["broken"]
     assert opened.verdicts[0].error == "RuntimeError: engine broke"
-    closed = await guard_for({"broken": SyncWord("broken", fail=True)}, on_error="fail_closed").check(
-        "default", item("fine"))
+    guard = guard_for({"broken": SyncWord("broken", fail=True)}, on_error="fail_closed")
+    closed = await guard.check(guard.policy("default"), item("fine"))
     assert closed.blocks and closed.categories == ["evaluator_error"]
 
 
 async def test_cached_engines_keep_the_cache_path() -> None:
     a = SyncWord("a")
     guard = guard_for({"a": a}, cache=True)
-    first = await guard.check("default", item("same text"))
-    second = await guard.check("default", item("same text"))
+    first = await guard.check(guard.policy("default"), item("same text"))
+    second = await guard.check(guard.policy("default"), item("same text"))
     assert a.sync_calls == 0 and a.async_calls == 1
     assert not first.verdicts[0].cached and second.verdicts[0].cached
 
@@ -134,7 +136,7 @@ async def test_a_stage_judged_inline_hands_over_where_an_engine_wants_the_async_
     a, b, c = LimitedWord("hand-a", 1000), LimitedWord("hand-b", 100), LimitedWord("hand-c", 1000, word="zzz")
     guard = guard_for({"hand-a": a, "hand-b": b, "hand-c": c})
     before = [_latency_count(n) for n in ("hand-a", "hand-b", "hand-c")]
-    decision = await guard.check("default", item("x" * 200 + " bad"))
+    decision = await guard.check(guard.policy("default"), item("x" * 200 + " bad"))
     assert decision.action == "block" and [v.evaluator for v in decision.verdicts] == ["hand-a", "hand-b", "hand-c"]
     assert [v.safe for v in decision.verdicts] == [False, False, True]
     assert [(e.sync_calls, e.async_calls) for e in (a, b, c)] == [(1, 0), (1, 1), (1, 0)]

@@ -58,10 +58,10 @@ def test_quiet_engines_are_those_whose_own_triggers_are_absent(parts: list[str])
 @given(TEXTS)
 async def test_stage_verdicts_match_each_engine_judging(parts: list[str]) -> None:
     text = "".join(parts)
-    decision = await GUARD.check("default", EvalItem((Turn("user", text),), "input"))
+    decision = await GUARD.check(GUARD.policy("default"), EvalItem((Turn("user", text),), "input"))
     assert [_shape(v) for v in decision.verdicts] == [_shape(ENGINES[name].judge(text)) for name in ENGINES]
 
 
 def test_the_default_policy_stages_share_one_pass() -> None:
-    stage = GUARD._inline_stages[("default", "input")]
+    stage = GUARD.policy("default").inline["input"]
     assert stage.triggers is not None and [j.name for j in stage.judges] == list(ENGINES)

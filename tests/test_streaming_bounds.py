@@ -105,8 +105,8 @@ def test_held_text_is_capped_by_hold_limit(tmp_path: Path, mode: str, monkeypatc
     relays: list[StreamRelay] = []
     init = StreamRelay.__init__
 
-    def remember(self: StreamRelay, **kwargs: Any) -> None:
-        init(self, **kwargs)
+    def remember(self: StreamRelay, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
         relays.append(self)
 
     monkeypatch.setattr(StreamRelay, "__init__", remember)

@@ -167,7 +167,7 @@ class Comparisons:
         conversation = route.conversations(body)[0]
         turns = tuple(Turn(t["role"], t["content"]) for t in conversation)
         candidate_text = clean_text(candidate_text)
-        assessed = await self.guard.assess(policy.name, route.output_item(conversation, candidate_text))
+        assessed = await self.guard.assess(self.guard.policy(policy.name), route.output_item(conversation, candidate_text))
         candidate_safe = assessed.action != "block"
         baseline_safe = not baseline.blocked
         judgement: Judgement | None = None

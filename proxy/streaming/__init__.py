@@ -17,7 +17,7 @@ Tool-call deltas, role chunks, usage chunks and keep-alive comments pass through
 """
 
 from proxy.streaming.modes import ModePlan, effective_mode
-from proxy.streaming.relay import StreamRelay, expected_choices
+from proxy.streaming.relay import StreamRelay, StreamRequest, expected_choices
 from proxy.streaming.windows import count_tokens
 
-__all__ = ["StreamRelay", "ModePlan", "effective_mode", "expected_choices", "count_tokens"]
+__all__ = ["StreamRelay", "StreamRequest", "ModePlan", "effective_mode", "expected_choices", "count_tokens"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from evaluators.base import Verdict
 from evaluators.spans import Span, merge_sorted
 from proxy.elision import MAX_CONTENT_CHARS, ElidedText
 from proxy.streaming.compaction import TextDelta, merge, text_field
@@ -49,9 +49,8 @@ class ChoiceStream:
         self.judges = judges
         self.lead = lead
         self.hold = hold
-        self.pending = WindowQueue()
+        self.pending = WindowQueue()  # windows waiting for the window judges (one in flight, one queued)
         self.entries: deque[Entry] = deque()
-        self.worker: asyncio.Task[None] | None = None
         self.finished = False  # upstream sent this choice's finish_reason
         self.ended = False  # no more text will come (finished, or the stream ended)
         self.cut = False
@@ -80,6 +79,69 @@ class ChoiceStream:
         self.entries.append(Entry(raw, self.tokens, finish, start, self.chars))
         self.held_bytes += len(raw)
         return window
+
+    def queue(self, window: Window) -> None:
+        """A window for the window judges (after those queued before it)."""
+        self.pending.push(window)
+
+    def next_window(self) -> Window | None:
+        """The next window to judge (None once the choice is cut or nothing waits); it is in flight until
+        `window_judged`."""
+        return None if self.cut else self.pending.take()
+
+    def window_judged(self, window: Window, passed: bool) -> None:
+        """The window judges' verdict on the window in flight: a window that passed clears its text."""
+        self.pending.inflight = None
+        if passed:
+            assert self.windows is not None
+            self.windows.approve(window)
+
+    @property
+    def window_idle(self) -> bool:
+        """No window is being judged or waits for it."""
+        return self.pending.idle
+
+    def holding(self) -> str | None:
+        """Which judges hold text back now: "windows" (the window judges have not cleared all that the
+        incremental judges have), "scanners" (only the incremental judges), None (nothing held for judgment)."""
+        if not self.entries or self.cut:
+            return None
+        judges, windows = self.judges, self.windows
+        if windows is not None and windows.cleared < (judges.cleared if judges else self.chars):
+            return "windows"
+        if judges is not None and judges.cleared < self.chars:
+            return "scanners"
+        return None
+
+    def seal_window(self) -> Window | None:
+        """End the window being filled early (back-pressure): what is held now is judged as it stands."""
+        return self.windows.seal() if self.windows is not None else None
+
+    def scan(self, final: bool) -> list[Verdict]:
+        """Feed the text that arrived to the incremental judges (`final`: the answer is whole); their verdicts
+        where they found something."""
+        assert self.judges is not None
+        return self.judges.step(final)
+
+    @property
+    def scans(self) -> bool:
+        """The choice has incremental judges."""
+        return self.judges is not None
+
+    def scanner_seconds(self) -> list[tuple[str, float]]:
+        """(name, seconds spent on this answer so far) per incremental judge."""
+        return [(slot.name, slot.seconds) for slot in self.judges.slots] if self.judges is not None else []
+
+    def window_context(self) -> str:
+        """The approved text a window is judged after (its context)."""
+        assert self.windows is not None
+        return self.windows.context()
+
+    def cut_off(self) -> int:
+        """Stop this choice (a judge blocked it): nothing more of it reaches the client. Returns how many held
+        events were dropped."""
+        self.cut = True
+        return self.drop()
 
     def end_of_stream(self) -> Window | None:
         """The upstream ended without finishing this choice: its last partial window, if any."""

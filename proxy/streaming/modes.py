@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from evaluators.base import IncrementalScanner
+from evaluators.spans import Span
 from proxy.config import PolicyConfig
 from proxy.elision import MAX_CONTENT_CHARS
 from proxy.streaming.choice import ChoiceStream
@@ -46,7 +48,7 @@ class ModePlan:
     first_size: int | None = None
 
     @classmethod
-    def of(cls, policy: PolicyConfig, keep_chars: int = MAX_CONTENT_CHARS) -> "ModePlan":
+    def of(cls, policy: PolicyConfig, keep_chars: int = MAX_CONTENT_CHARS) -> ModePlan:
         mode = effective_mode(policy)
         cfg = policy.output.streaming
         if mode == "buffered":
@@ -74,7 +76,7 @@ class ModePlan:
         return self.chunk_size is not None
 
     def new_choice(self, index: int, scanners: list[tuple[str, str, IncrementalScanner, bool]],
-                   window_judges: bool) -> ChoiceStream:
+                   window_judges: bool, rewrite: Callable[[bytes, list[Span]], bytes] | None = None) -> ChoiceStream:
         windows = TokenWindows(self.chunk_size, self.context_size, self.first_size) if window_judges else None
         judges = IncrementalJudges([ScannerSlot(*scanner) for scanner in scanners]) if scanners else None
-        return ChoiceStream(index, windows, judges, self.lead, self.hold, self.keep_chars)
+        return ChoiceStream(index, windows, judges, self.lead, self.hold, self.keep_chars, rewrite)

@@ -23,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from evaluators.spans import Span, placeholder_spans
-from proxy.guard import Guard
 from proxy.jsonio import loads, loads_checked
 from proxy.keyscrub import key_bytes, scrub
 from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
@@ -40,9 +40,12 @@ from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
 from proxy.streaming.choice import ChoiceStream
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
-from proxy.streaming.modes import ModePlan
 from proxy.streaming.windows import Window
 from proxy.unicode_text import clean_text
+
+if TYPE_CHECKING:  # the guard imports the streaming modes: a runtime import would be a cycle
+    from proxy.guard import Guard
+    from proxy.resolved_policy import ResolvedPolicy
 
 log = structlog.get_logger("guardstream.streaming")
 
@@ -52,33 +55,40 @@ _READ_BATCH = 64 * 1024
 _UPSTREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError, ValueError)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """What a stream relay knows of the request it serves."""
+
+    route: GenerationRoute
+    ctx: RequestContext
+    #: the prompts' conversations (one, or one per prompt of a batched completion)
+    conversations: list[list[dict[str, str]]]
+    n: int = 1  # choices per prompt
+    choices: int = 1  # choices the answer will have (`expected_choices`)
+
+
 class StreamRelay:
     """Relays one streamed generation, judging each choice's answer per the policy's streaming mode."""
 
-    def __init__(self, *, route: GenerationRoute, guard: Guard, recorder: Recorder, ctx: RequestContext,
-                 policy_name: str, conversations: list[list[dict[str, str]]], upstream: aiohttp.ClientResponse,
-                 client: web.StreamResponse, n: int = 1, choices: int = 1) -> None:
-        self.route = route
+    def __init__(self, request: StreamRequest, policy: ResolvedPolicy, *, guard: Guard, recorder: Recorder,
+                 upstream: aiohttp.ClientResponse, client: web.StreamResponse) -> None:
+        self.route = route = request.route
         self.guard = guard
         self.recorder = recorder
-        self.ctx = ctx
-        self.policy_name = policy_name
-        self.policy = guard.settings.policies[policy_name]
-        self.plan = ModePlan.of(self.policy, guard.settings.audit.max_content_chars)
-        self.hold_limit = self.policy.output.streaming.hold_limit_bytes
+        self.ctx = request.ctx
+        self.policy = policy
+        self.plan = policy.stream.plan
+        self.hold_limit = policy.config.output.streaming.hold_limit_bytes
         self.mode = self.plan.mode
         self._judging = self.plan.judges  # read per event
-        scanning, windowed = guard.stream_judges(policy_name)
-        self._scanning = scanning if self.plan.incremental else []  # incremental judges (rules)
-        self._windowed = windowed if self.plan.incremental else guard.evaluator_names(policy_name, "output")
-        if self.plan.windowed:  # evaluators that read whole answers judge after the stream (proxy/quality.py)
-            self._windowed = [n for n in self._windowed if n not in guard.whole_answers]
-        self.conversations = conversations
-        self.n = n
+        self._windowed = policy.stream.windowed  # window judges (incremental ones scan: `Guard.scanners`)
+        self.conversations = request.conversations
+        self.n = request.n
+        self._rewrite = functools.partial(mask_event, route)  # a function of the route: see `mask_event`
         self.upstream = upstream
         self.client = client
         self._key = key_bytes(guard.settings.upstream)
-        self.expected_choices = max(1, choices)
+        self.expected_choices = max(1, request.choices)
         self.choices: dict[int, ChoiceStream] = {}
         self.meta: dict[str, Any] = {}
         self._touched: dict[int, ChoiceStream] = {}  # choices that got events since the last `_settle`
@@ -87,6 +97,7 @@ class StreamRelay:
         self._write_lock = asyncio.Lock()
         self._reader: asyncio.Task[str] | None = None
         self._workers: set[asyncio.Task[None]] = set()
+        self._window_tasks: dict[int, asyncio.Task[None]] = {}  # choice index -> its window judge, while it runs
         self._stopped = False  # we cut every choice and closed the upstream
         self._aborted = False  # the upstream reported an error mid-stream
         self._client_error: BaseException | None = None
@@ -172,14 +183,12 @@ class StreamRelay:
         while not self._aborted and self._held_bytes() > self.hold_limit:
             judging = False
             for choice in self.choices.values():
-                if not choice.entries or choice.cut:
-                    continue
-                judges, windows = choice.judges, choice.windows
-                if windows is not None and windows.cleared < (judges.cleared if judges else choice.chars):
-                    if choice.pending.idle:
-                        self._submit(choice, windows.seal())  # judge what is held now: a window ends early
-                    judging = judging or not choice.pending.idle
-                elif judges is not None and judges.cleared < choice.chars:
+                holding = choice.holding()
+                if holding == "windows":
+                    if choice.window_idle:
+                        self._submit(choice, choice.seal_window())  # judge what is held now: a window ends early
+                    judging = judging or not choice.window_idle
+                elif holding == "scanners":
                     self._scan(choice, final=True)  # only the incremental judges hold it: judged as it stands
                     self._release(choice)
             await self._flush()
@@ -200,7 +209,7 @@ class StreamRelay:
             async with asyncio.timeout(0.25):
                 while await self.upstream.content.readany():
                     pass
-        except (asyncio.TimeoutError, *_UPSTREAM_ERRORS):
+        except (TimeoutError, *_UPSTREAM_ERRORS):
             self.upstream.close()
             return
         self.upstream.release()
@@ -215,7 +224,7 @@ class StreamRelay:
                     self._submit(choice, choice.end_of_stream())
                     self._touched[choice.index] = choice
             self._settle()
-        while workers := [c.worker for c in self.choices.values() if c.worker and not c.worker.done()]:
+        while workers := [task for task in self._window_tasks.values() if not task.done()]:
             await asyncio.gather(*workers, return_exceptions=True)
         if self._client_error is not None:
             raise self._client_error
@@ -290,9 +299,8 @@ class StreamRelay:
         index = index if isinstance(index, int) else 0
         choice = self.choices.get(index)
         if choice is None:
-            choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy_name, self._scanning),
-                                                                bool(self._windowed))
-            choice.rewrite = functools.partial(mask_event, self.route)
+            choice = self.choices[index] = self.plan.new_choice(index, self.guard.scanners(self.policy),
+                                                                bool(self._windowed), self._rewrite)
         if choice.cut:
             return
         text = self.route.delta_text(obj)
@@ -306,7 +314,7 @@ class StreamRelay:
         for choice in self._touched.values():
             if choice.cut:
                 continue
-            if choice.judges is not None:
+            if choice.scans:
                 self._scan(choice, final=choice.ended)
             if not choice.cut:
                 self._release(choice)
@@ -316,44 +324,41 @@ class StreamRelay:
 
     def _scan(self, choice: ChoiceStream, final: bool) -> None:
         """Feed the choice's new text to its incremental judges; act on what they found."""
-        judges = choice.judges
-        assert judges is not None
-        verdicts = judges.step(final)
+        verdicts = choice.scan(final)
         if final and choice.ended:
-            for slot in judges.slots:
-                self.guard.observe(slot.name, "output", slot.seconds)
+            for name, seconds in choice.scanner_seconds():
+                self.guard.observe(name, "output", seconds)
         if not verdicts:
             return
-        decision = self.guard.decide(self.policy_name, "output", verdicts)
+        decision = self.guard.decide(self.policy, "output", verdicts)
         if decision.redacts:
-            choice.redact(placeholder_spans(redacted_findings(decision, self.policy), choice.chars))
+            choice.redact(placeholder_spans(redacted_findings(decision, self.policy.config), choice.chars))
         conversation = conversation_of(self.conversations, self.n, choice.index)
         self.recorder.record(self.ctx, decision, conversation, lambda: str(choice.answer),
                              choice_index=choice.index, stream_mode=self.mode,
-                             latency_ms=sum(slot.seconds for slot in judges.slots) * 1000)
+                             latency_ms=sum(seconds for _, seconds in choice.scanner_seconds()) * 1000)
         if decision.blocks:
             self._cut(choice, decision)
 
     def _submit(self, choice: ChoiceStream, window: Window | None) -> None:
         if window is None:
             return
-        choice.pending.push(window)
-        if choice.worker is None or choice.worker.done():
-            choice.worker = worker = asyncio.create_task(
+        choice.queue(window)
+        worker = self._window_tasks.get(choice.index)
+        if worker is None or worker.done():
+            self._window_tasks[choice.index] = worker = asyncio.create_task(
                 self._judge_windows(choice), name=f"stream-judge-{self.ctx.request_id}-{choice.index}")
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
 
     async def _judge_windows(self, choice: ChoiceStream) -> None:
         try:
-            while not choice.cut and (window := choice.pending.take()) is not None:
+            while (window := choice.next_window()) is not None:
                 decision = await self._judge(choice, window)
-                choice.pending.inflight = None
+                choice.window_judged(window, passed=not decision.blocks)
                 if decision.blocks:
                     self._cut(choice, decision)
                 else:
-                    assert choice.windows is not None
-                    choice.windows.approve(window)
                     self._release(choice)
                 await self._flush()
                 self._judged.set()
@@ -362,22 +367,21 @@ class StreamRelay:
             if self._reader is not None:
                 self._reader.cancel()
         finally:
-            choice.worker = None
+            self._window_tasks.pop(choice.index, None)
             self._judged.set()
 
     async def _judge(self, choice: ChoiceStream, window: Window) -> Decision:
-        assert choice.windows is not None
-        context = choice.windows.context() if self.plan.windowed else ""
+        context = choice.window_context() if self.plan.windowed else ""
         text = context + window.text
         conversation = conversation_of(self.conversations, self.n, choice.index)
         started = time.perf_counter()
         try:
-            decision = await self.guard.check(self.policy_name, self.route.output_item(conversation, text),
+            decision = await self.guard.check(self.policy, self.route.output_item(conversation, text),
                                               self._windowed)
         except Exception:  # a guard bug must not let text through: fail closed
             log.exception("stream_window_judge_failed", choice_index=choice.index)
             decision = Decision(stage="output", action="block", categories=[EVALUATOR_ERROR], verdicts=[],
-                                enforced=self.policy.mode == "enforce")
+                                enforced=self.policy.config.mode == "enforce")
         STREAM_WINDOWS.labels(self.mode).inc()
         if decision.redacts:
             self._redact(choice, window, decision, len(context))
@@ -389,16 +393,16 @@ class StreamRelay:
     def _redact(self, choice: ChoiceStream, window: Window, decision: Decision, context_len: int) -> None:
         """A window judge's `redact` verdict: the findings in this window and its context are masked in the held
         events as they are released (only what is still held can be masked)."""
-        findings = redacted_findings(decision, self.policy)
+        findings = redacted_findings(decision, self.policy.config)
         offset = window.char_start - context_len  # the context is the approved text just before the window
         length = context_len + window.char_end - window.char_start
         choice.redact([(offset + start, offset + end, text)
                       for start, end, text in placeholder_spans(findings, length)])
 
     def _cut(self, choice: ChoiceStream, decision: Decision) -> None:
-        choice.cut = True
-        choice.drop()
-        refusal = self.policy.refusal_text if self.policy.output.streaming.refusal else None
+        choice.cut_off()
+        config = self.policy.config
+        refusal = config.refusal_text if config.output.streaming.refusal else None
         self._emit(cut_chunk(self.route, self.meta, f"guardstream-{self.ctx.request_id}", self.ctx.model or "",
                              choice.index, decision.categories, decision.evaluators, refusal))
         STREAM_CUTS.labels(self.mode).inc()
@@ -431,8 +435,8 @@ class StreamRelay:
         self._judged.set()
         for choice in self.choices.values():
             choice.drop()
-            if choice.worker is not None:
-                choice.worker.cancel()
+        for worker in self._window_tasks.values():
+            worker.cancel()
 
     # -- the client --------------------------------------------------------------------------------
 

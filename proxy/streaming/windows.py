@@ -54,7 +54,7 @@ class Window:
     def text(self) -> str:
         return "".join(text for text, _ in self.parts)
 
-    def merge(self, later: "Window") -> "Window":
+    def merge(self, later: Window) -> Window:
         """This window followed by a later one, as one (windows that piled up while one was judged)."""
         return Window(self.start, later.end, self.parts + later.parts, later.final, self.char_start, later.char_end)
 
