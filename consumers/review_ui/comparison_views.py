@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from consumers.review_ui import app as appmod
-from consumers.review_ui.views import MAX_PAGE, PAGE_SIZE, _path, _render
+from consumers.review_ui.views import PAGE_SIZE, _path, _render, page_number
 from consumers.store import comparisons as cmp
 
 OUTCOMES = ("win", "tie", "loss")
@@ -31,10 +31,7 @@ def parse_filter(query: Mapping[str, str]) -> cmp.ComparisonFilter:
 
 async def comparison_list(request: web.Request) -> web.Response:
     f = parse_filter(request.query)
-    try:
-        page = min(max(1, int(request.query.get("page", "1"))), MAX_PAGE)
-    except ValueError:
-        page = 1
+    page = page_number(request)
     store, me = request.app[appmod.STORE], request[appmod.PRINCIPAL].name
 
     def load() -> tuple[Any, ...]:

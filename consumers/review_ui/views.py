@@ -137,12 +137,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 # -- queue and event ----------------------------------------------------------------------------------
+def page_number(request: web.Request) -> int:
+    """The `page` query parameter: 1 when missing or not a number, capped at MAX_PAGE."""
+    try:
+        return min(max(1, int(request.query.get("page", "1"))), MAX_PAGE)
+    except ValueError:
+        return 1
+
+
 async def queue(request: web.Request) -> web.Response:
     f = parse_filter(request.query)
-    try:
-        page = min(max(1, int(request.query.get("page", "1"))), MAX_PAGE)
-    except ValueError:
-        page = 1
+    page = page_number(request)
     store, me = request.app[appmod.STORE], request[appmod.PRINCIPAL].name
 
     def load() -> tuple[Any, ...]:
