@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from evaluators import torch_placement
 from evaluators.batching import MicroBatcher
 from evaluators.llama_guard.backends.base import BackendError
 from evaluators.llama_guard.scoring import Generation, merge_logprobs
@@ -38,13 +39,7 @@ class TransformersBackend:
         except ImportError as exc:  # pragma: no cover - the hf extra is part of the test install
             raise BackendError("the transformers backend needs the 'hf' extra: pip install 'guardstream[hf]'") from exc
         self._torch = torch
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
-                       "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        self.device, torch_dtype = torch_placement.resolve(device, dtype, torch_threads)
         self.tokenizer = tokenizer_obj or AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:

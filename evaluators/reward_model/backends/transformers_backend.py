@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from evaluators import torch_placement
 from evaluators.base import OptionError, Turn
 from evaluators.batching import MicroBatcher
 from evaluators.reward_model.artifact import ModelSource
@@ -34,13 +35,7 @@ class TransformersRewardBackend:
             raise RewardBackendError("the transformers backend needs the 'hf' extra: "
                                      "pip install 'guardstream[hf]'") from exc
         self._torch = torch
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
-                       "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        self.device, torch_dtype = torch_placement.resolve(device, dtype, torch_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(source.tokenizer), local_files_only=True)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
