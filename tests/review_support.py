@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -105,3 +106,33 @@ def event_message(event: dict[str, Any]) -> tuple[bytes, bytes]:
 #: leaves hanging (consumers/stall.py) is released after 5 s (a healthy one returns within about a second)
 FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=400, max_poll_interval_ms=2500, stall_limit_s=5.0,
                   poll_timeout_ms=300)
+
+
+def drain_review_then_metrics(store: Any, bootstrap: str, topic: str, *, inserted: int, tallies: int,
+                              counted: int, timeout_s: float = 30) -> tuple[Any, Any]:
+    """Consume the topic into `store` with the review consumer until it inserted `inserted` events and passed over
+    `tallies` tallies, then with the metrics consumer until it counted `counted` messages (each within
+    `timeout_s`). One consumer at a time: a test polling two in turns can outlast the other's
+    max_poll_interval_ms. Returns both consumers (closed) for their counts."""
+    from consumers.kafka import KafkaSettings
+    from consumers.metrics import MetricsConsumer
+    from consumers.review import ReviewConsumer
+
+    group = dict(bootstrap=bootstrap, topic=topic, **FAST_GROUP)
+    review = ReviewConsumer(store, KafkaSettings(group_id=f"{topic}-review", **group))
+    review.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (review.stats.inserted < inserted or review.tallies < tallies):
+            review.poll_once()
+    finally:
+        review.close()
+    metrics = MetricsConsumer(store, KafkaSettings(group_id=f"{topic}-metrics", **group))
+    metrics.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and metrics.counted < counted:
+            metrics.poll_once()
+    finally:
+        metrics.close()
+    return review, metrics

@@ -20,9 +20,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from consumers.dashboard import create_app as dashboard_app
 from consumers.export import export
-from consumers.kafka import KafkaSettings
-from consumers.metrics import MetricsConsumer
-from consumers.review import ReviewConsumer
 from consumers.store import QueueFilter, queries
 from consumers.store import comparisons as cmp
 from proxy.demo_upstream import DemoUpstream, last_prompt
@@ -30,7 +27,7 @@ from proxy.metrics import REGISTRY
 from tests.comparison_support import Servers
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
-from tests.review_support import FAST_GROUP
+from tests.review_support import drain_review_then_metrics
 from tests.tiny_reward import bad_answer, build_reward_model, good_answer
 
 pytestmark = pytest.mark.slow
@@ -85,23 +82,7 @@ def test_a_better_candidate_wins_through_the_broker_and_becomes_dpo_data(
         h.stop()  # the last score tally goes out at shutdown
         servers.stop()
 
-    group = dict(bootstrap=kafka_bootstrap, topic=topic, **FAST_GROUP)
-    review = ReviewConsumer(store, KafkaSettings(group_id=f"{topic}-review", **group))
-    review.start()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (review.stats.inserted < 12 or review.tallies < 1):
-            review.poll_once()
-    finally:
-        review.close()
-    metrics = MetricsConsumer(store, KafkaSettings(group_id=f"{topic}-metrics", **group))
-    metrics.start()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and metrics.counted < 13:
-            metrics.poll_once()
-    finally:
-        metrics.close()
+    review, _ = drain_review_then_metrics(store, kafka_bootstrap, topic, inserted=12, tallies=1, counted=13)
     # 6 low_quality flags (4 live, 2 scored after their stream), 6 comparisons, 1 score tally
     assert (review.stats.inserted, review.stats.dead_letters, review.tallies) == (12, 0, 1)
 

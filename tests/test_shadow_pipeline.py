@@ -4,7 +4,6 @@ category)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,10 @@ import openai
 from aiohttp.test_utils import TestClient, TestServer
 
 from consumers.dashboard import create_app as dashboard_app
-from consumers.kafka import KafkaSettings
-from consumers.metrics import MetricsConsumer
-from consumers.review import ReviewConsumer
 from consumers.store import QueueFilter, queries
 from tests.conftest import keyword_settings
 from tests.proxy_harness import ProxyHarness
-from tests.review_support import FAST_GROUP
+from tests.review_support import drain_review_then_metrics
 from tests.test_shadow import ANSWER, LIVE, candidate, demo
 
 
@@ -38,24 +34,7 @@ def test_shadow_disagreements_reach_the_queue_and_agreement_the_dashboard(
     finally:
         h.stop()  # the last tally goes out at shutdown
 
-    group = dict(bootstrap=kafka_bootstrap, topic=topic, **FAST_GROUP)
-    # one consumer at a time: a test polling two in turns can outlast the other's max_poll_interval_ms
-    review = ReviewConsumer(store, KafkaSettings(group_id=f"{topic}-review", **group))
-    review.start()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (review.stats.inserted < 2 or review.tallies < 1):
-            review.poll_once()
-    finally:
-        review.close()
-    metrics = MetricsConsumer(store, KafkaSettings(group_id=f"{topic}-metrics", **group))
-    metrics.start()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and metrics.counted < 3:
-            metrics.poll_once()
-    finally:
-        metrics.close()
+    review, _ = drain_review_then_metrics(store, kafka_bootstrap, topic, inserted=2, tallies=1, counted=3)
     assert (review.stats.inserted, review.stats.dead_letters, review.tallies) == (2, 0, 1)
 
     with store.read() as conn:
