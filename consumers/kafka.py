@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.stall import DEFAULT_MAX_STALLS, DEFAULT_STALL_LIMIT_S
+from proxy.schemas.consumers import DEFAULT_MAX_STALLS, DEFAULT_STALL_LIMIT_S, ConsumerKafkaConfig
 from proxy.schemas.events import DEFAULT_TOPIC
 
 
@@ -49,24 +49,40 @@ class KafkaSettings:
         return config
 
 
-def add_kafka_arguments(parser: argparse.ArgumentParser, default_group: str) -> None:
-    group = parser.add_argument_group("Kafka")
-    group.add_argument("--bootstrap", metavar="HOST:PORT[,...]", help="Kafka bootstrap servers")
-    group.add_argument("--topic", default=DEFAULT_TOPIC, help="audit topic (default: %(default)s)")
-    group.add_argument("--group", default=default_group, help="consumer group id (default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=500, help="max records per poll = per DB transaction")
-    group.add_argument("--session-timeout-ms", type=int, default=10_000,
-                       help="group session timeout: how fast a dead consumer's partitions move")
-    group.add_argument("--max-poll-interval-ms", type=int, default=300_000,
-                       help="max time between polls (also the rebalance timeout new members wait for)")
-    group.add_argument("--security-protocol", default="PLAINTEXT",
-                       choices=["PLAINTEXT", "SSL"])
-    group.add_argument("--ssl-cafile", default=None)
+def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Kafka flags; each overrides its `consumers.kafka` key (`--group`: `consumers.<command>.group`)."""
+    group = parser.add_argument_group("Kafka (flags override the config file's consumers.kafka)")
+    group.add_argument("--bootstrap", metavar="HOST:PORT[,...]",
+                       help="Kafka bootstrap servers (default: consumers.kafka.bootstrap, else audit.kafka_bootstrap)")
+    group.add_argument("--topic", help=f"audit topic (default: consumers.kafka.topic, else audit.topic, else "
+                                       f"{DEFAULT_TOPIC})")
+    group.add_argument("--group", help="consumer group id (default: consumers.<command>.group, else "
+                                       "guardstream-<command>)")
+    group.add_argument("--batch-size", type=int, help="max records per poll = per DB transaction (default: 500)")
+    group.add_argument("--session-timeout-ms", type=int,
+                       help="group session timeout: how fast a dead consumer's partitions move (default: 10000)")
+    group.add_argument("--max-poll-interval-ms", type=int,
+                       help="max time between polls (also the rebalance timeout new members wait for; default: 300000)")
+    group.add_argument("--security-protocol", choices=["PLAINTEXT", "SSL"])
+    group.add_argument("--ssl-cafile")
 
 
-def kafka_settings_from_args(args: argparse.Namespace, client_id: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap=args.bootstrap, topic=args.topic, group_id=args.group, client_id=client_id,
-                         max_poll_records=args.batch_size, session_timeout_ms=args.session_timeout_ms,
-                         heartbeat_interval_ms=max(100, min(3000, args.session_timeout_ms // 5)),
-                         max_poll_interval_ms=args.max_poll_interval_ms, security_protocol=args.security_protocol,
-                         ssl_cafile=args.ssl_cafile)
+def kafka_overrides(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The Kafka flags as config overrides (dotted key -> value; None: the flag was not given)."""
+    keys = ("bootstrap", "topic", "batch_size", "session_timeout_ms", "max_poll_interval_ms", "security_protocol",
+            "ssl_cafile")
+    return {**{f"consumers.kafka.{key}": getattr(args, key) for key in keys},
+            f"consumers.{command}.group": args.group}
+
+
+def kafka_settings(config: ConsumerKafkaConfig, group_id: str, client_id: str) -> KafkaSettings:
+    """The consumer's KafkaSettings from its validated config section (the command checked `bootstrap` is set)."""
+    if not config.bootstrap:
+        raise ValueError("consumers.kafka.bootstrap: no Kafka bootstrap servers")
+    return KafkaSettings(bootstrap=config.bootstrap, topic=config.topic or DEFAULT_TOPIC, group_id=group_id,
+                         client_id=client_id, max_poll_records=config.batch_size,
+                         session_timeout_ms=config.session_timeout_ms,
+                         heartbeat_interval_ms=max(100, min(3000, config.session_timeout_ms // 5)),
+                         max_poll_interval_ms=config.max_poll_interval_ms,
+                         security_protocol=config.security_protocol, ssl_cafile=config.ssl_cafile,
+                         stall_limit_s=config.stall_limit_s, max_stalls=config.max_stalls)

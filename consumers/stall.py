@@ -20,14 +20,13 @@ from typing import Any, TypeVar
 
 import structlog
 
+# defaults of `consumers.kafka.stall_limit_s` / `max_stalls` (the consumers' config section)
+from proxy.schemas.consumers import DEFAULT_MAX_STALLS, DEFAULT_STALL_LIMIT_S
+
 log = structlog.get_logger("guardstream.consumers")
 
 T = TypeVar("T")
 
-#: seconds a guarded call may run; polls are bounded at about a second, commits at the request timeout
-DEFAULT_STALL_LIMIT_S = 60.0
-#: stalls in a row after which the consumer gives up and its process exits for a restart
-DEFAULT_MAX_STALLS = 3
 
 
 class ConsumerStalled(RuntimeError):

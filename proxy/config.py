@@ -1,5 +1,7 @@
 """Settings: one YAML file plus environment overrides, validated at start-up.
 
+The file's mechanics (reading, overrides, one-line errors) live in proxy/schemas/config_file.py, shared with
+the consumer commands, whose `consumers:` section (proxy/schemas/consumers.py) is validated here with the rest.
 Environment overrides use `GUARDSTREAM__` and `__` between keys, e.g.
 `GUARDSTREAM__UPSTREAM__URL=http://vllm:8000` or `GUARDSTREAM__CACHE__REDIS_URL=...`.
 Values are parsed as YAML scalars, so `GUARDSTREAM__POLICIES__DEFAULT__MODE=shadow` and
@@ -15,15 +17,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluators import registry
 from evaluators.base import QUALITY_CATEGORIES, OptionError
 from proxy.elision import MAX_CONTENT_CHARS
+from proxy.schemas.config_file import ConfigError as ConfigError  # re-exported: the proxy's commands import it here
+from proxy.schemas.config_file import apply_overrides, read_mapping, validation_error
+from proxy.schemas.config_file import error_lines as error_lines  # re-exported
+from proxy.schemas.config_file import one_line as one_line  # re-exported
+from proxy.schemas.consumers import ConsumersConfig
 from proxy.schemas.events import DEFAULT_TOPIC
-
-ENV_PREFIX = "GUARDSTREAM__"
 
 Action = Literal["block", "flag", "redact", "allow"]
 OnError = Literal["fail_open", "fail_closed"]
@@ -311,6 +315,8 @@ class Settings(Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    #: the review, metrics and export commands' settings (read by them alone; validated here with the rest)
+    consumers: ConsumersConfig = Field(default_factory=ConsumersConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -379,10 +385,6 @@ def _check_judge(where: str, judge: JudgeConfig, evaluators: Mapping[str, Evalua
         raise ValueError(f"{where}: {name!r} is a {evaluators[name].type} evaluator; the judge needs a reward_model")
 
 
-class ConfigError(Exception):
-    """A configuration problem, with a message that names the key and the reason."""
-
-
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_policy.yaml")
 
 
@@ -390,22 +392,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Load the built-in default policy or a YAML file, apply env and CLI overrides, validate."""
     source = Path(path) if path else DEFAULT_CONFIG_PATH
-    try:
-        raw = yaml.safe_load(source.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping")
-    _apply_env(raw, os.environ if env is None else env)
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_path(raw, dotted.split("."), value)
+    raw = read_mapping(source)
+    apply_overrides(raw, os.environ if env is None else env, overrides)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(source, exc)) from None
+        raise validation_error(source, exc) from None
     check_evaluator_options(settings)
     return settings
 
@@ -422,51 +414,3 @@ def check_evaluator_options(settings: Settings) -> None:
             raise ConfigError(f"evaluators.{name}.type: {exc}") from None
         except ImportError as exc:  # a plugin `package.module:factory` that does not import
             raise ConfigError(f"evaluators.{name}.type: cannot import {cfg.type!r}: {one_line(str(exc))}") from None
-
-
-def one_line(message: str) -> str:
-    """The first line of a message, and how many it had (a config error is one line)."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
-    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
-
-
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    for name, value in env.items():
-        if name.startswith(ENV_PREFIX):
-            keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
-            if keys:
-                _set_path(raw, keys, _env_value(value))
-
-
-def _env_value(value: str) -> Any:
-    """An environment value parsed as a YAML scalar (`true`, `512`, `null`); text YAML cannot read stays text."""
-    if not value:
-        return value
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-
-
-def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = raw
-    for key in keys[:-1]:
-        nxt = node.get(key)
-        if not isinstance(nxt, dict):
-            nxt = node[key] = {}
-        node = nxt
-    node[keys[-1]] = value
-
-
-def error_lines(exc: Exception, prefix: str = "guardstream") -> str:
-    """A configuration error as printed: each of its lines on its own, `prefix: ` first."""
-    return "\n".join(f"{prefix}: {line}" for line in str(exc).splitlines())
-
-
-def _format_validation(source: Path, exc: ValidationError) -> str:
-    """One line per error, each naming the file and the key path."""
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {err['msg']}")
-    return "\n".join(lines)

@@ -104,6 +104,20 @@ def test_commands_parse_with_the_real_cli(services: dict[str, Any]) -> None:
         assert keys <= set(services[name]["environment"]), name
 
 
+def test_the_consumers_read_the_proxys_config_file(services: dict[str, Any]) -> None:
+    from proxy.schemas.consumers import load_consumers_settings
+
+    proxy = services["proxy"]["command"]
+    config = proxy[proxy.index("--config") + 1]
+    for name in ("review", "metrics"):
+        args = build_parser().parse_args(services[name]["command"])
+        assert args.config == config, name
+        assert "./deploy/config:/etc/guardstream:ro" in services[name]["volumes"], name
+    for path in ("deploy/config/guardstream.yaml", "deploy/config/rules.yaml"):
+        settings = load_consumers_settings(ROOT / path, env={})
+        assert settings.kafka.topic == load_settings(ROOT / path, env={}).audit.topic, path
+
+
 def test_ports(services: dict[str, Any]) -> None:
     host_ports: list[str] = []
     for name, svc in services.items():

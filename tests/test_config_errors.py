@@ -1,5 +1,6 @@
 """A bad configuration is one line naming the key, before anything listens: evaluator options, evaluators listed
-for a stage they do not judge, review-store URLs and schemas; `hash-key` takes its key as an argument."""
+for a stage they do not judge, review-store URLs and schemas, the consumers' section (in the consumer commands
+and in the proxy); `hash-key` takes its key as an argument."""
 
 from __future__ import annotations
 
@@ -127,6 +128,43 @@ def test_a_bad_store_is_one_line(tmp_path: Path, command: str) -> None:
         assert result.returncode == 2, (db_args, result.stderr[-3000:])
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (db_args, result.stderr[-3000:])
+
+
+# -- the consumers' section ---------------------------------------------------------------------------
+
+def consumers_with(tmp_path: Path, section: str) -> Path:
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"consumers:\n  db: {tmp_path / 'r.db'}\n{section}\n")
+    return config
+
+
+BAD_CONSUMERS = {
+    "review": ("  review: {prot: 8090}", ["--no-consume", "--port", "0"],
+               "consumers.review.prot: Extra inputs are not permitted"),
+    "metrics": ("  kafka: {stall_limit_s: -1}", ["--bootstrap", "127.0.0.1:1"],
+                "consumers.kafka.stall_limit_s: Input should be greater than 0"),
+    "export": ("  db_shema: review", ["--out", "unused"], "consumers.db_shema: Extra inputs are not permitted"),
+}
+
+
+@pytest.mark.parametrize("command", list(BAD_CONSUMERS))
+def test_a_bad_consumers_key_is_one_line_before_anything_opens(tmp_path: Path, command: str) -> None:
+    section, args, expected = BAD_CONSUMERS[command]
+    config = consumers_with(tmp_path, section)
+    assert_one_line(guardstream(command, "--config", str(config), *args), f"guardstream: {config}: {expected}")
+    assert not (tmp_path / "r.db").exists()  # the store was never opened
+
+
+def test_the_proxy_refuses_the_same_bad_consumers_key(tmp_path: Path) -> None:
+    config = consumers_with(tmp_path, "  review: {prot: 8090}")
+    assert_one_line(guardstream("serve", "--port", str(free_port()), "--config", str(config)),
+                    f"guardstream: {config}: consumers.review.prot: Extra inputs are not permitted")
+
+
+def test_a_bad_flag_value_names_its_key(tmp_path: Path) -> None:
+    assert_one_line(guardstream("metrics", "--no-consume", "--db", str(tmp_path / "r.db"), "--port", "70000"),
+                    "guardstream: (no config file): consumers.metrics.port: Input should be less than or equal to 65535")
+    assert not (tmp_path / "r.db").exists()
 
 
 # -- hash-key ----------------------------------------------------------------------------------------

@@ -7,30 +7,53 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-DEFAULT_DB = "var/review.db"
+if TYPE_CHECKING:
+    from proxy.schemas.consumers import ConsumersConfig
+
 #: exit status of a consumer command whose consumer died (EX_TEMPFAIL): its supervisor restarts it
 EXIT_RESTART = 75
 
 
-def add_db_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
-    """`--db` (file path or SQLAlchemy URL) and `--db-schema`; `suppress` for sub-actions (keeps the parent's)."""
-    default: Any = argparse.SUPPRESS if suppress else os.environ.get("GUARDSTREAM_REVIEW_DB", DEFAULT_DB)
+def add_config_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """`--config FILE` and the review store's `--db` / `--db-schema`, which override the file's `consumers.db` /
+    `consumers.db_schema`; `suppress` for sub-actions (keeps the parent's)."""
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", default=default, metavar="FILE",
+                        help="YAML config file (the proxy's): its `consumers:` section, docs/configuration.md; "
+                             "GUARDSTREAM__CONSUMERS__... environment variables override it, flags override both")
     parser.add_argument("--db", default=default,
                         help="review store: a SQLite file path or a URL such as postgresql://user@host/db "
-                             f"(default: $GUARDSTREAM_REVIEW_DB or {DEFAULT_DB})")
-    parser.add_argument("--db-schema", default=argparse.SUPPRESS if suppress else None,
-                        help="PostgreSQL schema to keep the tables in (default: the connection's search path)")
+                             "(default: $GUARDSTREAM_REVIEW_DB, else consumers.db, else var/review.db)")
+    parser.add_argument("--db-schema", default=default,
+                        help="PostgreSQL schema to keep the tables in (default: consumers.db_schema, else the "
+                             "connection's search path)")
 
 
-def open_store_or_exit(args: argparse.Namespace, command: str) -> Any:
-    """The review store of `--db` / `--db-schema`; one that cannot be opened ends the command with one line on
-    stderr and exit status 2 (not a traceback)."""
+def load_settings_or_exit(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> ConsumersConfig:
+    """The `consumers` section of `--config` (none: defaults) under the environment and `--db` / `--db-schema`
+    and `overrides` (the command's own flags); a bad key ends the command before anything opens or listens, with
+    one line per error naming the file and the key (`guardstream: FILE: consumers.review.prot: ...`) and exit
+    status 2."""
+    from proxy.schemas.config_file import ConfigError, error_lines
+    from proxy.schemas.consumers import load_consumers_settings
+
+    flags = {"consumers.db": args.db, "consumers.db_schema": args.db_schema, **(overrides or {})}
+    try:
+        return load_consumers_settings(args.config, overrides=flags)
+    except ConfigError as exc:
+        print(error_lines(exc), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def open_store_or_exit(settings: ConsumersConfig, command: str) -> Any:
+    """The review store of `consumers.db` / `db_schema`; one that cannot be opened ends the command with one line
+    on stderr and exit status 2 (not a traceback)."""
     from consumers.store import StoreError, open_store
 
     try:
-        return open_store(args.db, schema=args.db_schema)
+        return open_store(settings.db, schema=settings.db_schema)
     except StoreError as exc:
         print(f"guardstream {command}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

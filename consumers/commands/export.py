@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 
-from consumers.commands.common import add_db_arguments, open_store_or_exit
+from consumers.commands.common import add_config_arguments, load_settings_or_exit, open_store_or_exit
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_db_arguments(parser)
+    add_config_arguments(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--format", default="all", choices=["kto", "dpo", "llamaguard", "all"])
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share of conversations in test")
@@ -30,13 +30,14 @@ def run(args: argparse.Namespace) -> int:
 
     from consumers.export import DEFAULT_COMPARISON_MARGIN, FORMATS, export, summary_tables
 
+    settings = load_settings_or_exit(args)
     if not 0.0 <= args.test_fraction < 1.0:
         print("guardstream export: --test-fraction must be in [0, 1)")
         return 2
     formats = FORMATS if args.format == "all" else (args.format,)
     stages = tuple(s.strip() for s in args.kto_stages.split(",") if s.strip())
     console = Console()
-    store = open_store_or_exit(args, "export")
+    store = open_store_or_exit(settings, "export")
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
             report = export(store, args.out, formats, test_fraction=args.test_fraction, salt=args.split_salt,

@@ -4,6 +4,7 @@
     guardstream review --no-consume --db postgresql://review@db/review      # UI only
     guardstream review --no-ui --bootstrap kafka:9092 --db ...               # consumer only
     guardstream review add-reviewer alice --db ...                           # prints a new secret once
+    guardstream review --config guardstream.yaml                             # settings from `consumers:`
 """
 
 from __future__ import annotations
@@ -11,24 +12,30 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from consumers.commands.common import (
-    add_db_arguments,
+    add_config_arguments,
+    load_settings_or_exit,
     open_store_or_exit,
     run_consumer,
     serve_beside_consumer,
     stop_on_signals,
 )
-from consumers.kafka import add_kafka_arguments
+from consumers.kafka import add_kafka_arguments, kafka_overrides
+
+if TYPE_CHECKING:
+    from proxy.schemas.consumers import ConsumersConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_db_arguments(parser)
-    add_kafka_arguments(parser, default_group="guardstream-review")
-    web = parser.add_argument_group("review UI")
-    web.add_argument("--host", default="127.0.0.1")
-    web.add_argument("--port", type=int, default=8090)
-    web.add_argument("--secure-cookies", action="store_true", help="mark session cookies Secure (serve over TLS)")
+    add_config_arguments(parser)
+    add_kafka_arguments(parser)
+    web = parser.add_argument_group("review UI (flags override the config file's consumers.review)")
+    web.add_argument("--host", help="bind address (default: 127.0.0.1)")
+    web.add_argument("--port", type=int, help="port (default: 8090)")
+    web.add_argument("--secure-cookies", action="store_true", default=None,
+                     help="mark session cookies Secure (serve over TLS)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--no-consume", action="store_true", help="only serve the UI")
     mode.add_argument("--no-ui", action="store_true", help="only consume")
@@ -36,27 +43,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add = sub.add_parser("add-reviewer", help="create a reviewer (or reset their secret); prints the secret once")
     add.add_argument("name")
     add.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin instead of generating")
-    add_db_arguments(add, suppress=True)
+    add_config_arguments(add, suppress=True)
     remove = sub.add_parser("remove-reviewer", help="deactivate a reviewer (their labels stay)")
     remove.add_argument("name")
-    add_db_arguments(remove, suppress=True)
+    add_config_arguments(remove, suppress=True)
     listing = sub.add_parser("list-reviewers", help="list reviewers")
-    add_db_arguments(listing, suppress=True)
+    add_config_arguments(listing, suppress=True)
     migrate = sub.add_parser("migrate", help="create or upgrade the store's tables, then exit")
-    add_db_arguments(migrate, suppress=True)
+    add_config_arguments(migrate, suppress=True)
 
 
 def run(args: argparse.Namespace) -> int:
-
-    store = open_store_or_exit(args, "review")
+    settings = load_settings_or_exit(args, {
+        **kafka_overrides(args, "review"), "consumers.review.host": args.host, "consumers.review.port": args.port,
+        "consumers.review.secure_cookies": args.secure_cookies})
+    if not args.review_action and not args.no_consume and not settings.kafka.bootstrap:
+        print("guardstream review: --bootstrap is required (or consumers.kafka.bootstrap in --config; or "
+              "--no-consume to only serve the UI)", file=sys.stderr)
+        return 2
+    store = open_store_or_exit(settings, "review")
     try:
         if args.review_action:
             return _admin(store, args)
-        if not args.no_consume and not args.bootstrap:
-            print("guardstream review: --bootstrap is required (or --no-consume to only serve the UI)",
-                  file=sys.stderr)
-            return 2
-        return _serve(store, args)
+        return _serve(store, settings, args.no_consume, args.no_ui)
     finally:
         store.dispose()
 
@@ -91,15 +100,15 @@ def _admin(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
     return 0
 
 
-def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]  # store: the review Store, imported lazily
-    from consumers.kafka import kafka_settings_from_args
+def _serve(store, settings: ConsumersConfig, no_consume: bool, no_ui: bool) -> int:  # type: ignore[no-untyped-def]  # store: the review Store, imported lazily
+    from consumers.kafka import kafka_settings
     from consumers.review import ReviewConsumer
 
     stop = threading.Event()
-    consumer = None
-    if not args.no_consume:
-        consumer = ReviewConsumer(store, kafka_settings_from_args(args, client_id="guardstream-review"))
-    if args.no_ui:
+    web = settings.review
+    kafka = None if no_consume else kafka_settings(settings.kafka, web.group, client_id="guardstream-review")
+    consumer = None if kafka is None else ReviewConsumer(store, kafka)
+    if no_ui:
         stop_on_signals(stop)
         assert consumer is not None
         return run_consumer(consumer, stop, "review")
@@ -107,8 +116,8 @@ def _serve(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
     from consumers.review_ui import create_app
 
     state = (lambda: {"consumer": consumer.state()}) if consumer else None
-    app = create_app(store, state=state, secure_cookies=args.secure_cookies)
+    app = create_app(store, state=state, secure_cookies=web.secure_cookies)
     return serve_beside_consumer(
-        app, consumer, stop, host=args.host, port=args.port, thread_name="review-consumer",
-        banner=f"guardstream review: UI on http://{args.host}:{args.port}/ "
-               f"({'consuming ' + args.topic if consumer else 'not consuming'})")
+        app, consumer, stop, host=web.host, port=web.port, thread_name="review-consumer",
+        banner=f"guardstream review: UI on http://{web.host}:{web.port}/ "
+               f"({'consuming ' + kafka.topic if kafka else 'not consuming'})")

@@ -2,7 +2,7 @@
 and `event.v1.json` beside this file is generated from it (`python -m proxy.schemas.events` rewrites it;
 a test fails when the two differ).
 
-This module is the one part of `proxy` the consumers may import (tests/test_layering.py): it imports nothing
+Like the rest of `proxy.schemas`, the consumers may import it (tests/test_layering.py): it imports nothing
 else from the project. The other message kinds on the audit topic (shadow and score tallies, comparisons) are
 named here too; their JSON Schemas are still written by hand beside this file.
 
