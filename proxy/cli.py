@@ -17,11 +17,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("proxy.commands.serve", "run the guardrail proxy"),
     "demo": ("proxy.commands.demo", "start proxy + demo upstream, send example traffic, print what happened"),
     "hash-key": ("proxy.commands.hash_key", "print the sha256 of a client API key for the config"),
-    "eval": ("evaluators.commands.eval", "measure an evaluator on labelled data"),
+    "eval": ("proxy.commands.eval", "measure an evaluator on labelled data"),
     "train": ("evaluators.commands.train", "train the CPU safety classifier from KTO-format data"),
-    "finetune": ("evaluators.commands.finetune", "fine-tune an evaluator (llama-guard, judge, reward, classifier) "
+    "finetune": ("proxy.commands.finetune", "fine-tune an evaluator (llama-guard, judge, reward, classifier) "
                  "on exported reviews"),
-    "promote": ("evaluators.commands.promote", "check a fine-tuned candidate against the live evaluator, then "
+    "promote": ("proxy.commands.promote", "check a fine-tuned candidate against the live evaluator, then "
                 "point the config at it"),
     "check-data": ("evaluators.commands.check_data", "screen a dataset with data-quality rules"),
     "review": ("consumers.commands.review", "consume audit events into the review store and serve the review UI"),

@@ -9,8 +9,8 @@
 4. calibrate and set the thresholds with the served (int8) model (`finalize.py`), measure the
    dev split, held-out sources and languages, write the artifact to
    evaluators/classifier/models/default/;
-5. `guardstream eval` the shipped model on the dev split: docs/classifier_dev_report.json and
-   docs/img/classifier_dev_pr.png.
+5. measure the shipped model on the dev split as `guardstream eval` does (`evaluators.evaluation.measure`):
+   docs/classifier_dev_report.json and docs/img/classifier_dev_pr.png.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     from evaluators.classifier.finalize import finish
     from evaluators.classifier.progress import rich_progress
     from evaluators.evaluation.datasets import row_from_mapping
-    from proxy.cli import main as cli
 
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                    training, {k: v for k, v in manifest.items() if k != "splits"}, log=log, progress=bar)
         else:
             _train_and_package(args, build, prepared, heldout, provenance, config, tok_json, encoder, bar, log)
-    return _dev_report(args, cli)
+    return _dev_report(args)
 
 
 def _train_and_package(args, build, prepared, heldout, provenance, config, tok_json, encoder, bar, log) -> None:
@@ -125,13 +124,22 @@ def _train_and_package(args, build, prepared, heldout, provenance, config, tok_j
             log=log, progress=bar)
 
 
-def _dev_report(args, cli) -> int:
+def _dev_report(args) -> int:
+    """`guardstream eval DEV --evaluator classifier:OUT --report ... --plot ...`, without the command line."""
+    from evaluators.evaluation.datasets import load_rows
+    from evaluators.evaluation.measure import measure
+    from evaluators.evaluation.named import from_path
+
     build = args.build_dir
     (args.docs / "img").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(build / "splits" / "dev.jsonl", build / "dev.jsonl")
-    return cli(["eval", str(build / "dev.jsonl"), "--evaluator", f"classifier:{args.out}",
-                "--report", str(args.docs / "classifier_dev_report.json"),
-                "--plot", str(args.docs / "img" / "classifier_dev_pr.png")])
+    data, spec = build / "dev.jsonl", f"classifier:{args.out}"
+    built = from_path(spec)
+    assert built is not None  # a classifier:PATH spec always names an evaluator
+    evaluator, on_error = built
+    measure(evaluator, load_rows(data), spec=spec, data=str(data), on_error=on_error,
+            report=str(args.docs / "classifier_dev_report.json"), plot=str(args.docs / "img" / "classifier_dev_pr.png"))
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -65,3 +66,25 @@ class FinetuneResult:
     out: Path
     manifest: dict[str, Any]
     metrics: dict[str, Any]
+
+
+#: what a configured llama_guard evaluator contributes to the rendering of training prompts
+RENDER_OPTIONS = ("categories", "exclude", "model_size", "prompt_format", "max_chars", "max_prompt_tokens")
+
+
+def render_options(evaluator_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a llama_guard evaluator that shape its prompts (training renders its rows the same)."""
+    return {k: v for k, v in evaluator_options.items() if k in RENDER_OPTIONS}
+
+
+def read_categories(path: Path) -> list[dict[str, str]]:
+    """A YAML or JSON list of categories: `- {code: Q1, name: Off-topic, description: ...}`."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "categories" in data:
+        data = data["categories"]
+    if not isinstance(data, list) or not all(isinstance(c, dict) and "code" in c and "name" in c for c in data):
+        raise ValueError(f"{path}: expected a list of {{code, name, description}} mappings")
+    return [{"code": str(c["code"]), "name": str(c["name"]), "description": str(c.get("description") or "")}
+            for c in data]

@@ -3,6 +3,9 @@
 KIND is llama-guard, judge, reward or classifier (see evaluators/finetune/). The run writes an artifact
 directory (adapter or model, tokenizer, manifest, before/after metrics on the test split); `--resume`
 continues an interrupted run from its newest checkpoint.
+
+The training is the evaluators' (`evaluators.finetune.run`); this command adds the proxy's config file, whose
+llama_guard evaluator a run may render its prompts like (`--config FILE --evaluator NAME`).
 """
 
 from __future__ import annotations
@@ -65,25 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="reward: conversation as 'Role: text' turns, or the tokenizer's chat template")
 
 
-def read_categories(path: Path) -> list[dict[str, str]]:
-    """A YAML or JSON list of categories: `- {code: Q1, name: Off-topic, description: ...}`."""
-    import yaml
-
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if isinstance(data, dict) and "categories" in data:
-        data = data["categories"]
-    if not isinstance(data, list) or not all(isinstance(c, dict) and "code" in c and "name" in c for c in data):
-        raise ValueError(f"{path}: expected a list of {{code, name, description}} mappings")
-    return [{"code": str(c["code"]), "name": str(c["name"]), "description": str(c.get("description") or "")}
-            for c in data]
-
-
-#: what a configured llama_guard evaluator contributes to the rendering of training prompts
-RENDER_OPTIONS = ("categories", "exclude", "model_size", "prompt_format", "max_chars", "max_prompt_tokens")
-
-
 def evaluator_render_options(config: Path, name: str | None) -> dict[str, Any]:
     """The rendering options of a configured llama_guard evaluator (one-line errors otherwise)."""
+    from evaluators.finetune.options import render_options
     from proxy.config import load_settings
 
     settings = load_settings(config)
@@ -92,7 +79,7 @@ def evaluator_render_options(config: Path, name: str | None) -> dict[str, Any]:
     cfg = settings.evaluators[name]
     if cfg.type != "llama_guard":
         raise ValueError(f"evaluator {name!r} in {config} is a {cfg.type}, not a llama_guard")
-    return {k: v for k, v in cfg.options.items() if k in RENDER_OPTIONS}
+    return render_options(cfg.options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.finetune.lora import FinetuneError
     from evaluators.finetune.manifest import ArtifactError
     from evaluators.finetune.measure import print_before_after
-    from evaluators.finetune.options import FinetuneOptions
+    from evaluators.finetune.options import FinetuneOptions, read_categories
+    from proxy.config import ConfigError
 
     console, err = Console(), Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
-    from proxy.config import ConfigError
 
     try:
         categories = read_categories(args.categories) if args.categories else None

@@ -5,7 +5,8 @@
 
 Candidate and live evaluator judge the export's test split and a fixed canary set; if the candidate's recall
 drops or its false-positive rate rises beyond the bounds on either, nothing changes (exit 1). Otherwise FILE is
-rewritten, the old file kept as FILE.bak-TIMESTAMP, and the diff printed.
+rewritten, the old file kept as FILE.bak-TIMESTAMP, and the diff printed (proxy/promotion.py; the gates are
+evaluators/finetune/promote.py).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.evaluation.compare import print_comparison
     from evaluators.evaluation.datasets import DataError
     from evaluators.finetune.manifest import ArtifactError
-    from evaluators.finetune.promote import promote, promote_shadow
     from proxy.config import ConfigError
+    from proxy.promotion import promote, promote_shadow
 
     console, err = Console(), Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     by_artifact = args.artifact is not None and args.evaluator is not None and args.candidate is None
