@@ -4,19 +4,21 @@ evaluators' gates judge them (`evaluators/finetune/promote.py`), and rewrite the
 Two ways to name the candidate: a `guardstream finetune` artifact that takes over evaluator NAME's options
 (`promote`), or a shadow evaluator of the config that takes its live counterpart's place in the policy
 (`promote_shadow`: the step after shadowing). If a gate fails, nothing is written; otherwise the config file
-gets the change (the old file is kept as a timestamped backup) and the diff is returned.
+gets the change (the old file is kept as a timestamped backup) and the diff is returned. The file is edited as
+a round trip (ruamel.yaml): comments, quoting and layout outside the changed values stay as the operator wrote them.
 """
 
 from __future__ import annotations
 
 import difflib
+import io
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
 
 from evaluators.finetune.promote import Instance, PromoteResult, gate_artifact, gate_shadow
 from proxy.config import EvaluatorConfig, load_settings
@@ -85,7 +87,8 @@ def _set_options(raw: dict[str, Any], name: str, options: Mapping[str, Any]) -> 
 def _swap_in(raw: dict[str, Any], candidate: str, live: str, places: Sequence[tuple[str, str]]) -> None:
     for policy, stage in places:
         stage_cfg = raw["policies"][policy][stage]
-        stage_cfg["evaluators"] = [candidate if e == live else e for e in stage_cfg["evaluators"]]
+        names = stage_cfg["evaluators"]
+        names[:] = [candidate if e == live else e for e in names]  # in place: the list keeps its layout
         shadow = stage_cfg.get("shadow")
         if isinstance(shadow, dict):
             shadow.pop(candidate, None)
@@ -99,12 +102,17 @@ def rewrite_config(config: Path, change: Callable[[dict[str, Any]], None],
                    write: bool = True) -> tuple[str, Path | None]:
     """Apply `change` to the parsed config; keep a timestamped backup; return the diff.
 
-    The file is re-dumped by PyYAML (key order kept; comments are not, which is why the backup is kept).
+    A round trip: the lines `change` did not touch come back as they were, comments included.
     """
     old_text = config.read_text(encoding="utf-8")
-    raw = yaml.safe_load(old_text)
+    yaml = YAML()  # round-trip mode: a dict subclass that remembers comments and layout
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # long lines stay as written; the default (80) would re-wrap them
+    raw = yaml.load(old_text)
     change(raw)
-    new_text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+    out = io.StringIO()
+    yaml.dump(raw, out)
+    new_text = out.getvalue()
     diff = "".join(difflib.unified_diff(old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
                                         fromfile=str(config), tofile=f"{config} (promoted)"))
     backup = None
