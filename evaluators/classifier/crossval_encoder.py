@@ -21,12 +21,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from evaluators.classifier.crossval import auc
 from evaluators.evaluation.datasets import LabelledRow, load_rows
+
+if TYPE_CHECKING:  # scikit-learn and the encoder stack are imported by the modes that use them
+    from sklearn.linear_model import LogisticRegression
+
+    from evaluators.classifier.encoding import Judged
 
 
 def _threshold_at_fpr(scores: np.ndarray, y: np.ndarray, fpr: float = 0.05) -> float:
@@ -35,7 +40,7 @@ def _threshold_at_fpr(scores: np.ndarray, y: np.ndarray, fpr: float = 0.05) -> f
     return float(np.nextafter(neg[k], np.inf)) if k < len(neg) else 0.0
 
 
-def _logreg(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int):
+def _logreg(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> LogisticRegression:
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=4.0, max_iter=2000, random_state=seed)
@@ -62,10 +67,11 @@ def _features(mode: str, rows: Sequence[LabelledRow], cache_dir: Path) -> np.nda
     missing = cache.missing(encoder.ids([_judged(r) for r in rows]))
     states = compute_states(backbone.load_bert() if missing else None, encoder, rows, 10, cache)
     x = np.stack([s.astype(np.float32).mean(0) for s in states])
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
 
 
-def _judged(row: LabelledRow):
+def _judged(row: LabelledRow) -> Judged:
     from evaluators.classifier.encoder_train import judged
 
     return judged(row)
@@ -84,7 +90,7 @@ def run(rows: list[LabelledRow], splits: list[str], mode: str, names: Sequence[s
         keep = src != name
         tr, va = np.where(keep & (split == "train"))[0], np.where(keep & (split == "val"))[0]
         held, ref = np.where(~keep)[0], None
-        if mode == "finetune":
+        if x is None:  # finetune mode: no fixed features, a model per held-out source
             scores_all = _finetune_scores(rows, split, keep, seed, cache_dir, epochs)
         else:
             w = sample_weights([rows[i] for i in tr], 0.5)

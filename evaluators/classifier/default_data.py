@@ -18,12 +18,29 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from evaluators.classifier import sources as s
 from evaluators.classifier import synthetic
+from evaluators.classifier.sources import Row
 
-Row = dict[str, object]
+if TYPE_CHECKING:  # the rows the build trains on; the evaluation package is not needed to collect them
+    from evaluators.evaluation.datasets import LabelledRow
 MIT_CC = "MIT (repo LICENSE); ODC-BY (HF card)"
+
+
+class Provenance(TypedDict):
+    """A source's entry in the manifest's `datasets`."""
+
+    license: str
+    files: list[str]  # under the shared datasets folder
+    available: int
+    sampled: int
+    dropped_as_harmbench_test_copies: NotRequired[int]  # training sources
+    rows: int
+    note: str
+    role: str
+    sha256: NotRequired[dict[str, str]]  # file -> digest, added by the build
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +220,7 @@ def _finish(source: str, lic: str, found: list[Row]) -> None:
         r.update({"source": source, "license": lic, "id": f"{source}:{i}"})
 
 
-def collect(root: Path, seed: int = 0) -> tuple[list[Row], list[Row], dict[str, dict[str, object]]]:
+def collect(root: Path, seed: int = 0) -> tuple[list[Row], list[Row], dict[str, Provenance]]:
     """(training rows, held-out rows, per-source provenance for the manifest).
 
     Training rows are capped, decontaminated (a row that copies a HarmBench test behaviour is
@@ -220,7 +237,7 @@ def collect(root: Path, seed: int = 0) -> tuple[list[Row], list[Row], dict[str, 
     copies = {id(r) for _, _, found in sampled for r in found if near_copy_of(str(r["prompt"]), blocked)}
     bad_groups = {r.get("group") for _, _, found in sampled for r in found if id(r) in copies} - {None}
     rows: list[Row] = []
-    provenance: dict[str, dict[str, object]] = {}
+    provenance: dict[str, Provenance] = {}
     for source, total, found in sampled:
         kept = [r for r in found if id(r) not in copies and r.get("group") not in bad_groups]
         rows.extend(kept)
@@ -243,19 +260,19 @@ def collect(root: Path, seed: int = 0) -> tuple[list[Row], list[Row], dict[str, 
     return rows, heldout, provenance
 
 
-def vocabulary_corpus(root: Path, rows: Iterable[object]) -> Iterator[str]:
+def vocabulary_corpus(root: Path, rows: Iterable[LabelledRow]) -> Iterator[str]:
     """Text whose SentencePiece pieces the shipped tokenizer keeps: the training rows, the benign
     pools, and more English and Chinese (dialogues, instructions, comments) from the shared folder.
     Held-out measurement sets (COLD dev, AILuminate fr, GPTFuzz evaluate) are left out, so their
     numbers include what pruning costs on unseen text."""
-    for r in rows:
-        yield r.prompt
-        if getattr(r, "completion", None):
-            yield r.completion
+    for row in rows:
+        yield row.prompt
+        if row.completion:
+            yield row.completion
     for source in HELDOUT_SOURCES:
         if source.name in THRESHOLD_POOLS:
-            for r in source.read(root):
-                yield str(r["prompt"])
+            for pooled in source.read(root):
+                yield pooled["prompt"]
     for line in (root / "hh-rlhf-harmless-base/harmless-base_test.jsonl").open(encoding="utf-8"):
         record = json.loads(line)
         yield record["chosen"]

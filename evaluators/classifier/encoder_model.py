@@ -11,13 +11,17 @@ exported model (`export.py`) is the whole stack in one graph.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from evaluators.classifier.encoding import length_batches
+
+if TYPE_CHECKING:  # transformers is imported where a backbone is built (backbone.load_bert), not here
+    from transformers import BertModel
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -30,7 +34,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _layer(layer: nn.Module, hidden: torch.Tensor, ext: torch.Tensor) -> torch.Tensor:
-    out = layer(hidden, attention_mask=ext)
+    out: torch.Tensor | tuple[torch.Tensor, ...] = layer(hidden, attention_mask=ext)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -49,17 +53,18 @@ class Heads(nn.Module):
 class SafetyModel(nn.Module):
     """The whole stack: ids -> (unsafe logit, category logits). What is exported to ONNX."""
 
-    def __init__(self, bert: nn.Module, heads: Heads) -> None:
+    def __init__(self, bert: BertModel, heads: Heads) -> None:
         super().__init__()
         self.bert = bert
         self.heads = heads
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        hidden: torch.Tensor = self.bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
         ext = additive_mask(attention_mask, hidden.dtype)
         for layer in self.bert.encoder.layer:
             hidden = _layer(layer, hidden, ext)
-        return self.heads(mean_pool(hidden, attention_mask))
+        logits: tuple[torch.Tensor, torch.Tensor] = self.heads(mean_pool(hidden, attention_mask))
+        return logits
 
 
 class TopModel(nn.Module):
@@ -74,15 +79,16 @@ class TopModel(nn.Module):
         ext = additive_mask(mask, hidden.dtype)
         for layer in self.layers:
             hidden = _layer(layer, hidden, ext)
-        return self.heads(mean_pool(hidden, mask))
+        logits: tuple[torch.Tensor, torch.Tensor] = self.heads(mean_pool(hidden, mask))
+        return logits
 
 
 @torch.inference_mode()
-def lower_states(bert: nn.Module, ids: Sequence[Sequence[int]], depths: Sequence[int], pad_id: int,
-                 max_tokens: int = 4096, on_batch=None) -> dict[int, list[np.ndarray]]:
+def lower_states(bert: BertModel, ids: Sequence[Sequence[int]], depths: Sequence[int], pad_id: int,
+                 max_tokens: int = 4096, on_batch: Callable[[int], None] | None = None) -> dict[int, list[np.ndarray]]:
     """Hidden states after the first d layers for each d in `depths`: float16 [len, hidden] per text."""
-    bert.eval()
-    out: dict[int, list] = {d: [None] * len(ids) for d in depths}
+    bert.eval()  # type: ignore[no-untyped-call]  # transformers' PreTrainedModel.eval is unannotated
+    out: dict[int, dict[int, np.ndarray]] = {d: {} for d in depths}  # depth -> text index -> states
     for chunk in length_batches([len(i) for i in ids], max_tokens):
         width = max(len(ids[i]) for i in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -90,7 +96,7 @@ def lower_states(bert: nn.Module, ids: Sequence[Sequence[int]], depths: Sequence
         for row, i in enumerate(chunk):
             input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
             mask[row, : len(ids[i])] = 1
-        hidden = bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        hidden: torch.Tensor = bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
         ext = additive_mask(mask, hidden.dtype)
         for depth in range(max(depths) + 1):
             if depth:
@@ -100,7 +106,7 @@ def lower_states(bert: nn.Module, ids: Sequence[Sequence[int]], depths: Sequence
                     out[depth][i] = hidden[row, : len(ids[i])].to(torch.float16).numpy()
         if on_batch is not None:
             on_batch(len(chunk))
-    return out
+    return {d: [by_text[i] for i in range(len(ids))] for d, by_text in out.items()}
 
 
 def pad_states(states: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

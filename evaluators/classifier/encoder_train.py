@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from evaluators.classifier.splits import group_split
 from evaluators.classifier.state_cache import StateCache
 from evaluators.classifier.taxonomy import CATEGORIES
 from evaluators.evaluation.datasets import LabelledRow
+
+if TYPE_CHECKING:  # transformers is imported where a backbone is built (backbone.load_bert), not here
+    from transformers import BertModel
 
 Progress = Callable[[str, int], Callable[[int], None]]
 _SPACE = re.compile(r"\s+")
@@ -144,7 +147,8 @@ def sample_weights(rows: Sequence[LabelledRow], source_balance: float) -> np.nda
     for (stage, unsafe) in {(r.stage(), r.unsafe) for r in rows}:
         idx = [i for i, r in enumerate(rows) if r.stage() == stage and r.unsafe == unsafe]
         w[idx] *= (stage_rows[stage] / 2) / w[idx].sum()
-    return w * (len(rows) / w.sum())
+    weights: np.ndarray = w * (len(rows) / w.sum())
+    return weights
 
 
 def category_targets(rows: Sequence[LabelledRow]) -> tuple[np.ndarray, np.ndarray]:
@@ -167,18 +171,26 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
     return batches
 
 
-def split_model(bert: torch.nn.Module, trainable_layers: int, heads: Heads) -> TopModel:
+def split_model(bert: BertModel, trainable_layers: int, heads: Heads) -> TopModel:
     return TopModel(list(bert.encoder.layer[len(bert.encoder.layer) - trainable_layers:]), heads)
 
 
-def compute_states(bert: torch.nn.Module, encoder: Encoder, rows: Sequence[LabelledRow], depth: int,
+def _backbone(bert: BertModel | None) -> BertModel:
+    if bert is None:
+        raise ValueError("texts missing from the state cache need the backbone (bert is None)")
+    return bert
+
+
+def compute_states(bert: BertModel | None, encoder: Encoder, rows: Sequence[LabelledRow], depth: int,
                    cache: StateCache | None, progress: Progress = _no_progress) -> list[np.ndarray]:
+    """Frozen-layer states of `rows` at `depth`; `bert` may be None when `cache` already holds every text."""
     ids = encoder.ids([judged(r) for r in rows])
     if cache is None:
-        return lower_states(bert, ids, (depth,), encoder.pad_id, on_batch=progress("frozen layers", len(ids)))[depth]
+        return lower_states(_backbone(bert), ids, (depth,), encoder.pad_id,
+                            on_batch=progress("frozen layers", len(ids)))[depth]
     todo = cache.missing(ids)
     tick = progress("frozen layers", len(todo))
-    cache.fill(ids, lambda chunk: lower_states(bert, chunk, cache.depths, encoder.pad_id, on_batch=tick))
+    cache.fill(ids, lambda chunk: lower_states(_backbone(bert), chunk, cache.depths, encoder.pad_id, on_batch=tick))
     return cache.get(ids, depth)
 
 
@@ -197,7 +209,7 @@ def top_logits(top: TopModel, states: Sequence[np.ndarray], batch_size: int = 64
     return z, c
 
 
-def fit(prepared: Prepared, bert: torch.nn.Module, encoder: Encoder, config: EncoderConfig,
+def fit(prepared: Prepared, bert: BertModel, encoder: Encoder, config: EncoderConfig,
         cache: StateCache | None = None, init: SafetyModel | None = None, progress: Progress = _no_progress,
         log: Callable[[str], None] = print) -> Fitted:
     """Train the top layers and heads on the train split; calibrate per stage on val."""
@@ -277,4 +289,4 @@ def calibrate(rows: Sequence[LabelledRow], z: np.ndarray, source_balance: float)
 
 
 def describe(config: EncoderConfig) -> dict[str, Any]:
-    return {k: getattr(config, k) for k in config.__slots__}  # type: ignore[attr-defined]  # a slots dataclass
+    return {k: getattr(config, k) for k in config.__slots__}

@@ -16,13 +16,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:  # numpy and the training modules are imported inside the functions that use them
+    import numpy as np
 
-def kept_pieces(tokenizer_json: dict, corpus: Iterable[str], min_count: int = 1, batch: int = 4096) -> list[int]:
+    from evaluators.classifier.encoder_model import SafetyModel
+    from evaluators.classifier.encoding import Encoder, Judged
+    from evaluators.evaluation.datasets import LabelledRow
+
+
+def kept_pieces(tokenizer_json: dict[str, Any], corpus: Iterable[str], min_count: int = 1, batch: int = 4096) -> list[int]:
     """Old ids to keep: specials, single characters (with or without the word-start mark), corpus pieces."""
     from tokenizers import Tokenizer
 
@@ -43,7 +51,7 @@ def kept_pieces(tokenizer_json: dict, corpus: Iterable[str], min_count: int = 1,
     return keep
 
 
-def prune_vocabulary(tokenizer_json: dict, keep: list[int]) -> tuple[dict, dict[int, int]]:
+def prune_vocabulary(tokenizer_json: dict[str, Any], keep: list[int]) -> tuple[dict[str, Any], dict[int, int]]:
     """A tokenizer.json with only `keep` (old ids, ascending) and the old -> new id map."""
     keep = sorted(keep)
     remap = {old: new for new, old in enumerate(keep)}
@@ -58,7 +66,7 @@ def prune_vocabulary(tokenizer_json: dict, keep: list[int]) -> tuple[dict, dict[
     return out, remap
 
 
-def prune_embeddings(model: torch.nn.Module, keep: list[int]) -> None:
+def prune_embeddings(model: SafetyModel, keep: list[int]) -> None:
     """Slice the word embeddings of `model.bert` to the kept rows, in place."""
     emb = model.bert.embeddings.word_embeddings
     weight = emb.weight.data[torch.tensor(sorted(keep))].clone()
@@ -68,7 +76,7 @@ def prune_embeddings(model: torch.nn.Module, keep: list[int]) -> None:
     model.bert.config.vocab_size = weight.shape[0]
 
 
-def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> None:
+def export_onnx(model: SafetyModel, path: Path, opset: int = 17) -> None:
     model.eval()
     top = int(model.bert.embeddings.word_embeddings.weight.shape[0]) - 1
     ids = torch.tensor([[0, min(5, top), min(6, top), 2], [0, min(7, top), 2, 1]], dtype=torch.long)
@@ -102,7 +110,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
 POOLED = "/Div_output_0"  # the mean-pooled sentence vector, the heads' input, as torch.onnx names it
 
 
-def pooled_features(onnx_path: Path, encoder, items, batch: int = 64):
+def pooled_features(onnx_path: Path, encoder: Encoder, items: Sequence[Judged], batch: int = 64) -> np.ndarray:
     """Mean-pooled vectors of `items` from an exported float32 model (the graph's pooled value as an output)."""
     import numpy as np
     import onnx
@@ -125,7 +133,7 @@ def pooled_features(onnx_path: Path, encoder, items, batch: int = 64):
     return out
 
 
-def refit_categories(onnx_path: Path, encoder, rows, categories, seed: int = 0,
+def refit_categories(onnx_path: Path, encoder: Encoder, rows: Sequence[LabelledRow], categories: Sequence[str], seed: int = 0,
                      keep_unfitted: bool = False) -> dict[str, object]:
     """Refit the category head of a float32 export in place on unsafe rows with known categories.
 

@@ -21,7 +21,8 @@ CalibrationKind = Literal["platt", "isotonic", "none"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+    return p
 
 
 @dataclass(slots=True)
@@ -33,10 +34,13 @@ class Head:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         a = self.arrays
+        z: np.ndarray
         if self.kind == "logreg":
-            return x @ a["W"] + a["b"]
+            z = x @ a["W"] + a["b"]
+            return z
         hidden = np.maximum(x @ a["W1"] + a["b1"], 0.0)
-        return hidden @ a["W2"] + a["b2"]
+        z = hidden @ a["W2"] + a["b2"]
+        return z
 
 
 @dataclass(slots=True)
@@ -50,7 +54,8 @@ class Calibrator:
         if self.kind == "platt":
             return _sigmoid(self.arrays["a"] * z + self.arrays["b"])
         if self.kind == "isotonic":
-            return np.interp(z, self.arrays["x"], self.arrays["y"])
+            p: np.ndarray = np.interp(z, self.arrays["x"], self.arrays["y"])
+            return p
         return _sigmoid(z)
 
 
@@ -76,7 +81,8 @@ class Model:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Calibrated P(unsafe) per row."""
-        return np.clip(self.calibrator(self.head.logits(x)), 0.0, 1.0)
+        p: np.ndarray = np.clip(self.calibrator(self.head.logits(x)), 0.0, 1.0)
+        return p
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {f"head.{k}": v for k, v in self.head.arrays.items()}
@@ -95,7 +101,7 @@ class Model:
         return h.hexdigest()
 
     def save(self, path: Path) -> None:
-        np.savez(path, **self.arrays())
+        np.savez(path, **self.arrays())  # type: ignore[arg-type]  # numpy's stub checks **kwds against savez's own allow_pickle: bool
 
     @classmethod
     def load(cls, path: Path, head_kind: HeadKind, calibration: CalibrationKind, classes: list[str]) -> Model:

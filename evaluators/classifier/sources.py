@@ -13,12 +13,27 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, NotRequired, TypedDict
 
 from evaluators.classifier.taxonomy import AART_CRIMES, INJECTION, map_label
 
 csv.field_size_limit(sys.maxsize)
 
-Row = dict[str, object]
+
+
+class Row(TypedDict):
+    """One row as the readers and `synthetic.py` yield it and the build writes it (JSONL, `row_from_mapping`)."""
+
+    prompt: str
+    label: Literal["safe", "unsafe"]
+    lang: str
+    categories: list[str]  # S-codes (or prompt_injection)
+    completion: NotRequired[str]  # an answer row (stage output)
+    group: NotRequired[str]  # rows of a group stay in one split
+    # set by `default_data` once a row is sampled
+    source: NotRequired[str]
+    license: NotRequired[str]
+    id: NotRequired[str]
 
 
 def _csv(path: Path) -> Iterator[dict[str, str]]:

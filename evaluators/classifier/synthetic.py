@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-Row = dict[str, object]
+if TYPE_CHECKING:  # the readers' module sets csv limits on import; only its row type is needed here
+    from evaluators.classifier.sources import Row
 
 REFUSALS_EN = (
     "I can't help with that.",
@@ -146,8 +148,11 @@ def refusals(prompts: Iterable[Row], seed: int) -> Iterator[Row]:
             topic = str(p["prompt"]).split("\n")[0][:60].rstrip(" ?.!").lower()
             text = _fill(rng, rng.choice(REFUSALS_EN), why=WHY_EN, alt=ALT_EN, topic=("this topic", "this subject"),
                          topic_short=(f'"{topic}"', "this"))
-        yield {"prompt": p["prompt"], "completion": text.replace("  ", " ").strip(), "label": "safe",
-               "lang": p.get("lang", "en"), "categories": [], **({"group": p["group"]} if p.get("group") else {})}
+        row: Row = {"prompt": p["prompt"], "completion": text.replace("  ", " ").strip(), "label": "safe",
+                    "lang": p.get("lang", "en"), "categories": []}
+        if p.get("group"):
+            row["group"] = p["group"]
+        yield row
 
 
 #: probes the tests and docs use: never generated, so passing them is measured, not memorised
@@ -174,8 +179,11 @@ def crisis_replies(prompts: Iterable[Row], seed: int) -> Iterator[Row]:
     rng = random.Random(seed)
     for p in prompts:
         reply = rng.choice(CRISIS_ZH if p.get("lang") == "zh" else CRISIS_EN)
-        yield {"prompt": p["prompt"], "completion": reply, "label": "safe", "lang": p.get("lang", "en"),
-               "categories": [], **({"group": p["group"]} if p.get("group") else {})}
+        row: Row = {"prompt": p["prompt"], "completion": reply, "label": "safe", "lang": p.get("lang", "en"),
+                    "categories": []}
+        if p.get("group"):
+            row["group"] = p["group"]
+        yield row
 
 
 def benign_tech_prompts(n: int, seed: int) -> Iterator[Row]:

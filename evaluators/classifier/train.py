@@ -207,7 +207,7 @@ def export_splits(folder: Path, rows: Sequence[LabelledRow], splits: Sequence[st
     handles = {name: (folder / f"{name}.jsonl").open("w", encoding="utf-8") for name in ("train", "val", "dev")}
     try:
         for row, split, score in zip(rows, splits, scores):
-            record = {"prompt": row.prompt, "label": "unsafe" if row.unsafe else "safe"}
+            record: dict[str, object] = {"prompt": row.prompt, "label": "unsafe" if row.unsafe else "safe"}
             if row.completion:
                 record["completion"] = row.completion
             record.update({"source": row.source, "categories": list(row.categories), "train_score": round(float(score), 6)})

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from evaluators.classifier.encoder_model import Heads, SafetyModel
 from evaluators.classifier.runtime import MODEL_FILE, read_meta, verify
+
+if TYPE_CHECKING:  # transformers is imported where a backbone is built (backbone.load_bert), not here
+    from transformers import BertModel
 
 _MATMUL = re.compile(r"^/(?:bert/encoder/)?layer\.(\d+)/(.+)/MatMul_Q\d+$")
 
@@ -47,7 +50,7 @@ def kept_ids(artifact_tokenizer: dict[str, Any], base_tokenizer: dict[str, Any])
     return [index[p] for p in pieces]
 
 
-def load_for_training(path: str | Path, bert: torch.nn.Module | None = None,
+def load_for_training(path: str | Path, bert: BertModel | None = None,
                       base_tokenizer: dict[str, Any] | None = None) -> tuple[SafetyModel, int]:
     """(model, trainable_layers) from an artifact directory.
 

@@ -134,11 +134,11 @@ def _run(opts: FinetuneOptions, kind: str) -> FinetuneResult:
     if not train_rows:
         raise lora.FinetuneError(f"no trainable rows in {opts.data} ({dict(skipped) or 'empty'})")
     before = llama_guard_metrics(options, test_rows) if opts.before and test_rows else None
-    outcome = _train(opts, train_rows, tokenizer, device, kind)
+    outcome = _train(opts, opts.base, train_rows, tokenizer, device, kind)
     adapter_dir = (opts.out / ADAPTER_DIR).resolve()
     served = {**options, "adapter": str(adapter_dir)}
     after = llama_guard_metrics(served, test_rows) if test_rows else {}
-    results = before_after(before, after) if after else {"before": before, "after": None, "change": {}}
+    results: dict[str, Any] = before_after(before, after) if after else {"before": before, "after": None, "change": {}}
     results["test_rows"] = len(test_rows)
     write_metrics(opts.out, results)
     manifest = write_manifest(opts.out, kind, _manifest_fields(opts, splits, served, outcome, skipped,
@@ -146,19 +146,19 @@ def _run(opts: FinetuneOptions, kind: str) -> FinetuneResult:
     return FinetuneResult(out=opts.out, manifest=manifest, metrics=results)
 
 
-def _train(opts: FinetuneOptions, rows: list[dict[str, list[int]]], tokenizer: Any, device: str,
+def _train(opts: FinetuneOptions, base: str, rows: list[dict[str, list[int]]], tokenizer: Any, device: str,
            kind: str) -> lora.RunOutcome:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]  # trl re-exports lazily, without __all__
 
-    model = AutoModelForCausalLM.from_pretrained(opts.base, dtype=lora.model_dtype(device), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=lora.model_dtype(device), local_files_only=True)
     progress = RichProgress(f"finetune {kind}", opts.console)
     config = SFTConfig(**lora.trainer_arguments(opts, device), completion_only_loss=True, max_length=None)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=lora_config_for(opts), callbacks=[progress])
     outcome = lora.run_trainer(trainer, opts, progress, device)
-    trainer.model.save_pretrained(str(opts.out / ADAPTER_DIR))
+    lora.trained_adapter(trainer.model).save_pretrained(str(opts.out / ADAPTER_DIR))
     tokenizer.save_pretrained(str(opts.out / TOKENIZER_DIR))
     return outcome
 

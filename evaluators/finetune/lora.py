@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evaluators.finetune.options import FinetuneOptions
 from evaluators.finetune.progress import RichProgress
+
+if TYPE_CHECKING:  # peft is imported by the runs that train
+    from peft import PeftModel
 
 CHECKPOINTS = "checkpoints"
 
@@ -58,6 +61,15 @@ def lora_config(opts: FinetuneOptions, task_type: str) -> Any:
 
     return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                       target_modules=opts.target_modules, task_type=task_type)
+
+
+def trained_adapter(model: object) -> PeftModel:
+    """A trainer's model after training with `lora_config`: TRL wraps the base model in a peft `PeftModel`."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        raise FinetuneError(f"the trainer's model is a {type(model).__name__}, not the LoRA model it was given")
+    return model
 
 
 def checkpoints_dir(opts: FinetuneOptions) -> Path:

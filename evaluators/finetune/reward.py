@@ -131,7 +131,7 @@ def run(opts: FinetuneOptions) -> FinetuneResult:
     outcome = _train(opts, rows, tokenizer, device)
     after = pair_metrics(RewardScorer(opts.base, str(opts.out / ADAPTER_DIR), input_format=opts.input_format,
                                       device=score_device), test_pairs) if test_pairs else {}
-    results = (before_after(before, after, keys=("accuracy", "mean_margin")) if after
+    results: dict[str, Any] = (before_after(before, after, keys=("accuracy", "mean_margin")) if after
                else {"before": before, "after": None, "change": {}})
     results["test_pairs"] = len(test_pairs)
     write_metrics(opts.out, results)
@@ -154,7 +154,7 @@ def _train(opts: FinetuneOptions, rows: list[dict[str, list[int]]], tokenizer: A
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig, RewardTrainer  # type: ignore[attr-defined]  # trl re-exports lazily, without __all__
 
     torch.manual_seed(opts.seed)
     model = AutoModelForSequenceClassification.from_pretrained(opts.base, num_labels=1, local_files_only=True,
@@ -166,6 +166,6 @@ def _train(opts: FinetuneOptions, rows: list[dict[str, list[int]]], tokenizer: A
                             processing_class=tokenizer, peft_config=lora.lora_config(opts, "SEQ_CLS"),
                             callbacks=[progress])
     outcome = lora.run_trainer(trainer, opts, progress, device)
-    trainer.model.save_pretrained(str(opts.out / ADAPTER_DIR))
+    lora.trained_adapter(trainer.model).save_pretrained(str(opts.out / ADAPTER_DIR))
     tokenizer.save_pretrained(str(opts.out / TOKENIZER_DIR))
     return outcome
