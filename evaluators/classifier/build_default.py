@@ -29,8 +29,9 @@ from evaluators.digests import sha256_file
 
 if TYPE_CHECKING:  # the build imports its training stack inside main (after argument parsing)
     from evaluators.classifier.default_data import Provenance
-    from evaluators.classifier.encoder_train import EncoderConfig, Prepared, Progress
+    from evaluators.classifier.encoder_train import EncoderConfig, Prepared
     from evaluators.classifier.encoding import Encoder
+    from evaluators.classifier.progress import Bar
     from evaluators.classifier.sources import Row
     from evaluators.evaluation.datasets import LabelledRow
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train_and_package(args: argparse.Namespace, build: Path, prepared: Prepared, heldout: list[LabelledRow],
                        provenance: dict[str, Provenance], config: EncoderConfig, tok_json: dict[str, Any],
-                       encoder: Encoder, bar: Progress, log: Callable[[str], None]) -> None:
+                       encoder: Encoder, bar: Bar, log: Callable[[str], None]) -> None:
     import torch
 
     from evaluators.classifier import backbone

@@ -27,6 +27,7 @@ from evaluators.classifier import splits
 from evaluators.classifier.encoder_model import Heads, SafetyModel, TopModel, lower_states, pad_states
 from evaluators.classifier.encoding import Encoder, Judged
 from evaluators.classifier.fit import platt
+from evaluators.classifier.progress import Bar, no_progress
 from evaluators.classifier.splits import group_split
 from evaluators.classifier.state_cache import StateCache
 from evaluators.classifier.taxonomy import CATEGORIES
@@ -35,12 +36,7 @@ from evaluators.evaluation.datasets import LabelledRow
 if TYPE_CHECKING:  # transformers is imported where a backbone is built (backbone.load_bert), not here
     from transformers import BertModel
 
-Progress = Callable[[str, int], Callable[[int], None]]
 _SPACE = re.compile(r"\s+")
-
-
-def _no_progress(_: str, __: int) -> Callable[[int], None]:
-    return lambda _n: None
 
 
 @dataclass(slots=True)
@@ -182,7 +178,7 @@ def _backbone(bert: BertModel | None) -> BertModel:
 
 
 def compute_states(bert: BertModel | None, encoder: Encoder, rows: Sequence[LabelledRow], depth: int,
-                   cache: StateCache | None, progress: Progress = _no_progress) -> list[np.ndarray]:
+                   cache: StateCache | None, progress: Bar = no_progress) -> list[np.ndarray]:
     """Frozen-layer states of `rows` at `depth`; `bert` may be None when `cache` already holds every text."""
     ids = encoder.ids([judged(r) for r in rows])
     if cache is None:
@@ -210,7 +206,7 @@ def top_logits(top: TopModel, states: Sequence[np.ndarray], batch_size: int = 64
 
 
 def fit(prepared: Prepared, bert: BertModel, encoder: Encoder, config: EncoderConfig,
-        cache: StateCache | None = None, init: SafetyModel | None = None, progress: Progress = _no_progress,
+        cache: StateCache | None = None, init: SafetyModel | None = None, progress: Bar = no_progress,
         log: Callable[[str], None] = print) -> Fitted:
     """Train the top layers and heads on the train split; calibrate per stage on val."""
     torch.manual_seed(config.seed)

@@ -24,6 +24,7 @@ import numpy as np
 from evaluators.classifier import measure
 from evaluators.classifier.default_data import THRESHOLD_POOLS
 from evaluators.classifier.encoder_train import Prepared, calibrate, judged
+from evaluators.classifier.progress import Bar, no_progress
 from evaluators.classifier.runtime import (
     FORMAT,
     META_FILE,
@@ -36,13 +37,6 @@ from evaluators.classifier.taxonomy import CATEGORIES
 from evaluators.classifier.taxonomy import describe as describe_categories
 from evaluators.digests import sha256_file
 from evaluators.evaluation.datasets import LabelledRow
-
-Progress = Callable[[str, int], Callable[[int], None]]
-
-
-def _none(_description: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
-
 
 POOL_FPR = 0.02
 ANSWER_FPR = 0.03
@@ -110,7 +104,7 @@ def _score(art: SafetyArtifact, rows: Sequence[LabelledRow], progress: Callable[
 def package(out: Path, build: Path, model: Any, tokenizer_json: dict[str, Any], keep: Sequence[int] | None,
             prepared: Prepared, heldout: Sequence[LabelledRow], training: dict[str, Any], manifest: dict[str, Any], *,
             pools: Sequence[str] = THRESHOLD_POOLS, name: str = "guardstream-default",
-            log: Callable[[str], None] = print, progress: Progress = _none,
+            log: Callable[[str], None] = print, progress: Bar = no_progress,
             base_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Prune (when `keep` is given) and export a trained `SafetyModel`, then `finish` it into `out`.
 
@@ -137,7 +131,7 @@ def package(out: Path, build: Path, model: Any, tokenizer_json: dict[str, Any], 
 def finish(out: Path, build: Path, fp32: Path, tokenizer_json: dict[str, Any], prepared: Prepared,
            heldout: Sequence[LabelledRow], training: dict[str, Any], manifest: dict[str, Any], *,
            pools: Sequence[str] = THRESHOLD_POOLS, name: str = "guardstream-default",
-           log: Callable[[str], None] = print, progress: Progress = _none,
+           log: Callable[[str], None] = print, progress: Bar = no_progress,
            base_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """From a float32 export: refit the category head, quantise, write the tokenizer, `finalize`."""
     from tokenizers import Tokenizer
@@ -158,7 +152,7 @@ def finish(out: Path, build: Path, fp32: Path, tokenizer_json: dict[str, Any], p
 def finalize(out: Path, build: Path, prepared: Prepared, heldout: Sequence[LabelledRow], training: dict[str, Any],
              manifest: dict[str, Any], *, fp32: Path | None = None, pools: Sequence[str] = THRESHOLD_POOLS,
              name: str = "guardstream-default", log: Callable[[str], None] = print,
-             progress: Progress = _none, base_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+             progress: Bar = no_progress, base_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = prepared.rows
     provisional = write_meta(out, {"input": [1.0, 0.0], "output": [1.0, 0.0]},
                              {s: {"default": 0.5, "strict": 0.5} for s in ("input", "output")}, training, name)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+#: `bar(description, total)` returns an `advance(n)` callback
 Bar = Callable[[str, int], Callable[[int], None]]
+
+
+def no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    """A `Bar` that shows nothing (the default where no bar was asked for)."""
+    return lambda _n: None
 
 
 @contextmanager

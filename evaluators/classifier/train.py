@@ -30,6 +30,7 @@ from evaluators.classifier.artifact import Artifact, load_artifact, save_artifac
 from evaluators.classifier.embedding import MODEL_ID, Embedder, Truncation, shared_embedder
 from evaluators.classifier.fit import DEFAULT_CATEGORY, Recipe, fit, grid_size
 from evaluators.classifier.head import CalibrationKind, HeadKind
+from evaluators.classifier.progress import Bar, no_progress
 from evaluators.classifier.splits import dedupe, group_split, near_duplicate_groups
 from evaluators.digests import sha256_file
 from evaluators.evaluation import metrics
@@ -69,7 +70,6 @@ class TrainResult:
     scores: np.ndarray
 
 
-Progress = Callable[[str, int], Callable[[int], None]]
 
 
 def evaluate_split(rows: Sequence[LabelledRow], scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -126,11 +126,7 @@ def _manifest(opts: TrainOptions, rows_in: list[LabelledRow], rows: list[Labelle
     }
 
 
-def _no_progress(_: str, __: int) -> Callable[[int], None]:
-    return lambda _n: None
-
-
-def train(opts: TrainOptions, embedder: Embedder | None = None, progress: Progress = _no_progress,
+def train(opts: TrainOptions, embedder: Embedder | None = None, progress: Bar = no_progress,
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> TrainResult:
     """Run the whole pipeline and write the artifact to `opts.out`."""
     t0 = time.perf_counter()
