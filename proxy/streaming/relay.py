@@ -37,7 +37,7 @@ from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import GenerationRoute, conversation_of
-from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
+from proxy.sse import DONE, SSEParser, data_of, encode_event
 from proxy.streaming.choice import ChoiceStream
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
 from proxy.streaming.windows import Window
@@ -141,10 +141,11 @@ class StreamRelay:
         """Pump upstream events into the choices; returns how the upstream stream ended."""
         parser = SSEParser()
         content = self.upstream.content
+        on_event = self._on_event
         while True:
             try:
                 data = await content.read(_READ_BATCH)
-                events = parser.feed(data) if data else parser.flush()
+                events = parser.feed_raw(data) if data else parser.flush_raw()
             except _UPSTREAM_ERRORS as exc:
                 if self._stopped:
                     return "cut"
@@ -152,17 +153,15 @@ class StreamRelay:
                 log.warning("upstream_stream_interrupted", error=type(exc).__name__)
                 return "interrupted"
             held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
-            on_event = self._on_event
-            for event in events:
-                payload = event.data
-                if payload is not None and payload.strip() == "[DONE]":  # SSEEvent.is_done, inlined
+            limit = self.hold_limit
+            for raw in events:  # every event of the read in one pass: no await between two
+                if not on_event(raw):  # [DONE]
                     self._settle()
                     return "done"
-                on_event(event)
-                held += len(event.raw)
-                if held > self.hold_limit:
+                held += len(raw)
+                if held > limit:
                     held = self._held_bytes()
-                    if held > self.hold_limit:
+                    if held > limit:
                         self._settle()
                         await self._flush()
                         await self._wait_for_judges()
@@ -258,13 +257,18 @@ class StreamRelay:
 
     # -- upstream events ---------------------------------------------------------------------------
 
-    def _on_event(self, event: SSEEvent) -> None:
-        raw, data = event.raw, event.data
+    def _on_event(self, raw: bytes) -> bool:
+        """One upstream event, as received; False when it is the `[DONE]` that ends the stream."""
+        if raw == DONE:  # what every server sends
+            return False
+        data = data_of(raw)
+        if data is not None and data.strip() == "[DONE]":  # `SSEEvent.is_done`
+            return False
         if self._key is not None and self._key in raw:  # an upstream echoing its key (in an error, say)
             raw, data = scrub(raw, self._key), data and scrub(data.encode(), self._key).decode("utf-8", "replace")
         if data is None or not self._judging:  # keep-alive comment, or nothing to judge
             self._out.append(raw)
-            return
+            return True
         try:
             payload, clean = loads_checked(data)  # clean: parsed by orjson, no lone surrogate in it
         except (ValueError, RecursionError):
@@ -272,16 +276,17 @@ class StreamRelay:
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
             self._on_choiceless(raw, payload)
-            return
+            return True
         if not self.meta:
             self.meta = {k: payload[k] for k in ("id", "created", "model") if k in payload}
         if self._aborted:
-            return
+            return True
         if len(choices) == 1:
             self._on_choice(choices[0], raw, clean)
         else:
             for choice, one in split_choices(payload, choices):
                 self._on_choice(choice, one, clean)
+        return True
 
     def _on_choiceless(self, raw: bytes, payload: Any) -> None:
         """Usage, errors and anything else without choices: in order, after held choice events."""
