@@ -40,6 +40,8 @@ from proxy.routes import GenerationRoute, conversation_of
 from proxy.sse import DONE, SSEParser, data_of, encode_event
 from proxy.streaming.choice import ChoiceStream
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
+from proxy.streaming.shapes import DeltaShape
+from proxy.streaming.shapes import learn as learn_shape
 from proxy.streaming.windows import Window
 from proxy.unicode_text import clean_text
 
@@ -51,6 +53,10 @@ log = structlog.get_logger("guardstream.streaming")
 
 #: upstream bytes parsed in one go; the rest waits in aiohttp's buffer (`upstream.read_bufsize`) and the kernel's
 _READ_BATCH = 64 * 1024
+
+#: text delta shapes one stream remembers (one per choice) and learns at most (shapes.py)
+_MAX_SHAPES = 8
+_MAX_LEARNS = 16
 
 _UPSTREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError, ValueError)
 
@@ -101,6 +107,8 @@ class StreamRelay:
         self._stopped = False  # we cut every choice and closed the upstream
         self._aborted = False  # the upstream reported an error mid-stream
         self._client_error: BaseException | None = None
+        self._shapes: list[DeltaShape] = []  # of the choices' text deltas (shapes.py)
+        self._learns = _MAX_LEARNS
         self._judged = asyncio.Event()  # set whenever a judge frees held events (or stops)
         self.ending: str | None = None  # how the upstream stream ended (done, eof, cut, interrupted)
 
@@ -154,10 +162,17 @@ class StreamRelay:
                 return "interrupted"
             held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
             limit = self.hold_limit
+            key = self._key
             for raw in events:  # every event of the read in one pass: no await between two
-                if not on_event(raw):  # [DONE]
-                    self._settle()
-                    return "done"
+                for shape in self._shapes:  # a plain text delta like the last ones: no JSON parse
+                    text = shape.text_of(raw)
+                    if text is not None and (key is None or key not in raw):
+                        self._on_delta(shape.index, raw, text)
+                        break
+                else:
+                    if not on_event(raw):  # [DONE]
+                        self._settle()
+                        return "done"
                 held += len(raw)
                 if held > limit:
                     held = self._held_bytes()
@@ -264,6 +279,7 @@ class StreamRelay:
         data = data_of(raw)
         if data is not None and data.strip() == "[DONE]":  # `SSEEvent.is_done`
             return False
+        unscrubbed = raw
         if self._key is not None and self._key in raw:  # an upstream echoing its key (in an error, say)
             raw, data = scrub(raw, self._key), data and scrub(data.encode(), self._key).decode("utf-8", "replace")
         if data is None or not self._judging:  # keep-alive comment, or nothing to judge
@@ -282,7 +298,7 @@ class StreamRelay:
         if self._aborted:
             return True
         if len(choices) == 1:
-            self._on_choice(choices[0], raw, clean)
+            self._on_choice(choices[0], raw, clean, learn=clean and raw is unscrubbed)
         else:
             for choice, one in split_choices(payload, choices):
                 self._on_choice(choice, one, clean)
@@ -295,8 +311,9 @@ class StreamRelay:
         self._tail.append(raw)
         self._emit_tail()
 
-    def _on_choice(self, obj: Any, raw: bytes, clean: bool = False) -> None:
-        """One choice's event; `clean`: its strings hold no lone surrogate (nothing for `clean_text` to do)."""
+    def _on_choice(self, obj: Any, raw: bytes, clean: bool = False, learn: bool = False) -> None:
+        """One choice's event; `clean`: its strings hold no lone surrogate (nothing for `clean_text` to do);
+        `learn`: `raw` is the upstream's event as sent, a plain text delta's shape may be learned from it."""
         if not isinstance(obj, dict):
             self._emit(raw)
             return
@@ -309,7 +326,30 @@ class StreamRelay:
         if choice.cut:
             return
         text = self.route.delta_text(obj)
-        window = choice.add(raw, text if clean else clean_text(text), bool(obj.get("finish_reason")))
+        finish = bool(obj.get("finish_reason"))
+        window = choice.add(raw, text if clean else clean_text(text), finish)
+        if window is not None:
+            self._submit(choice, window)
+        self._touched[index] = choice
+        if learn and text and not finish and self._learns:
+            self._learn(raw, text, index)
+
+    def _learn(self, raw: bytes, text: str, index: int) -> None:
+        """Remember the shape of this choice's text deltas (shapes.py), so the next ones skip the JSON parse."""
+        self._learns -= 1  # an upstream whose events all differ (a per-event nonce, say) stops costing soon
+        shape = learn_shape(raw, text, index, self.route.name, self.route.delta_text)
+        if shape is None:
+            return
+        self._shapes = [s for s in self._shapes if s.index != index][: _MAX_SHAPES - 1] + [shape]
+
+    def _on_delta(self, index: int, raw: bytes, text: str) -> None:
+        """A text delta of a learned shape: what `_on_choice` does with one, without the parse."""
+        if self._aborted:
+            return
+        choice = self.choices[index]
+        if choice.cut:
+            return
+        window = choice.add(raw, text, False)
         if window is not None:
             self._submit(choice, window)
         self._touched[index] = choice
