@@ -210,8 +210,8 @@ def test_the_relay_sends_and_audits_the_same_with_shapes(driver: RelayDriver, ki
     into reads anywhere: choice 0 carries the planted secret, choice 1 a safe answer."""
     rng = random.Random(kind)
     read_without_parse = []
-    on_delta = StreamRelay._on_delta
-    monkeypatch.setattr(StreamRelay, "_on_delta", lambda self, *a: (read_without_parse.append(a), on_delta(self, *a)))
+    on_deltas = StreamRelay._on_deltas
+    monkeypatch.setattr(StreamRelay, "_on_deltas", lambda self, *a: (read_without_parse.append(a), on_deltas(self, *a)))
     for offset in (0, 7, 30):
         streams = [pieces(answer_with(PLANTED[kind], offset), rng.choice([1, 3, 0]), rng),
                    pieces("Nothing to see here, just an ordinary answer. " * 3, 0, rng)]

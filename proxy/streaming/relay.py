@@ -163,24 +163,41 @@ class StreamRelay:
             held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
             limit = self.hold_limit
             key = self._key
+            run: DeltaShape | None = None  # text deltas of one shape in a row, taken in one call (`_on_deltas`)
+            raws: list[bytes] = []
+            texts: list[str] = []
             for raw in events:  # every event of the read in one pass: no await between two
                 for shape in self._shapes:  # a plain text delta like the last ones: no JSON parse
                     text = shape.text_of(raw)
                     if text is not None and (key is None or key not in raw):
-                        self._on_delta(shape.index, raw, text)
+                        if shape is not run:
+                            if run is not None:
+                                self._on_deltas(run.index, raws, texts)
+                                raws, texts = [], []
+                            run = shape
+                        raws.append(raw)
+                        texts.append(text)
                         break
                 else:
+                    if run is not None:  # what came before this event is taken before it
+                        self._on_deltas(run.index, raws, texts)
+                        run, raws, texts = None, [], []
                     if not on_event(raw):  # [DONE]
                         self._settle()
                         return "done"
                 held += len(raw)
                 if held > limit:
+                    if run is not None:
+                        self._on_deltas(run.index, raws, texts)
+                        run, raws, texts = None, [], []
                     held = self._held_bytes()
                     if held > limit:
                         self._settle()
                         await self._flush()
                         await self._wait_for_judges()
                         held = self._held_bytes()
+            if run is not None:
+                self._on_deltas(run.index, raws, texts)
             self._settle()
             await self._flush()
             if not data:
@@ -276,13 +293,18 @@ class StreamRelay:
         """One upstream event, as received; False when it is the `[DONE]` that ends the stream."""
         if raw == DONE:  # what every server sends
             return False
+        if not self._judging:  # nothing to judge: only [DONE] needs the data read
+            if b"[DONE]" in raw and (data := data_of(raw)) is not None and data.strip() == "[DONE]":
+                return False
+            self._out.append(scrub(raw, self._key))
+            return True
         data = data_of(raw)
         if data is not None and data.strip() == "[DONE]":  # `SSEEvent.is_done`
             return False
         unscrubbed = raw
         if self._key is not None and self._key in raw:  # an upstream echoing its key (in an error, say)
             raw, data = scrub(raw, self._key), data and scrub(data.encode(), self._key).decode("utf-8", "replace")
-        if data is None or not self._judging:  # keep-alive comment, or nothing to judge
+        if data is None:  # a keep-alive comment
             self._out.append(raw)
             return True
         try:
@@ -342,16 +364,21 @@ class StreamRelay:
             return
         self._shapes = [s for s in self._shapes if s.index != index][: _MAX_SHAPES - 1] + [shape]
 
-    def _on_delta(self, index: int, raw: bytes, text: str) -> None:
-        """A text delta of a learned shape: what `_on_choice` does with one, without the parse."""
+    def _on_deltas(self, index: int, raws: list[bytes], texts: list[str]) -> None:
+        """Text deltas of one choice in a row, of a learned shape: what `_on_choice` does with each, without the
+        parse, and in one call where no window judge counts them one by one."""
         if self._aborted:
             return
         choice = self.choices[index]
         if choice.cut:
             return
-        window = choice.add(raw, text, False)
-        if window is not None:
-            self._submit(choice, window)
+        if choice.windows is None:
+            choice.add_texts(raws, texts)
+        else:
+            for raw, text in zip(raws, texts):
+                window = choice.add(raw, text, False)
+                if window is not None:
+                    self._submit(choice, window)
         self._touched[index] = choice
 
     def _settle(self) -> None:
@@ -486,8 +513,7 @@ class StreamRelay:
     # -- the client --------------------------------------------------------------------------------
 
     def _release(self, choice: ChoiceStream) -> None:
-        for raw in choice.release():
-            self._emit(raw)
+        self._out.extend(choice.release())  # `_emit` of each
         if self._tail:
             self._emit_tail()
 
@@ -500,6 +526,8 @@ class StreamRelay:
         self._out.append(raw)
 
     async def _flush(self) -> None:
+        if not self._out:  # nothing to write (all held): no lock to take
+            return
         async with self._write_lock:
             while self._out:
                 data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
