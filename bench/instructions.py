@@ -1,6 +1,7 @@
 """Instructions per request of each proxy under callgrind: a load-independent twin of `bench.hotpath`.
 
-    python -m bench.instructions [--requests 300] [--concurrency 8] [--stream] [--variants ...] [--json]
+    python -m bench.instructions [--requests 300] [--concurrency 8] [--stream [--chunk-delay-ms MS]]
+                                 [--variants ...] [--json]
 
 Each target (direct, the plain relay, guardstream rows) runs in its own process under
 `valgrind --tool=callgrind --collect-atstart=no`, set up exactly as `bench.hotpath` sets it up (upstream,
@@ -9,7 +10,8 @@ for `--requests` requests and off again, through callgrind's client requests (a 
 here with the system's `callgrind.h`). Instruction counts do not move with the machine's load, so two
 runs of the same code agree to a fraction of a per cent; a proxy's own count is its process's less the
 direct row's (client and upstream cost the same in every process). Needs valgrind, its headers and a C
-compiler (Debian: `apt-get install valgrind gcc`).
+compiler (Debian: `apt-get install valgrind gcc`). `--chunk-delay-ms` paces the streamed chunks (one event an
+upstream read, as a model streams them; the default sends them back to back, as `bench.hotpath` does).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def _toggler(workdir: Path) -> Callable[[], None]:
     return fn  # type: ignore[no-any-return]  # a ctypes function: typed by its restype only
 
 
-async def _child(target: str, requests: int, concurrency: int, stream: bool, warmup: int) -> None:
+async def _child(target: str, requests: int, concurrency: int, stream: bool, warmup: int,
+                 chunk_delay_ms: float = 0.0) -> None:
     """One target, set up as bench.hotpath sets it up; collection on for `requests` requests."""
     from proxy.app import create_app
     from proxy.config import Settings
@@ -62,7 +65,8 @@ async def _child(target: str, requests: int, concurrency: int, stream: bool, war
     workdir = Path(tempfile.mkdtemp(prefix="guardstream-instr-"))
     toggle = _toggler(workdir)
     text = fixed_answer(1024)
-    upstream = DemoUpstream(answer=lambda body: text, chunks=hotpath.STREAM_CHUNKS, record=False)
+    upstream = DemoUpstream(answer=lambda body: text, chunks=hotpath.STREAM_CHUNKS, record=False,
+                            chunk_delay_s=chunk_delay_ms / 1000)
     up_runner, up_url = await upstream.start()
     runners = [up_runner]
     key: str | None = None
@@ -111,13 +115,14 @@ async def _child(target: str, requests: int, concurrency: int, stream: bool, war
 _TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.M)
 
 
-def count(target: str, requests: int, concurrency: int, stream: bool, warmup: int) -> float:
+def count(target: str, requests: int, concurrency: int, stream: bool, warmup: int, chunk_delay_ms: float = 0.0) -> float:
     """Instructions per request of the whole process serving `target` (run under callgrind)."""
     with tempfile.TemporaryDirectory(prefix="guardstream-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
         argv = ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out}",
                 sys.executable, "-m", "bench.instructions", "--child", target, "--requests", str(requests),
-                "--concurrency", str(concurrency), "--warmup", str(warmup)] + (["--stream"] if stream else [])
+                "--concurrency", str(concurrency), "--warmup", str(warmup), "--chunk-delay-ms", str(chunk_delay_ms)]
+        argv += ["--stream"] if stream else []
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         match = _TOTALS.search(out.read_bytes())
@@ -132,16 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=160)
     parser.add_argument("--stream", action="store_true", help=f"streamed answers, {hotpath.STREAM_CHUNKS} chunks")
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pace the streamed chunks")
     parser.add_argument("--variants", default="guardstream-none,guardstream-rules")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         install_uvloop()
-        asyncio.run(_child(args.child, args.requests, args.concurrency, args.stream, args.warmup))
+        asyncio.run(_child(args.child, args.requests, args.concurrency, args.stream, args.warmup, args.chunk_delay_ms))
         return 0
     targets = ["direct", "passthrough", *args.variants.split(",")]
-    result = {t: count(t, args.requests, args.concurrency, args.stream, args.warmup) for t in targets}
+    result = {t: count(t, args.requests, args.concurrency, args.stream, args.warmup, args.chunk_delay_ms)
+              for t in targets}
     if args.json:
         print(json.dumps(result))
         return 0
