@@ -32,6 +32,10 @@ class SSEParser:
         self._cr = False  # the buffer ends with a \\r not yet normalised
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        return [SSEEvent(raw, data_of(raw)) for raw in self.feed_raw(chunk)]
+
+    def feed_raw(self, chunk: bytes) -> list[bytes]:
+        """`feed`, each event as its raw bytes only (`data_of` reads its data when it is needed)."""
         if self._buffer or self._cr or b"\r" in chunk:
             self._buffer += chunk
             if self._cr or b"\r" in chunk:
@@ -39,12 +43,11 @@ class SSEParser:
             data = bytes(self._buffer)
         else:  # the usual read: whole events, nothing left over from the last one
             data = chunk
-        events: list[SSEEvent] = []
+        events: list[bytes] = []
         pos = 0
         find = data.find
         while (end := find(b"\n\n", pos)) >= 0:
-            raw = data[pos: end + 2] if pos or end + 2 < len(data) else data
-            events.append(SSEEvent(raw, _data_of(raw)))
+            events.append(data[pos: end + 2] if pos or end + 2 < len(data) else data)
             pos = end + 2
         if pos or data is not chunk:
             self._buffer[:] = data[pos:]
@@ -62,21 +65,24 @@ class SSEParser:
 
     def flush(self) -> list[SSEEvent]:
         """Whatever is left when the stream ends (an event without its final blank line)."""
+        return [SSEEvent(raw, data_of(raw)) for raw in self.flush_raw()]
+
+    def flush_raw(self) -> list[bytes]:
+        """`flush`, each event as its raw bytes only."""
         if self._cr:
             self._normalise(final=True)
-        events: list[SSEEvent] = []
+        events: list[bytes] = []
         while (end := self._buffer.find(b"\n\n")) >= 0:  # a trailing \\r completed a blank line
-            raw = bytes(self._buffer[: end + 2])
+            events.append(bytes(self._buffer[: end + 2]))
             del self._buffer[: end + 2]
-            events.append(SSEEvent(raw, _data_of(raw)))
         if self._buffer.strip():
-            raw = bytes(self._buffer).rstrip(b"\n") + b"\n\n"
-            events.append(SSEEvent(raw, _data_of(raw)))
+            events.append(bytes(self._buffer).rstrip(b"\n") + b"\n\n")
         self._buffer.clear()
         return events
 
 
-def _data_of(raw: bytes) -> str | None:
+def data_of(raw: bytes) -> str | None:
+    """The joined `data` field of one raw event (None when it has none: a comment, say)."""
     if raw.startswith(b"data: ") and raw.count(b"\n") == 2:  # one data line: what LLM servers send
         return raw[6:-2].decode("utf-8", "replace")
     lines = []

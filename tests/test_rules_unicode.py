@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evaluators.rules.unicode import create
 
@@ -70,3 +72,44 @@ def test_verdict_shape_and_options() -> None:
     assert found("می\u200cخواهم", strict) == [("zero_width", 2, 3)]
     with pytest.raises(ValueError):
         create("u", {"kinds": ["emoji"]})
+
+
+# -- streams: an inert piece (ASCII, no control character) after a cleared answer skips the scan ----------------
+
+_STREAM_CHARS = st.sampled_from(list("ab Z.\n\t") + ["\u200b", "\u200d", "\u202e", "\ufe0f", "\x07", "\x7f", "\U000e0041",
+                                                     "\U0001f3f4", "\U000e007f", "é", "👍", "\u094d"])
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(pieces=st.lists(st.text(_STREAM_CHARS, max_size=6) | st.text("abc .", min_size=60, max_size=200), max_size=12),
+       flushes=st.sets(st.integers(0, 11)))
+def test_inert_pieces_are_cleared_as_the_scan_would_clear_them(pieces: list[str], flushes: set[int]) -> None:
+    """The same steps (findings, cleared) with the shortcut as without it, wherever the answer is cut and
+    flushed."""
+
+    class Plain(type(UNI)):  # type: ignore[misc]  # the engine's class, without the shortcut
+        def inert(self, piece: str) -> bool:
+            return False
+
+    plain = Plain("unicode", {})
+    fast, slow = UNI.incremental(), plain.incremental()
+    for i, piece in enumerate(pieces):
+        assert fast.feed(piece) == slow.feed(piece)
+        if i in flushes:
+            assert fast.flush() == slow.flush()
+    assert fast.flush() == slow.flush()
+    assert UNI.inert("plain words, 42.\n") and not UNI.inert("a\u200bb") and not UNI.inert("bell\x07")
+
+
+def test_inert_pieces_skip_the_scan() -> None:
+    calls: list[str] = []
+
+    class Counting(type(UNI)):  # type: ignore[misc]  # the engine's class, counting its scans
+        def analyse(self, text: str):  # type: ignore[no-untyped-def]  # the base signature
+            calls.append(text)
+            return super().analyse(text)
+
+    scanner = Counting("unicode", {}).incremental()
+    assert scanner.feed("Plain words, ").cleared == 13 and scanner.feed("more of them.").cleared == 26
+    assert calls == []
+    assert scanner.feed("a\u200b").cleared == 27 and calls  # a hidden character: scanned (and held)

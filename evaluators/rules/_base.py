@@ -73,6 +73,12 @@ class RuleEvaluator(BaseEvaluator):
         incrementally; it must never answer later than the true start (holding more is safe, less leaks)."""
         raise NotImplementedError
 
+    def inert(self, piece: str) -> bool:
+        """Streams: appended to an answer of which nothing is held back, `piece` can neither start, grow nor
+        complete a match: the scanner clears it without asking `open_from` or `analyse` (what they would say).
+        False by default, which is always safe."""
+        return False
+
     def certain(self, text: str, start: int) -> list[Finding]:
         """Streams: matches starting at or after `start` (text still held: they may grow) that more text cannot
         undo, so a stream can be cut before they end. None by default."""

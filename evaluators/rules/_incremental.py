@@ -67,6 +67,7 @@ class TailScanner:
     def feed(self, piece: str) -> ScanStep:
         if not piece:
             return ScanStep([], self._cleared)
+        held = self._cleared < self._base + len(self._text)
         text = self._text = self._text + piece
         if piece[-1].isspace():
             self._run = self._base + len(text)
@@ -74,6 +75,10 @@ class TailScanner:
             words = piece.rsplit(maxsplit=1)  # from the right: as far back as the last word only
             if len(words) == 2 or piece[0].isspace():
                 self._run = self._base + len(text) - len(words[-1])
+        if not held and self.engine.inert(piece):  # what `_step` does when nothing is found and nothing held
+            self._cleared = self._base + len(text)
+            self._trim(text, len(text))
+            return ScanStep([], self._cleared)
         start = self._cleared - self._base
         hold = self.engine.open_from(text, start, self._run - self._base)
         early = self._early(text, hold) if hold < len(text) else []
@@ -98,11 +103,15 @@ class TailScanner:
         if base:
             findings = [Finding(f.category, f.kind, f.start + base, f.end + base) for f in findings]
         self._cleared = base + hold
+        self._trim(text, hold)
+        return ScanStep(findings, self._cleared, score)
+
+    def _trim(self, text: str, hold: int) -> None:
+        """Keep the text from `CONTEXT` characters before `hold` (offsets in `text`) on."""
         cut = hold - CONTEXT
         if cut > 0:
             self._text = text[cut:]
-            self._base = base + cut
-        return ScanStep(findings, self._cleared, score)
+            self._base += cut
 
     def findings(self, text: str, start: int, hold: int, final: bool) -> tuple[list[Finding], float | None]:
         """Matches in `text` starting in [start, hold) (offsets in `text`), and the engine's score if it has one.

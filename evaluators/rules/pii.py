@@ -160,8 +160,8 @@ class PiiEvaluator(RuleEvaluator):
             starter = _NUMBER_START.search(text, i)
             if starter is not None and starter.start() < hold:
                 hold = starter.start()
-        if "iban" in self.kinds and hold > low:
-            iban = open_start(_IBAN_OPEN, text, low, slack=2)
+        if "iban" in self.kinds and hold > low and _IBAN_FIRST.search(text, low, hold) is not None:
+            iban = open_start(_IBAN_OPEN, text, low, slack=2)  # (one would start at a capital before `hold`)
             if iban is not None and iban < hold:
                 hold = iban
         return hold
@@ -203,6 +203,7 @@ _NUMBER_CHARS = frozenset("0123456789 ().+-")
 _NUMBER_SPAN = 52
 _NUMBER_START = re.compile(r"(?<![\w-])\d|[+(]")
 _IBAN_OPEN = compile_partial(_IBAN.pattern)
+_IBAN_FIRST = re.compile(r"[A-Z]")  # how an IBAN starts (the partial match is the costly part of `open_from`)
 _SSN_PARTS = re.compile(r"[- ]")
 
 

@@ -92,6 +92,11 @@ class UnicodeEvaluator(RuleEvaluator):
                     out.append(Finding(CATEGORY, kind, start, pos))
         return out
 
+    def inert(self, piece: str) -> bool:
+        """ASCII without control characters: no hidden character, and (nothing being held) none before it that
+        it could decide."""
+        return piece.isascii() and not piece.encode("ascii").translate(None, _ASCII_OK)
+
     def open_from(self, text: str, start: int, run: int) -> int:
         """A finding is decided by the characters next to it: a trailing run of hidden characters is held until
         a visible one follows (one stray character at the end is benign only if the answer ends there)."""

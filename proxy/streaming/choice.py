@@ -80,6 +80,27 @@ class ChoiceStream:
         self.held_bytes += len(raw)
         return window
 
+    def add_texts(self, raws: list[bytes], texts: list[str]) -> None:
+        """`add` of each of these events in turn, for a run of text deltas that finish nothing, when no window
+        judge counts them (one call, one append of their text)."""
+        assert self.windows is None
+        pos = start = self.chars
+        tokens = self.tokens
+        append = self.entries.append
+        size = 0
+        for raw, text in zip(raws, texts):
+            end = pos + len(text)
+            append(Entry(raw, tokens, False, pos, end))
+            pos = end
+            size += len(raw)
+        self.held_bytes += size
+        if pos > start:
+            joined = "".join(texts)
+            self.chars = pos
+            self.answer.append(joined)  # the kept head and tail do not depend on how the text was cut
+            if self.judges is not None:
+                self.judges.pending.append(joined)
+
     def queue(self, window: Window) -> None:
         """A window for the window judges (after those queued before it)."""
         self.pending.push(window)

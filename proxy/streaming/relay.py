@@ -37,9 +37,11 @@ from proxy.metrics import STREAM_CUTS, STREAM_WINDOWS, UPSTREAM_ERRORS
 from proxy.policy import EVALUATOR_ERROR, Decision, redacted_findings
 from proxy.recording import Recorder, RequestContext
 from proxy.routes import GenerationRoute, conversation_of
-from proxy.sse import DONE, SSEEvent, SSEParser, encode_event
+from proxy.sse import DONE, SSEParser, data_of, encode_event
 from proxy.streaming.choice import ChoiceStream
 from proxy.streaming.chunks import INTERRUPTED, cut_chunk, is_error, split_choices
+from proxy.streaming.shapes import DeltaShape
+from proxy.streaming.shapes import learn as learn_shape
 from proxy.streaming.windows import Window
 from proxy.unicode_text import clean_text
 
@@ -51,6 +53,10 @@ log = structlog.get_logger("guardstream.streaming")
 
 #: upstream bytes parsed in one go; the rest waits in aiohttp's buffer (`upstream.read_bufsize`) and the kernel's
 _READ_BATCH = 64 * 1024
+
+#: text delta shapes one stream remembers (one per choice) and learns at most (shapes.py)
+_MAX_SHAPES = 8
+_MAX_LEARNS = 16
 
 _UPSTREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError, ValueError)
 
@@ -101,6 +107,8 @@ class StreamRelay:
         self._stopped = False  # we cut every choice and closed the upstream
         self._aborted = False  # the upstream reported an error mid-stream
         self._client_error: BaseException | None = None
+        self._shapes: list[DeltaShape] = []  # of the choices' text deltas (shapes.py)
+        self._learns = _MAX_LEARNS
         self._judged = asyncio.Event()  # set whenever a judge frees held events (or stops)
         self.ending: str | None = None  # how the upstream stream ended (done, eof, cut, interrupted)
 
@@ -141,10 +149,11 @@ class StreamRelay:
         """Pump upstream events into the choices; returns how the upstream stream ended."""
         parser = SSEParser()
         content = self.upstream.content
+        on_event = self._on_event
         while True:
             try:
                 data = await content.read(_READ_BATCH)
-                events = parser.feed(data) if data else parser.flush()
+                events = parser.feed_raw(data) if data else parser.flush_raw()
             except _UPSTREAM_ERRORS as exc:
                 if self._stopped:
                     return "cut"
@@ -152,21 +161,43 @@ class StreamRelay:
                 log.warning("upstream_stream_interrupted", error=type(exc).__name__)
                 return "interrupted"
             held = self._held_bytes()  # and what arrives: a bound (releases only lower it), O(1) an event
-            on_event = self._on_event
-            for event in events:
-                payload = event.data
-                if payload is not None and payload.strip() == "[DONE]":  # SSEEvent.is_done, inlined
-                    self._settle()
-                    return "done"
-                on_event(event)
-                held += len(event.raw)
-                if held > self.hold_limit:
+            limit = self.hold_limit
+            key = self._key
+            run: DeltaShape | None = None  # text deltas of one shape in a row, taken in one call (`_on_deltas`)
+            raws: list[bytes] = []
+            texts: list[str] = []
+            for raw in events:  # every event of the read in one pass: no await between two
+                for shape in self._shapes:  # a plain text delta like the last ones: no JSON parse
+                    text = shape.text_of(raw)
+                    if text is not None and (key is None or key not in raw):
+                        if shape is not run:
+                            if run is not None:
+                                self._on_deltas(run.index, raws, texts)
+                                raws, texts = [], []
+                            run = shape
+                        raws.append(raw)
+                        texts.append(text)
+                        break
+                else:
+                    if run is not None:  # what came before this event is taken before it
+                        self._on_deltas(run.index, raws, texts)
+                        run, raws, texts = None, [], []
+                    if not on_event(raw):  # [DONE]
+                        self._settle()
+                        return "done"
+                held += len(raw)
+                if held > limit:
+                    if run is not None:
+                        self._on_deltas(run.index, raws, texts)
+                        run, raws, texts = None, [], []
                     held = self._held_bytes()
-                    if held > self.hold_limit:
+                    if held > limit:
                         self._settle()
                         await self._flush()
                         await self._wait_for_judges()
                         held = self._held_bytes()
+            if run is not None:
+                self._on_deltas(run.index, raws, texts)
             self._settle()
             await self._flush()
             if not data:
@@ -258,13 +289,24 @@ class StreamRelay:
 
     # -- upstream events ---------------------------------------------------------------------------
 
-    def _on_event(self, event: SSEEvent) -> None:
-        raw, data = event.raw, event.data
+    def _on_event(self, raw: bytes) -> bool:
+        """One upstream event, as received; False when it is the `[DONE]` that ends the stream."""
+        if raw == DONE:  # what every server sends
+            return False
+        if not self._judging:  # nothing to judge: only [DONE] needs the data read
+            if b"[DONE]" in raw and (data := data_of(raw)) is not None and data.strip() == "[DONE]":
+                return False
+            self._out.append(scrub(raw, self._key))
+            return True
+        data = data_of(raw)
+        if data is not None and data.strip() == "[DONE]":  # `SSEEvent.is_done`
+            return False
+        unscrubbed = raw
         if self._key is not None and self._key in raw:  # an upstream echoing its key (in an error, say)
             raw, data = scrub(raw, self._key), data and scrub(data.encode(), self._key).decode("utf-8", "replace")
-        if data is None or not self._judging:  # keep-alive comment, or nothing to judge
+        if data is None:  # a keep-alive comment
             self._out.append(raw)
-            return
+            return True
         try:
             payload, clean = loads_checked(data)  # clean: parsed by orjson, no lone surrogate in it
         except (ValueError, RecursionError):
@@ -272,16 +314,17 @@ class StreamRelay:
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
             self._on_choiceless(raw, payload)
-            return
+            return True
         if not self.meta:
             self.meta = {k: payload[k] for k in ("id", "created", "model") if k in payload}
         if self._aborted:
-            return
+            return True
         if len(choices) == 1:
-            self._on_choice(choices[0], raw, clean)
+            self._on_choice(choices[0], raw, clean, learn=clean and raw is unscrubbed)
         else:
             for choice, one in split_choices(payload, choices):
                 self._on_choice(choice, one, clean)
+        return True
 
     def _on_choiceless(self, raw: bytes, payload: Any) -> None:
         """Usage, errors and anything else without choices: in order, after held choice events."""
@@ -290,8 +333,9 @@ class StreamRelay:
         self._tail.append(raw)
         self._emit_tail()
 
-    def _on_choice(self, obj: Any, raw: bytes, clean: bool = False) -> None:
-        """One choice's event; `clean`: its strings hold no lone surrogate (nothing for `clean_text` to do)."""
+    def _on_choice(self, obj: Any, raw: bytes, clean: bool = False, learn: bool = False) -> None:
+        """One choice's event; `clean`: its strings hold no lone surrogate (nothing for `clean_text` to do);
+        `learn`: `raw` is the upstream's event as sent, a plain text delta's shape may be learned from it."""
         if not isinstance(obj, dict):
             self._emit(raw)
             return
@@ -304,9 +348,37 @@ class StreamRelay:
         if choice.cut:
             return
         text = self.route.delta_text(obj)
-        window = choice.add(raw, text if clean else clean_text(text), bool(obj.get("finish_reason")))
+        finish = bool(obj.get("finish_reason"))
+        window = choice.add(raw, text if clean else clean_text(text), finish)
         if window is not None:
             self._submit(choice, window)
+        self._touched[index] = choice
+        if learn and text and not finish and self._learns:
+            self._learn(raw, text, index)
+
+    def _learn(self, raw: bytes, text: str, index: int) -> None:
+        """Remember the shape of this choice's text deltas (shapes.py), so the next ones skip the JSON parse."""
+        self._learns -= 1  # an upstream whose events all differ (a per-event nonce, say) stops costing soon
+        shape = learn_shape(raw, text, index, self.route.name, self.route.delta_text)
+        if shape is None:
+            return
+        self._shapes = [s for s in self._shapes if s.index != index][: _MAX_SHAPES - 1] + [shape]
+
+    def _on_deltas(self, index: int, raws: list[bytes], texts: list[str]) -> None:
+        """Text deltas of one choice in a row, of a learned shape: what `_on_choice` does with each, without the
+        parse, and in one call where no window judge counts them one by one."""
+        if self._aborted:
+            return
+        choice = self.choices[index]
+        if choice.cut:
+            return
+        if choice.windows is None:
+            choice.add_texts(raws, texts)
+        else:
+            for raw, text in zip(raws, texts):
+                window = choice.add(raw, text, False)
+                if window is not None:
+                    self._submit(choice, window)
         self._touched[index] = choice
 
     def _settle(self) -> None:
@@ -441,8 +513,7 @@ class StreamRelay:
     # -- the client --------------------------------------------------------------------------------
 
     def _release(self, choice: ChoiceStream) -> None:
-        for raw in choice.release():
-            self._emit(raw)
+        self._out.extend(choice.release())  # `_emit` of each
         if self._tail:
             self._emit_tail()
 
@@ -455,6 +526,8 @@ class StreamRelay:
         self._out.append(raw)
 
     async def _flush(self) -> None:
+        if not self._out:  # nothing to write (all held): no lock to take
+            return
         async with self._write_lock:
             while self._out:
                 data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
