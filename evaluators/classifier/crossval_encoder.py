@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("finetune", "frozen-e5", "frozen-minilm"), default="frozen-e5")
     parser.add_argument("--sources", default=None, help="comma-separated sources to hold out (default: all)")
     parser.add_argument("--epochs", type=int, default=1, help="finetune mode: epochs per fold (1)")
-    parser.add_argument("--cache", type=Path, default=Path("build/classifier/state-cache"))
+    # not the build's cache: states computed in this tool's batch order differ from the build's in the last bits,
+    # and a shared cache would move the shipped model's version (docs/classifier.md, Reproducibility)
+    parser.add_argument("--cache", type=Path, default=Path("build/classifier/crossval-state-cache"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
