@@ -138,14 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    print_ratios(result, ("CPU us/req", "proxy us/req"), scale=1e6, digits=1)
+    return 0
+
+
+def print_ratios(result: dict[str, float], columns: tuple[str, str], *, scale: float, digits: int) -> None:
+    """A row per target: its cost, its own cost (less the client's, the `direct` row) and that as a multiple of
+    the plain relay's own cost (`passthrough`); `scale` turns a cost into the columns' unit."""
     floor = result["direct"]
-    print(f"{'variant':<22}{'CPU us/req':>12}{'proxy us/req':>14}{'x pass-through':>16}")
     base = result["passthrough"] - floor
+    print(f"{'variant':<22}{columns[0]:>12}{columns[1]:>14}{'x pass-through':>16}")
     for name, value in result.items():
         own = value - floor
         ratio = f"{own / base:.2f}" if name != "direct" else ""
-        print(f"{name:<22}{value * 1e6:>12.1f}{own * 1e6:>14.1f}{ratio:>16}")
-    return 0
+        print(f"{name:<22}{value * scale:>12.{digits}f}{own * scale:>14.{digits}f}{ratio:>16}")
 
 
 if __name__ == "__main__":

@@ -152,13 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    floor = result["direct"]
-    base = result["passthrough"] - floor
-    print(f"{'variant':<22}{'k instr/req':>12}{'own k instr':>13}{'x pass-through':>16}")
-    for name, value in result.items():
-        own = value - floor
-        ratio = f"{own / base:.2f}" if name != "direct" else ""
-        print(f"{name:<22}{value / 1e3:>12.0f}{own / 1e3:>13.0f}{ratio:>16}")
+    hotpath.print_ratios(result, ("k instr/req", "own k instr"), scale=1e-3, digits=0)
     return 0
 
 
