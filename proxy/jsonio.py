@@ -3,32 +3,43 @@
 orjson refuses what the stdlib accepts (lone UTF-16 surrogate escapes, NaN, nesting past 1024): those documents
 take the stdlib's path, so what parses, and how, is what it always was. Two differences need care: orjson
 reads an integer beyond 64 bits as a float (the stdlib keeps it exact), and it keeps the last value of a key
-named twice without saying so; `loads_unique` proves neither happened, or says it cannot.
+named twice without saying so. `loads` and `loads_checked` (upstream answers and events) send a document that
+may hold such an integer to the stdlib; `loads_unique` (request bodies) proves neither happened, or says it
+cannot.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
+#: 19 digits in a row: the shortest text of an integer orjson reads as a float (past 64 bits:
+#: -9223372036854775809); digits in strings match too (a false alarm only costs the stdlib's parse)
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+
 
 def loads(data: bytes | str) -> Any:
-    """Parse a JSON document (ValueError or RecursionError as `json.loads` raises them)."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+    """Parse a JSON document as the stdlib does, integers past 64 bits kept exact (ValueError or RecursionError
+    as `json.loads` raises them)."""
+    return loads_checked(data)[0]
 
 
 def loads_checked(data: bytes | str) -> tuple[Any, bool]:
     """`loads`, and whether orjson parsed it: then no string in it holds a lone surrogate (orjson refuses
-    them, escaped or not), and `clean_text` has nothing to replace."""
-    try:
-        return orjson.loads(data), True
-    except orjson.JSONDecodeError:
-        return json.loads(data), False
+    them, escaped or not), and `clean_text` has nothing to replace. A document that may hold an integer past
+    64 bits takes the stdlib's path, which keeps it exact (orjson would make it a float, and a rewritten
+    answer or event would carry the float)."""
+    long_digits = _LONG_DIGITS.search(data) if isinstance(data, bytes) else _LONG_DIGITS_TEXT.search(data)
+    if long_digits is None:
+        try:
+            return orjson.loads(data), True
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data), False
 
 
 #: a float at least this large may be an integer orjson could not hold (it reads those as floats)

@@ -111,3 +111,19 @@ def test_declined(raw: bytes) -> None:
 ])
 def test_proven(raw: bytes) -> None:
     assert loads_unique(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize("number", ["123456789012345678901234567890", "-9223372036854775809", "18446744073709551616"])
+def test_upstream_documents_keep_integers_past_64_bits_exact(number: str) -> None:
+    """Upstream answers and events are re-encoded when the proxy rewrites them (a redaction, a cut): an integer
+    orjson would read as a float must come back as the upstream wrote it."""
+    from proxy.jsonio import dumps, loads, loads_checked
+
+    doc = '{"choices":[{"index":0,"delta":{"content":"hi"}}],"seed":' + number + "}"
+    for data in (doc, doc.encode()):
+        value, clean = loads_checked(data)
+        assert value["seed"] == int(number) and type(value["seed"]) is int and not clean
+        assert loads(data)["seed"] == int(number)
+        assert dumps(value) == doc.encode()
+    assert loads_checked(b'{"created":1700000000,"n":123456789012345678}') == (
+        {"created": 1700000000, "n": 123456789012345678}, True)  # 18 digits or fewer stay on orjson's path

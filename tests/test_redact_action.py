@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from proxy.demo_upstream import DemoUpstream
 from tests.conftest import keyword_settings
@@ -80,5 +82,31 @@ def test_streamed_answer_through_the_sdk(tmp_path: Path) -> None:
                                                    messages=[{"role": "user", "content": "pay"}])
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == MASKED
+    finally:
+        h.stop()
+
+
+class _BigIntUpstream(DemoUpstream):
+    """Answers with a field holding an integer past 64 bits, beside a PII answer the proxy must rewrite."""
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = ('{"id":"x","object":"chat.completion","created":1,"model":"m","seed":123456789012345678901234567890,'
+                '"choices":[{"index":0,"message":{"role":"assistant","content":"' + ANSWER + '"},'
+                '"finish_reason":"stop"}]}')
+        return web.Response(body=body.encode(), content_type="application/json")
+
+
+async def _post(url: str, body: dict[str, Any]) -> bytes:
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        assert response.status == 200, await response.text()
+        return await response.read()
+
+
+def test_a_rewritten_answer_keeps_an_integer_past_64_bits_exact(tmp_path: Path) -> None:
+    h = start(tmp_path, _BigIntUpstream())
+    try:
+        raw = h.call(_post(h.base_url + "/v1/chat/completions", chat_body(stream=False)))
+        assert b'"seed":123456789012345678901234567890' in raw
+        assert MASKED.encode() in raw and EMAIL.encode() not in raw
     finally:
         h.stop()
