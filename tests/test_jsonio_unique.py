@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.jsonio import loads_unique
@@ -127,3 +127,21 @@ def test_upstream_documents_keep_integers_past_64_bits_exact(number: str) -> Non
         assert dumps(value) == doc.encode()
     assert loads_checked(b'{"created":1700000000,"n":123456789012345678}') == (
         {"created": 1700000000, "n": 123456789012345678}, True)  # 18 digits or fewer stay on orjson's path
+
+
+@given(st.binary(max_size=80) | st.lists(st.sampled_from(["1234567890", "0", "9", " ", "a", ":", "\u0660"]),
+                                         max_size=12).map(lambda parts: "".join(parts).encode()))
+@settings(max_examples=500, deadline=None)
+@example(b"9" * 19)
+@example(b"x" + b"0" * 18 + b":")
+@example(b'{"n":-9223372036854775809}')
+def test_long_digit_scan_finds_what_the_regex_finds(data: bytes) -> None:
+    """The bytes scan (translate and one substring search) sends to the stdlib exactly the documents that
+    `rb"[0-9]{19}"` would: ASCII digits only (a non-ASCII digit's bytes are not), 19 in a row."""
+    import re
+
+    from proxy.jsonio import _long_digits
+
+    assert _long_digits(data) == (re.search(rb"[0-9]{19}", data) is not None)
+    assert _long_digits(data.decode("utf-8", "replace")) == (re.search(r"[0-9]{19}",
+                                                                        data.decode("utf-8", "replace")) is not None)

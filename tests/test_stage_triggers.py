@@ -65,3 +65,14 @@ async def test_stage_verdicts_match_each_engine_judging(parts: list[str]) -> Non
 def test_the_default_policy_stages_share_one_pass() -> None:
     stage = GUARD.policy("default").inline["input"]
     assert stage.triggers is not None and [j.name for j in stage.judges] == list(ENGINES)
+
+
+async def test_a_quiet_stage_times_every_judge_once() -> None:
+    """A text none of the stage's triggers occurs in is decided without calling the engines; each judge's
+    latency histogram still gets one observation, as when the engines are called."""
+    policy = GUARD.policy("default")
+    stage = policy.inline["input"]
+    before = [sum(j.histogram._pending) for j in stage.judges]
+    decision = await GUARD.check(policy, EvalItem((Turn("user", "What is the capital of France?"),), "input"))
+    assert decision.action == "allow" and all(v.safe for v in decision.verdicts)
+    assert [sum(j.histogram._pending) - b for j, b in zip(stage.judges, before)] == [1] * len(stage.judges)
