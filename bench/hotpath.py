@@ -59,23 +59,27 @@ async def _drive(url: str, key: str | None, unique: bool, requests: int, concurr
     spec = LoadSpec(url=url, concurrency=concurrency, duration_s=0, unique=unique, stream=stream)
     bodies = BodyMaker(spec)
     headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
-    left = requests
-
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        async def worker() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                async with session.post(url, data=bodies.next(), headers=headers) as response:
-                    await response.read()
-                    assert response.status == 200, response.status
-
-        left = concurrency * 20  # warm-up
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        left = requests
+        await send(session, url, bodies, headers, concurrency * 20, concurrency)  # warm-up
         started = time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await send(session, url, bodies, headers, requests, concurrency)
         return (time.process_time() - started) / requests
+
+
+async def send(session: aiohttp.ClientSession, url: str, bodies: BodyMaker, headers: dict[str, str], count: int,
+               concurrency: int) -> None:
+    """`count` requests from `concurrency` workers, each answer read whole and checked to be a 200."""
+    left = count
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            async with session.post(url, data=bodies.next(), headers=headers) as response:
+                await response.read()
+                assert response.status == 200, response.status
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def measure(variants: list[str], requests: int, concurrency: int, repeat: int,

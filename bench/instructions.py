@@ -91,21 +91,10 @@ async def _child(target: str, requests: int, concurrency: int, stream: bool, war
         spec = LoadSpec(url=url, concurrency=concurrency, duration_s=0, unique=unique, stream=stream)
         bodies = BodyMaker(spec)
         headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
-        left = 0
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-            async def worker() -> None:
-                nonlocal left
-                while left > 0:
-                    left -= 1
-                    async with session.post(url, data=bodies.next(), headers=headers) as response:
-                        await response.read()
-                        assert response.status == 200, response.status
-
-            left = warmup
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            left = requests
+            await hotpath.send(session, url, bodies, headers, warmup, concurrency)
             toggle()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await hotpath.send(session, url, bodies, headers, requests, concurrency)
             toggle()
     finally:
         for r in reversed(runners):
