@@ -6,7 +6,14 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.schemas.consumers import DEFAULT_MAX_STALLS, DEFAULT_STALL_LIMIT_S, ConsumerKafkaConfig
+from proxy.schemas.consumers import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_POLL_INTERVAL_MS,
+    DEFAULT_MAX_STALLS,
+    DEFAULT_SESSION_TIMEOUT_MS,
+    DEFAULT_STALL_LIMIT_S,
+    ConsumerKafkaConfig,
+)
 from proxy.schemas.events import DEFAULT_TOPIC
 
 
@@ -16,11 +23,11 @@ class KafkaSettings:
     topic: str = DEFAULT_TOPIC
     group_id: str = "guardstream-review"
     client_id: str = "guardstream-consumer"
-    max_poll_records: int = 500
+    max_poll_records: int = DEFAULT_BATCH_SIZE
     poll_timeout_ms: int = 1000
-    session_timeout_ms: int = 10_000
+    session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS
     heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
+    max_poll_interval_ms: int = DEFAULT_MAX_POLL_INTERVAL_MS
     security_protocol: str = "PLAINTEXT"
     ssl_cafile: str | None = None
     #: a poll or commit still running after this long is released (consumers/stall.py)
@@ -58,7 +65,8 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
                                        f"{DEFAULT_TOPIC})")
     group.add_argument("--group", help="consumer group id (default: consumers.<command>.group, else "
                                        "guardstream-<command>)")
-    group.add_argument("--batch-size", type=int, help="max records per poll = per DB transaction (default: 500)")
+    group.add_argument("--batch-size", type=int,
+                       help=f"max records per poll = per DB transaction (default: {DEFAULT_BATCH_SIZE})")
     group.add_argument("--session-timeout-ms", type=int,
                        help="group session timeout: how fast a dead consumer's partitions move (default: 10000)")
     group.add_argument("--max-poll-interval-ms", type=int,

@@ -22,6 +22,10 @@ DEFAULT_DB = "var/review.db"
 #: the review store's database, from before the config file had a `consumers` section (an alias of
 #: GUARDSTREAM__CONSUMERS__DB, which wins when both are set)
 REVIEW_DB_ENV = "GUARDSTREAM_REVIEW_DB"
+#: records per poll (and per DB transaction), the session timeout and the longest gap between polls
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_SESSION_TIMEOUT_MS = 10_000
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 #: seconds a guarded Kafka call may run; polls are bounded at about a second, commits at the request timeout
 DEFAULT_STALL_LIMIT_S = 60.0
 #: stalls in a row after which a consumer gives up and its process exits for a restart
@@ -41,9 +45,10 @@ class ConsumerKafkaConfig(_Strict):
                                                             "audit.kafka_bootstrap of the same file)")
     topic: str | None = Field(default=None, description="the audit topic (null: audit.topic of the same file, "
                                                         f"else {DEFAULT_TOPIC})")
-    batch_size: int = Field(default=500, gt=0, description="records per poll, written in one DB transaction")
-    session_timeout_ms: int = Field(default=10_000, gt=0, description="how fast a dead consumer's partitions move")
-    max_poll_interval_ms: int = Field(default=300_000, gt=0, description="max time between polls")
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0, description="records per poll, written in one DB transaction")
+    session_timeout_ms: int = Field(default=DEFAULT_SESSION_TIMEOUT_MS, gt=0,
+                                    description="how fast a dead consumer's partitions move")
+    max_poll_interval_ms: int = Field(default=DEFAULT_MAX_POLL_INTERVAL_MS, gt=0, description="max time between polls")
     security_protocol: Literal["PLAINTEXT", "SSL"] = "PLAINTEXT"
     ssl_cafile: str | None = None
     stall_limit_s: float = Field(default=DEFAULT_STALL_LIMIT_S, gt=0, description=(
