@@ -98,10 +98,12 @@ class Guard:
         return InlineStage(tuple(judges), shared if shared is not None and shared.usable else None,
                            min((j.max_chars for j in judges), default=math.inf))
 
-    def scanners(self, policy: ResolvedPolicy) -> list[tuple[str, str, IncrementalScanner, bool]]:
-        """(name, version, scanner, holds) for one streamed answer, per incremental judge of the policy's
+    def scanners(self, policy: ResolvedPolicy) -> list[tuple[str, str, IncrementalScanner, bool, bool]]:
+        """(name, version, scanner, holds, beside) for one streamed answer, per incremental judge of the policy's
         streaming mode. `holds`: what the judge finds is blocked or redacted under the policy, so text waits
-        for it; a judge whose findings are only flagged (or allowed) judges beside the stream."""
+        for it; a judge whose findings are only flagged (or allowed) judges beside the stream. `beside`: it
+        neither holds nor fails closed, so nothing it says can hold or stop the stream (judged in batches,
+        `proxy/streaming/judges.py`)."""
         out = []
         actions = policy.config
         for name in policy.stream.scanning:
@@ -110,7 +112,8 @@ class Guard:
             if scanner is not None:
                 category = getattr(evaluator, "category", None)
                 holds = category is None or actions.action_for(category) in ("block", "redact")
-                out.append((name, evaluator.version, scanner, holds))
+                beside = not holds and self.settings.evaluators[name].on_error != "fail_closed"
+                out.append((name, evaluator.version, scanner, holds, beside))
         return out
 
     def decide(self, policy: ResolvedPolicy, stage: Stage, verdicts: list[Verdict]) -> Decision:

@@ -75,7 +75,7 @@ class ModePlan:
         """Windows before the end of the answer (not final mode's single window)."""
         return self.chunk_size is not None
 
-    def new_choice(self, index: int, scanners: list[tuple[str, str, IncrementalScanner, bool]],
+    def new_choice(self, index: int, scanners: list[tuple[str, str, IncrementalScanner, bool, bool]],
                    window_judges: bool, rewrite: Callable[[bytes, list[Span]], bytes] | None = None) -> ChoiceStream:
         windows = TokenWindows(self.chunk_size, self.context_size, self.first_size) if window_judges else None
         judges = IncrementalJudges([ScannerSlot(*scanner) for scanner in scanners]) if scanners else None

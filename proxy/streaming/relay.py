@@ -142,6 +142,8 @@ class StreamRelay:
             if ending == "done":
                 await self._reuse_upstream()
         finally:
+            for choice in self.choices.values():  # however it ended (a cut, the upstream or the client gone)
+                self._catch_up(choice)
             await self._cancel_tasks()
             self.upstream.close()  # stops generation upstream if we left early (no-op after release)
 
@@ -411,6 +413,19 @@ class StreamRelay:
                              latency_ms=sum(seconds for _, seconds in choice.scanner_seconds()) * 1000)
         if decision.blocks:
             self._cut(choice, decision)
+
+    def _catch_up(self, choice: ChoiceStream) -> None:
+        """The beside judges (flag only, `judges.py`) judge the text they lag behind, as they would have read by
+        read: at the end of the relay, however it ended (a finished answer leaves them nothing)."""
+        judges = choice.judges
+        if judges is None or not judges.lagging:
+            return
+        verdicts = judges.catch_up()
+        if verdicts:
+            decision = self.guard.decide(self.policy, "output", verdicts)
+            self.recorder.record(self.ctx, decision, conversation_of(self.conversations, self.n, choice.index),
+                                 lambda: str(choice.answer), choice_index=choice.index, stream_mode=self.mode,
+                                 latency_ms=sum(seconds for _, seconds in choice.scanner_seconds()) * 1000)
 
     def _submit(self, choice: ChoiceStream, window: Window | None) -> None:
         if window is None:
