@@ -46,3 +46,17 @@ def test_the_prefilter_answers_for_ascii_only() -> None:
     triggers = Triggers([rb"ghp_"])
     assert triggers.present("a ghp_ b") is True and triggers.present("plain prose") is False
     assert triggers.present("caf\u00e9 ghp_") is None  # non-ASCII: the engine scans it in full
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["ghp_", "plain", "caf\u00e9", "x" * 5000, "a ghp_ b"]), st.booleans()),
+                max_size=12))
+def test_a_remembered_answer_is_the_answer(asks: list[tuple[str, bool]]) -> None:
+    """`present` remembers its last short text: asked again about that object, about an equal copy, or after
+    another text, it answers as a fresh `Triggers` does."""
+    remembering = Triggers([rb"ghp_"])
+    last = ""
+    for text, again in asks:
+        asked = last if again else "".join(list(text))  # the same object again, or a new equal one
+        assert remembering.present(asked) == Triggers([rb"ghp_"]).present(asked)
+        last = asked

@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - the wheel is there on every platform C
     hyperscan = None
 
 
+#: texts up to this long have their answer remembered (`Triggers.present`); longer ones are not kept alive
+_REMEMBERED_CHARS = 4096
+
 
 def _stop(*_: Any) -> bool:
     return True  # non-zero: Hyperscan stops scanning
@@ -36,6 +39,7 @@ class Triggers:
         """`caseless` patterns ignore case; `supersets` are full regexes compiled in Hyperscan's prefilter mode
         (constructs it lacks, like lookbehinds, are loosened: it matches a superset), ignoring case."""
         self._db = None
+        self._last: tuple[str | None, bool] = (None, False)  # the last short text asked about, and the answer
         #: what was compiled, for a `StageTriggers` joining several engines' triggers into one pass
         self.spec = (tuple(patterns), tuple(caseless), tuple(supersets))
         if hyperscan is None or not (patterns or caseless or supersets):
@@ -53,7 +57,11 @@ class Triggers:
 
     def present(self, text: str) -> bool | None:
         """True if a trigger occurs in `text`, False if none does; None when the text is not ASCII (or there is
-        no Hyperscan): the caller must scan."""
+        no Hyperscan): the caller must scan. The answer for the last short text is remembered (a stream's
+        scanner asks twice about the same text: where a match may be open, then what it holds)."""
+        last = self._last
+        if last[0] is text:
+            return last[1]
         if self._db is None or hyperscan is None or not text.isascii():
             return None
         scratch = getattr(self._local, "scratch", None)
@@ -62,8 +70,12 @@ class Triggers:
         try:
             self._db.scan(text.encode("ascii"), match_event_handler=_stop, scratch=scratch)
         except hyperscan.ScanTerminated:
-            return True
-        return False
+            found = True
+        else:
+            found = False
+        if len(text) <= _REMEMBERED_CHARS:
+            self._last = (text, found)  # one tuple, replaced whole: safe across threads
+        return found
 
 
 class StageTriggers:

@@ -193,7 +193,9 @@ class SecretsEvaluator(RuleEvaluator):
                 hold = max(run, found - _MAX_LEAD)  # a token's finding may start before its pattern (`lead`)
         if hold > start and self._open_values is not None:
             lo = max(0, start - _VALUE_CONTEXT)
-            keys = self._value_keys.present(text[lo:])
+            # the value names are among the triggers: none in the text, none after `lo` (and `scan` of this
+            # same text reuses the pass, `Triggers.present`)
+            keys = self._triggers.present(text) and self._value_keys.present(text[lo:])
             if keys or (keys is None and _VALUE_KEYS.search(text, lo) is not None):
                 found = open_start(self._open_values, text, lo, slack=0)
                 if found is not None:
