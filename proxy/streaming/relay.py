@@ -543,11 +543,17 @@ class StreamRelay:
     async def _flush(self) -> None:
         if not self._out:  # nothing to write (all held): no lock to take
             return
-        async with self._write_lock:
-            while self._out:
-                data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-                self._out.clear()
-                await self.client.write(data)
+        if not self._windowed:  # no window judges: one task writes at a time (the reader, then `_finish`)
+            await self._write_out()
+            return
+        async with self._write_lock:  # window judges' tasks release and write too
+            await self._write_out()
+
+    async def _write_out(self) -> None:
+        while self._out:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            await self.client.write(data)
 
 
 def mask_event(route: GenerationRoute, raw: bytes, spans: list[Span]) -> bytes:
