@@ -53,8 +53,11 @@ def _train_current(data: Path, out: Path, seed: int, log: Callable[[str], None])
 #: the embedding-head trainer (see the module docstring): (rows file, artifact dir, seed, log) -> manifest fields
 TRAIN: Callable[[Path, Path, int, Callable[[str], None]], dict[str, Any]] = _train_current
 
-#: fine-tuning from a trained model: the encoder recipe's learning rates, small batches (exports are small)
-WARM_LR, WARM_HEAD_LR, WARM_BATCH = 5e-5, 1e-3, 16
+#: fine-tuning from a trained model, small batches (exports are small). The encoder layers learn at twice the
+#: build recipe's rate: at its 5e-5 the heads did most of the learning on a review export and every score drifted
+#: up, so on one machine (AMD EPYC) a safe answer of the canary set crossed the shipped threshold; at 1e-4 the
+#: layers learn the reviewers' rule and the canary held, seeds 0-2 (tests/test_finetune.py)
+WARM_LR, WARM_HEAD_LR, WARM_BATCH = 1e-4, 1e-3, 16
 
 
 def is_encoder_artifact(path: str | Path) -> bool:
