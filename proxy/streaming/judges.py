@@ -6,9 +6,10 @@ holding scanner cleared (a scanner whose findings the policy only flags holds no
 
 A judge that neither holds text nor can stop the stream (its findings are only flagged and its failure is not
 `fail_closed`) has no reason to judge each read: it is fed in batches of `BESIDE_BATCH_CHARS`, and at once
-whenever a holding judge finds something or the answer ends; the relay catches it up when it stops early (a cut,
-an interrupted upstream, a client gone). The scanners find the same matches wherever the text is split (`TailScanner`), so its
-findings are those of a judge fed each read; they only come later, and one audit event may carry several.
+whenever a holding judge finds something or the answer ends; the relay catches it up when it stops early (a
+cut, an interrupted upstream, a client gone). A scanner finds the same matches wherever the text is split
+(`TailScanner`), so its findings are those of a judge fed each read; they only come later, and one audit event
+may carry several.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from evaluators.base import Verdict
 from evaluators.spans import Span, placeholder_spans
 from proxy.jsonio import loads, loads_checked
 from proxy.keyscrub import key_bytes, scrub
@@ -402,8 +403,18 @@ class StreamRelay:
         if final and choice.ended:
             for name, seconds in choice.scanner_seconds():
                 self.guard.observe(name, "output", seconds)
-        if not verdicts:
-            return
+        if verdicts:
+            self._act_on(choice, verdicts)
+
+    def _catch_up(self, choice: ChoiceStream) -> None:
+        """The beside judges (flag only, `judges.py`) judge the text they lag behind, as they would have read by
+        read: at the end of the relay, however it ended (a finished answer leaves them nothing)."""
+        judges = choice.judges
+        if judges is not None and judges.lagging and (verdicts := judges.catch_up()):
+            self._act_on(choice, verdicts)  # flags only: nothing to redact or cut
+
+    def _act_on(self, choice: ChoiceStream, verdicts: list[Verdict]) -> None:
+        """The policy's decision on what the incremental judges found: redact, audit, cut."""
         decision = self.guard.decide(self.policy, "output", verdicts)
         if decision.redacts:
             choice.redact(placeholder_spans(redacted_findings(decision, self.policy.config), choice.chars))
@@ -413,19 +424,6 @@ class StreamRelay:
                              latency_ms=sum(seconds for _, seconds in choice.scanner_seconds()) * 1000)
         if decision.blocks:
             self._cut(choice, decision)
-
-    def _catch_up(self, choice: ChoiceStream) -> None:
-        """The beside judges (flag only, `judges.py`) judge the text they lag behind, as they would have read by
-        read: at the end of the relay, however it ended (a finished answer leaves them nothing)."""
-        judges = choice.judges
-        if judges is None or not judges.lagging:
-            return
-        verdicts = judges.catch_up()
-        if verdicts:
-            decision = self.guard.decide(self.policy, "output", verdicts)
-            self.recorder.record(self.ctx, decision, conversation_of(self.conversations, self.n, choice.index),
-                                 lambda: str(choice.answer), choice_index=choice.index, stream_mode=self.mode,
-                                 latency_ms=sum(seconds for _, seconds in choice.scanner_seconds()) * 1000)
 
     def _submit(self, choice: ChoiceStream, window: Window | None) -> None:
         if window is None:
