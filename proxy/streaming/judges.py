@@ -31,7 +31,6 @@ class ScannerSlot:
     scanner: IncrementalScanner
     holds: bool = True  # text waits for it (its findings are blocked or redacted); else it judges beside
     beside: bool = False  # nothing it finds or fails on can hold or stop the stream: judged in batches
-    cleared: float = 0
     seconds: float = 0.0  # time spent scanning this answer
     failed: bool = False  # raised: its verdict was an error, it judges no more (and holds nothing back)
 
@@ -63,10 +62,7 @@ class IncrementalJudges:
         cleared: float = math.inf
         for slot in self._each_read:
             step = self._feed(slot, text, final, verdicts)
-            if step is None:
-                continue
-            slot.cleared = step.cleared
-            if slot.holds:
+            if step is not None and slot.holds:
                 cleared = min(cleared, step.cleared)
         self.cleared = cleared
         if self._beside:
@@ -89,9 +85,7 @@ class IncrementalJudges:
         self.lagging.clear()
         self.lagging_chars = 0
         for slot in self._beside:
-            step = self._feed(slot, text, final, verdicts)
-            if step is not None:
-                slot.cleared = step.cleared
+            self._feed(slot, text, final, verdicts)
 
     @staticmethod
     def _feed(slot: ScannerSlot, text: str, final: bool, verdicts: list[Verdict]) -> ScanStep | None:
