@@ -37,7 +37,9 @@ def open_start(pattern: Any, text: str, pos: int, slack: int | None = None) -> i
     partial match, or (with a `slack`) complete match ending within `slack` characters of the end; None when
     there is none."""
     n = len(text)
-    for m in pattern.finditer(text, pos, partial=True, overlapped=True):
+    # positional (string, pos, endpos, overlapped, concurrent, partial): the `regex` module parses keywords by
+    # name on every call, which costs more than the search of a short tail
+    for m in pattern.finditer(text, pos, None, True, None, True):
         if m.partial:
             if m.start() < n:  # an empty partial match at the very end says nothing
                 return int(m.start())

@@ -68,7 +68,9 @@ class Triggers:
         if scratch is None:
             scratch = self._local.scratch = self._prototype.clone()
         try:
-            self._db.scan(text.encode("ascii"), match_event_handler=_stop, scratch=scratch)
+            # positional (data, handler, flags, context, scratch): keywords are looked up by name on every call,
+            # which costs more than scanning a short text
+            self._db.scan(text.encode("ascii"), _stop, 0, None, scratch)
         except hyperscan.ScanTerminated:
             found = True
         else:
@@ -132,5 +134,5 @@ class StageTriggers:
             quiet[owners[expression]] = False
             return False  # go on: the other engines' triggers are still looked for
 
-        self._db.scan(text.encode("ascii"), match_event_handler=found, scratch=scratch)
+        self._db.scan(text.encode("ascii"), found, 0, None, scratch)  # positional: see `Triggers.present`
         return quiet
