@@ -60,3 +60,62 @@ def test_a_remembered_answer_is_the_answer(asks: list[tuple[str, bool]]) -> None
         asked = last if again else "".join(list(text))  # the same object again, or a new equal one
         assert remembering.present(asked) == Triggers([rb"ghp_"]).present(asked)
         last = asked
+
+
+
+#: literals' starts and near misses: a streamed text may end in the first characters of a token
+STARTS = ["A", "AK", "AKI", "A3", "AI", "AIz", "g", "gh", "ghp", "githu", "github_pa", "s", "sk", "x", "xo", "xox",
+          "xoxb", "h", "hooks.sla", "hooks.slack.com/serv", "k", "k_li", "sk_live", "e", "ey", ":", ":/", "http:/",
+          "pas", "Bear", "-----BEG", "zz", "q"]
+STREAMED = st.lists(st.one_of(st.sampled_from(FRAGMENTS + STARTS),
+                              st.text(alphabet=st.characters(max_codepoint=127), max_size=6)), max_size=16)
+
+
+class _EveryEnd(dict[str, tuple[str, ...]]):
+    """Token starts that every text ends in: the partial match is always tried."""
+
+    def get(self, key: str, default: Any = None) -> tuple[str, ...]:
+        return ("",)
+
+
+def _without_shortcuts(engine: Any) -> Any:
+    """The same engine, with the same prefilter, but its streams take no shortcut: the partial match is always
+    tried for tokens (secrets), and the engine judges every quiet text."""
+    plain = type(engine)(engine.name, engine.options)
+    if hasattr(plain, "_token_starts"):
+        plain._token_starts = _EveryEnd()
+    return plain
+
+
+LONGHAND = [_without_shortcuts(e) for e in ENGINES]
+
+
+@settings(max_examples=400, deadline=None)
+@given(STREAMED, st.sampled_from(STARTS + ["", " ", "."]), st.integers(min_value=0, max_value=200))
+def test_where_a_token_may_still_be_streaming_is_found_as_by_the_partial_match(parts: list[str], end: str,
+                                                                              at: int) -> None:
+    """`SecretsEvaluator.open_from` rules out an unfinished token from the Hyperscan pass and the text's last
+    characters before trying the partial match: it holds back exactly what the partial match alone holds."""
+    text = "".join(parts) + end
+    stripped = text.rstrip()
+    words = stripped.split()
+    run = len(stripped) - len(words[-1]) if words and len(stripped) == len(text) else len(text)
+    start = min(at, run)
+    assert ENGINES[0].open_from(text, start, run) == LONGHAND[0].open_from(text, start, run), text
+
+
+@settings(max_examples=200, deadline=None)
+@given(STREAMED, st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=8))
+def test_streamed_answers_are_judged_as_without_the_shortcuts(parts: list[str], sizes: list[int]) -> None:
+    """Step by step, a stream's scanner finds and clears the same with the shortcuts (a text without triggers
+    judged without the engine, the token check above) as without them, wherever the text is split."""
+    text = "".join(parts)
+    for fast, plain in zip(ENGINES, LONGHAND):
+        scanners = fast.incremental(), plain.incremental()
+        scanners[1]._quiet = None  # the engine judges every text
+        pos = i = 0
+        while pos < len(text):
+            piece = text[pos:pos + sizes[i % len(sizes)]]
+            pos, i = pos + len(piece), i + 1
+            assert scanners[0].feed(piece) == scanners[1].feed(piece), (type(fast).__name__, text, sizes, pos)
+        assert scanners[0].flush() == scanners[1].flush(), (type(fast).__name__, text)

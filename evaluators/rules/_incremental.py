@@ -56,10 +56,12 @@ def compile_partial(source: str, flags: int = 0) -> Any:
 class TailScanner:
     """The incremental scanner of one rule engine for one answer (see the module docstring)."""
 
-    __slots__ = ("engine", "_text", "_base", "_cleared", "_run", "_reported")
+    __slots__ = ("engine", "_text", "_base", "_cleared", "_run", "_reported", "_quiet")
 
     def __init__(self, engine: RuleEvaluator) -> None:
         self.engine = engine
+        #: (triggers, score): a text without the triggers is judged ([], score) without asking the engine
+        self._quiet = engine.quiet_triggers()
         self._text = ""  # the answer from `_base` on
         self._base = 0
         self._cleared = 0  # absolute: no match can still touch the answer before this
@@ -67,25 +69,28 @@ class TailScanner:
         self._reported: set[int] = set()  # starts of matches reported early (see `_early`)
 
     def feed(self, piece: str) -> ScanStep:
+        cleared = self._cleared
         if not piece:
-            return ScanStep([], self._cleared)
-        held = self._cleared < self._base + len(self._text)
+            return ScanStep([], cleared)
+        base = self._base
+        held = cleared < base + len(self._text)
         text = self._text = self._text + piece
+        n = len(text)
         if piece[-1].isspace():
-            self._run = self._base + len(text)
+            self._run = base + n
         else:
             words = piece.rsplit(maxsplit=1)  # from the right: as far back as the last word only
             if len(words) == 2 or piece[0].isspace():
-                self._run = self._base + len(text) - len(words[-1])
+                self._run = base + n - len(words[-1])
         if not held and self.engine.inert(piece):  # what `_step` does when nothing is found and nothing held
-            self._cleared = self._base + len(text)
-            self._trim(text, len(text))
+            self._cleared = base + n
+            self._trim(text, n)
             return ScanStep([], self._cleared)
-        start = self._cleared - self._base
-        hold = self.engine.open_from(text, start, self._run - self._base)
-        early = self._early(text, hold) if hold < len(text) else []
+        start = cleared - base
+        hold = self.engine.open_from(text, start, self._run - base)
+        early = self._early(text, hold) if hold < n else []
         if hold <= start:
-            return ScanStep(early, self._cleared)
+            return ScanStep(early, cleared)
         step = self._step(text, start, hold, final=False)
         if early:
             step.findings.extend(early)
@@ -100,13 +105,18 @@ class TailScanner:
         return self._step(text, start, len(text), final=True)
 
     def _step(self, text: str, start: int, hold: int, final: bool) -> ScanStep:
+        """Report the matches starting in [start, hold), clear up to `hold` and keep the text from `CONTEXT`
+        characters before it (what `_trim` does, inline: this runs at every upstream read)."""
         findings, score = self.findings(text, start, hold, final)
         base = self._base
-        if base:
+        if base and findings:
             findings = [Finding(f.category, f.kind, f.start + base, f.end + base) for f in findings]
-        self._cleared = base + hold
-        self._trim(text, hold)
-        return ScanStep(findings, self._cleared, score)
+        cleared = self._cleared = base + hold
+        cut = hold - CONTEXT
+        if cut > 0:
+            self._text = text[cut:]
+            self._base = base + cut
+        return ScanStep(findings, cleared, score)
 
     def _trim(self, text: str, hold: int) -> None:
         """Keep the text from `CONTEXT` characters before `hold` (offsets in `text`) on."""
@@ -118,6 +128,9 @@ class TailScanner:
     def findings(self, text: str, start: int, hold: int, final: bool) -> tuple[list[Finding], float | None]:
         """Matches in `text` starting in [start, hold) (offsets in `text`), and the engine's score if it has one.
         `final`: the text ends here for good (an end-of-text anchor may match)."""
+        quiet = self._quiet
+        if quiet is not None and quiet[0].present(text) is False:  # remembered: `open_from` just asked
+            return [], quiet[1]
         found, score = self.engine.analyse(text)
         return [f for f in found if start <= f.start < hold], score
 

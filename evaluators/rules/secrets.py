@@ -100,6 +100,14 @@ _TRIGGERS_CASELESS = (
     *(("generic_secret", p) for p in (rb"pass", rb"pwd", rb"secret", rb"api[_-]?key", rb"apikey",
                                       rb"access[_-]?key", rb"token", rb"credential")),
 )
+#: streams: the literal each token's pattern starts with (a URL's password: its `://`), by kind; a text holding
+#: none of the triggers can end in an unfinished token only if it ends in the start of one of these
+_TOKEN_LITERALS = (
+    ("aws_access_key", ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "A3T")),
+    ("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")), ("openai_key", ("sk-",)),
+    ("slack_token", tuple(f"xox{c}-" for c in "abposr")), ("slack_webhook", ("hooks.slack.com/services/",)),
+    ("google_api_key", ("AIza",)), ("stripe_key", ("k_live_",)), ("jwt", ("eyJ",)), ("connection_string", ("://",)),
+)
 #: streams: a value's name and operator come at most this many characters before it
 _VALUE_CONTEXT = 64
 _VALUE_KEYS = re.compile(r"pass|pwd|secret|api|key|token|credential|bearer", re.IGNORECASE)
@@ -146,6 +154,10 @@ class SecretsEvaluator(RuleEvaluator):
         if "connection_string" in self.kinds:
             within.append(f"(?i:{_URL_PASSWORD.pattern})")  # matched on the lower-cased text
         self._open_tokens = compile_partial("|".join(f"(?:{p})" for p in within) or "(?!)")
+        literals = [literal for kind, group in _TOKEN_LITERALS if kind in self.kinds for literal in group]
+        starts = sorted({literal[:i] for literal in literals for i in range(1, len(literal))})
+        #: the literals' starts by their last character
+        self._token_starts = {c: tuple(s for s in starts if s[-1] == c) for c in {s[-1] for s in starts}}
         values = [p.pattern.replace("|$)", ")") for kind, p in (("generic_secret", _ASSIGNMENT),
                   ("bearer_token", _BEARER), ("aws_secret_key", _AWS_SECRET)) if kind in self.kinds]
         self._value_keys = Triggers([], [p for kind, p in _TRIGGERS_CASELESS if kind in self.kinds])
@@ -187,7 +199,10 @@ class SecretsEvaluator(RuleEvaluator):
         like one. Ordinary words are cleared as they end... or at once, when they cannot start a token."""
         n = len(text)
         hold = n
-        if run < n:
+        # a token still arriving holds its literal, or the text ends in the literal's start (cheaper to rule out
+        # than the partial match: one Hyperscan pass `scan` reuses, one `endswith`)
+        if run < n and (self._triggers.present(text) is not False
+                        or ((starts := self._token_starts.get(text[-1])) is not None and text.endswith(starts))):
             found = open_start(self._open_tokens, text, run, slack=0)
             if found is not None:
                 hold = max(run, found - _MAX_LEAD)  # a token's finding may start before its pattern (`lead`)
