@@ -7,7 +7,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from evaluators.base import Verdict
 from evaluators.spans import Span, merge_sorted
 from proxy.elision import MAX_CONTENT_CHARS, ElidedText
 from proxy.streaming.compaction import TextDelta, merge, text_field
@@ -138,17 +137,6 @@ class ChoiceStream:
         """End the window being filled early (back-pressure): what is held now is judged as it stands."""
         return self.windows.seal() if self.windows is not None else None
 
-    def scan(self, final: bool) -> list[Verdict]:
-        """Feed the text that arrived to the incremental judges (`final`: the answer is whole); their verdicts
-        where they found something."""
-        assert self.judges is not None
-        return self.judges.step(final)
-
-    @property
-    def scans(self) -> bool:
-        """The choice has incremental judges."""
-        return self.judges is not None
-
     def scanner_seconds(self) -> list[tuple[str, float]]:
         """(name, seconds spent on this answer so far) per incremental judge."""
         return [(slot.name, slot.seconds) for slot in self.judges.slots] if self.judges is not None else []
@@ -189,20 +177,30 @@ class ChoiceStream:
         return self.judges is None or (not self.judges.pending and self.judges.cleared >= self.chars)
 
     def release(self) -> list[bytes]:
-        """Pop the events that may reach the client now, in order."""
+        """Pop the events that may reach the client now, in order: up to the characters every holding judge
+        cleared (`hold`: the incremental and window judges), else up to `lead` tokens past the last approved
+        window; a finishing event once the whole answer is judged."""
         out: list[bytes] = []
         entries = self.entries
         if not entries:
             return out
-        if self.judged:
-            chars: float = math.inf
-            tokens: float = math.inf
-        else:
-            chars, tokens = self._limits()
+        judged = self.ended and self.judged
+        chars: float = math.inf
+        tokens: float = math.inf
+        windows = self.windows
+        if judged:
+            pass
+        elif self.hold:
+            if self.judges is not None:
+                chars = self.judges.cleared
+            if windows is not None:
+                chars = min(chars, windows.cleared)
+        elif windows is not None:
+            tokens = windows.approved + self.lead
         while entries:
             entry = entries[0]
             if entry.finish:
-                if not self.judged:
+                if not judged:
                     break
             elif entry.char_end > chars or entry.end > tokens:
                 break
@@ -210,20 +208,6 @@ class ChoiceStream:
             self.held_bytes -= len(entry.raw)
             out.append(self._masked(entry) if self.redactions else entry.raw)
         return out
-
-    def _limits(self) -> tuple[float, float]:
-        """(characters, tokens) of the answer the client may have now."""
-        chars: float = math.inf
-        tokens: float = math.inf
-        windows = self.windows
-        if self.hold:
-            if self.judges is not None:
-                chars = self.judges.cleared
-            if windows is not None:
-                chars = min(chars, windows.cleared)
-        elif windows is not None:
-            tokens = windows.approved + self.lead
-        return chars, tokens
 
     def redact(self, spans: list[Span]) -> None:
         """Mask these answer spans in the events still held (those released already cannot be).

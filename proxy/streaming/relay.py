@@ -389,17 +389,21 @@ class StreamRelay:
         for choice in self._touched.values():
             if choice.cut:
                 continue
-            if choice.scans:
+            if choice.judges is not None:
                 self._scan(choice, final=choice.ended)
-            if not choice.cut:
-                self._release(choice)
+                if choice.cut:
+                    continue
+            self._out.extend(choice.release())  # `_release`, inline (this runs at every read)
+            if self._tail:
+                self._emit_tail()
         self._touched.clear()
 
     # -- judging -----------------------------------------------------------------------------------
 
     def _scan(self, choice: ChoiceStream, final: bool) -> None:
         """Feed the choice's new text to its incremental judges; act on what they found."""
-        verdicts = choice.scan(final)
+        assert choice.judges is not None
+        verdicts = choice.judges.step(final)
         if final and choice.ended:
             for name, seconds in choice.scanner_seconds():
                 self.guard.observe(name, "output", seconds)
