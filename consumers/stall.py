@@ -6,9 +6,13 @@ bounded on its master branch by #3124, not in a 3.0.x release). When the corouti
 `poll(timeout_ms=1000)` never returns and the consumer sits alive and idle forever (seen once in CI, under
 load). `StallGuard` watches each guarded call from a daemon thread; a call still running `limit_s` after it
 began has the client's pending waits failed with `KafkaTimeoutError`, so it returns like a timed-out call and
-the consumer goes on. Consumers give up (`ConsumerStalled`) after `max_stalls` stalls in a row: their run
-loop ends and the command exits non-zero for its supervisor to restart it (positions live in the store, so a
-restart neither loses nor double-counts anything).
+the consumer goes on. A released poll can be one that kafka-python had already taken records from (it moves
+its positions as it takes them, then sends the next fetches and waits on the IO thread): those records never
+reach the caller, and the next batch's offsets would be committed past them. So a released poll that returns
+nothing puts each partition back where it stood before the poll, and those records are read again.
+Consumers give up (`ConsumerStalled`) after `max_stalls` stalls in a row: their run loop ends and the command
+exits non-zero for its supervisor to restart it (positions live in the store, so a restart neither loses nor
+double-counts anything).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class StallGuard:
         from kafka.errors import KafkaTimeoutError
 
         before = self.stalls
+        positions = _positions(client)
         try:
             batch = self.call(client, lambda: client.poll(**kwargs))
         except KafkaTimeoutError:
@@ -71,6 +76,8 @@ class StallGuard:
             self.stalls_in_a_row = 0
             return batch
         self.stalls_in_a_row += 1  # released (the client may have swallowed the timeout and returned nothing)
+        if not batch:
+            _rewind(client, positions)
         if self.stalls_in_a_row >= self.max_stalls:
             raise ConsumerStalled(f"{self.name}: {self.stalls_in_a_row} Kafka polls in a row stalled for "
                                   f"{self.limit_s:g}s; exiting for a restart")
@@ -103,3 +110,22 @@ class StallGuard:
                     releasable=fail is not None)
         if fail is not None:
             fail(KafkaTimeoutError(f"no answer from the Kafka client's IO thread for {elapsed:.0f}s"))
+
+
+def _positions(client: Any) -> dict[Any, int]:
+    """The client's fetch position per assigned partition that has one (kafka-python's own state: no I/O)."""
+    subscription = getattr(client, "_subscription", None)
+    if subscription is None:
+        return {}
+    return {tp: position.offset for tp, position in subscription.all_consumed_offsets().items()}
+
+
+def _rewind(client: Any, positions: dict[Any, int]) -> None:
+    """Seek each still-assigned partition back to `positions`: records a released poll took from the client's
+    buffers and then dropped are fetched again (every record below those positions was handed out before)."""
+    if not positions:
+        return
+    assigned = client.assignment()
+    for tp, offset in positions.items():
+        if tp in assigned:
+            client.seek(tp, offset)

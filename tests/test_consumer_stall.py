@@ -55,6 +55,47 @@ def test_a_stalled_poll_is_released_and_consuming_goes_on(kafka_bootstrap: str, 
         consumer.close(autocommit=False)
 
 
+def test_records_a_released_poll_had_taken_are_read_again(kafka_bootstrap: str, topic: str) -> None:
+    """kafka-python takes buffered records (moving its positions past them) and, once its buffer is empty, sends
+    the next fetches on its IO thread; a poll released there dropped those records. The guard seeks back."""
+    consumer = _consumer(kafka_bootstrap, topic, hold_s=0.0)
+    fetcher = consumer._fetcher
+    fetched_records, send_fetches = fetcher.fetched_records, fetcher._send_fetches_async
+    took = {"records": False, "held": False}
+
+    def taking(*args: Any, **kwargs: Any) -> Any:
+        records, partial = fetched_records(*args, **kwargs)
+        took["records"] = bool(records)
+        return records, partial
+
+    async def held_send_fetches() -> Any:  # on the IO thread: sleeping there is a stall, as in _consumer
+        if took["records"] and not took["held"]:  # right after records were taken, before the poll returns
+            took["held"] = True
+            time.sleep(3.0)
+        return await send_fetches()
+
+    fetcher.fetched_records, fetcher._send_fetches_async = taking, held_send_fetches
+    guard = StallGuard("test", limit_s=1.0, max_stalls=10)
+    try:
+        # records come in rounds until one poll took some and then stalled (it depends on how the fetches
+        # were queued whether a poll that took records sends the next fetches)
+        got: list[int] = []
+        sent = 0
+        deadline = time.monotonic() + 40
+        while not took["held"] and sent < 60 and time.monotonic() < deadline:
+            produce(kafka_bootstrap, topic, [(b"k", str(i).encode()) for i in range(sent, sent + 6)])  # 1 partition
+            sent += 6
+            while len(got) < sent and time.monotonic() < deadline:
+                batch = guard.poll(consumer, timeout_ms=300, max_records=3)
+                got += [int(r.value) for records in batch.values() for r in records]
+        assert took["held"] and guard.stalls >= 1
+        assert got == list(range(sent))  # without the seek back, the records of the released poll never come
+    finally:
+        guard.close()
+        time.sleep(3.0)  # let a held IO thread go before the client closes
+        consumer.close(autocommit=False)
+
+
 def test_stalls_in_a_row_give_up(kafka_bootstrap: str, topic: str) -> None:
     produce(kafka_bootstrap, topic, [(b"k", b"one")])
     consumer = _consumer(kafka_bootstrap, topic, hold_s=4.0)
