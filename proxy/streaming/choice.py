@@ -187,16 +187,15 @@ class ChoiceStream:
         judged = self.ended and self.judged
         chars: float = math.inf
         tokens: float = math.inf
-        windows = self.windows
-        if judged:
-            pass
-        elif self.hold:
-            if self.judges is not None:
-                chars = self.judges.cleared
-            if windows is not None:
-                chars = min(chars, windows.cleared)
-        elif windows is not None:
-            tokens = windows.approved + self.lead
+        if not judged:  # (a judged answer goes out whole)
+            windows = self.windows
+            if self.hold:
+                if self.judges is not None:
+                    chars = self.judges.cleared
+                if windows is not None:
+                    chars = min(chars, windows.cleared)
+            elif windows is not None:
+                tokens = windows.approved + self.lead
         while entries:
             entry = entries[0]
             if entry.finish:

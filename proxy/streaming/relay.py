@@ -393,9 +393,7 @@ class StreamRelay:
                 self._scan(choice, final=choice.ended)
                 if choice.cut:
                     continue
-            self._out.extend(choice.release())  # `_release`, inline (this runs at every read)
-            if self._tail:
-                self._emit_tail()
+            self._release(choice)
         self._touched.clear()
 
     # -- judging -----------------------------------------------------------------------------------
