@@ -85,8 +85,9 @@ def decide(stage: Stage, verdicts: list[Verdict], policy: PolicyConfig,
             wanted_for.setdefault(category, wanted)
             if _RANK[wanted] > _RANK[action]:
                 action = wanted
-    return Decision(stage=stage, action=action, categories=list(wanted_for), verdicts=verdicts,
-                    enforced=policy.mode == "enforce", failed_open=failed_open, category_actions=wanted_for)
+    # positional (stage, action, categories, verdicts, enforced, failed_open, latency_ms, category_actions): built
+    # with keywords, a dataclass has them packed into a dict first, on every judged item
+    return Decision(stage, action, list(wanted_for), verdicts, policy.mode == "enforce", failed_open, 0.0, wanted_for)
 
 
 def redacted_findings(decision: Decision, policy: PolicyConfig) -> list[Finding]:

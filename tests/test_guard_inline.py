@@ -141,3 +141,20 @@ async def test_a_stage_judged_inline_hands_over_where_an_engine_wants_the_async_
     assert [v.safe for v in decision.verdicts] == [False, False, True]
     assert [(e.sync_calls, e.async_calls) for e in (a, b, c)] == [(1, 0), (1, 1), (1, 0)]
     assert [_latency_count(n) - b0 for n, b0 in zip(("hand-a", "hand-b", "hand-c"), before)] == [1, 1, 1]
+
+
+async def test_every_field_of_a_decision_lands_in_its_place() -> None:
+    """`decide` builds its Decision positionally (cheaper on every judged item): each field holds what it names,
+    so a reordered dataclass cannot move the failed-open evaluators into the categories."""
+    engines = {"a": SyncWord("a", "bad"), "b": SyncWord("b", "worse"), "broken": SyncWord("broken", fail=True)}
+    settings = Settings.model_validate({
+        "evaluators": {n: {"type": "x", "cache": False} for n in engines},
+        "policies": {"default": {"input": {"evaluators": list(engines)}, "mode": "shadow",
+                                 "actions": {"default": "flag"}}},
+    })
+    guard = Guard(settings, engines, MemoryVerdictCache())
+    decision = await guard.check(guard.policy("default"), item("bad and worse"))
+    assert decision.stage == "input" and decision.action == "flag" and decision.enforced is False
+    assert decision.categories == ["blocklist"] and decision.category_actions == {"blocklist": "flag"}
+    assert decision.failed_open == ["broken"] and [v.evaluator for v in decision.verdicts] == ["a", "b", "broken"]
+    assert decision.latency_ms > 0 and decision.shadow is None
