@@ -105,17 +105,13 @@ class TailScanner:
         return self._step(text, start, len(text), final=True)
 
     def _step(self, text: str, start: int, hold: int, final: bool) -> ScanStep:
-        """Report the matches starting in [start, hold), clear up to `hold` and keep the text from `CONTEXT`
-        characters before it (what `_trim` does, inline: this runs at every upstream read)."""
+        """Report the matches starting in [start, hold), clear up to `hold`, keep what the next step reads."""
         findings, score = self.findings(text, start, hold, final)
         base = self._base
         if base and findings:
             findings = [Finding(f.category, f.kind, f.start + base, f.end + base) for f in findings]
         cleared = self._cleared = base + hold
-        cut = hold - CONTEXT
-        if cut > 0:
-            self._text = text[cut:]
-            self._base = base + cut
+        self._trim(text, hold)
         return ScanStep(findings, cleared, score)
 
     def _trim(self, text: str, hold: int) -> None:
