@@ -30,6 +30,7 @@ class TcpRelay:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tcp-relay")
         self._server: asyncio.base_events.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self._flowing: asyncio.Event | None = None
 
     # -- control (any thread) ----------------------------------------------------------------------------
@@ -51,9 +52,14 @@ class TcpRelay:
         self._call(self._set_flowing(True))
 
     def stop(self) -> None:
+        """Cut every connection, let each handler finish, then end the loop: a handler left pending would be
+        destroyed later by the garbage collector, and asyncio logs that in whichever test runs then."""
         self._call(self._cut())
+        self._call(self._wait_for_handlers())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
@@ -76,6 +82,10 @@ class TcpRelay:
                 writer.transport.abort()
         self._pairs.clear()
 
+    async def _wait_for_handlers(self) -> None:
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=5)
+
     async def _set_flowing(self, flowing: bool) -> None:
         assert self._flowing is not None
         if flowing:
@@ -84,6 +94,10 @@ class TcpRelay:
             self._flowing.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
