@@ -119,7 +119,7 @@ TRAIN_SOURCES: tuple[Source, ...] = (
     # answers (stage output)
     _src("gptfuzz_answers", "MIT", ("gptfuzz-labeled-responses/responses_labeled__train.csv",
                                     "gptfuzz-labeled-responses/questions__question_list.csv"),
-         s.read_gptfuzz_train, note="human-labelled answers to jailbreak-wrapped questions 0-79"),
+         s.read_gptfuzz_train, cap=3000, note="human-labelled answers to jailbreak-wrapped questions 0-79; sampled"),
     _src("jbb_answers", "MIT", "jbb-artifacts/jbb_artifacts_flat.jsonl", s.read_jbb_responses,
          note="answers to JBB attacks; unsafe = the JBB judge's 'jailbroken'"),
     _src("advbench_openings", "MIT", "advbench/harmful_behaviors.csv", s.read_advbench_targets,

@@ -85,25 +85,10 @@ def dedupe(rows: Sequence[LabelledRow]) -> tuple[list[LabelledRow], dict[str, in
     return splits.dedupe(rows, key=_key)
 
 
-def _rare_ngrams(texts: Sequence[str]) -> Any:
-    """Rows of L2-normalised tf-idf weights over character 3-5-grams that occur in at most 2% of the texts."""
+def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: int = 1024) -> list[int]:
+    """Connected components of (same `group`) or (character 3-5-gram cosine >= threshold on the judged text)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    # shared boilerplate n-grams ("the ", "how") would make every pair similar and the product dense;
-    # near-duplicates share their rare n-grams (in a small set, such as a review export, "rare" is at most two texts)
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), max_df=max(0.02, 2.0 / len(texts)),
-                          sublinear_tf=True, dtype=np.float32)
-    return vec.fit_transform([t[:2000] for t in texts]).tocsr()
-
-
-def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: int = 1024) -> list[int]:
-    """Connected components of (same `group`) or (near-duplicate judged items: character 3-5-gram cosine >=
-    threshold on the judged text and, where either is an answer, on the prompts too).
-
-    An answer is judged with its prompt, so two answers are the same item only when their prompts are alike too:
-    "I'm sorry, I can't help with that" to forty different questions is forty items, and linking them would
-    weld every question of a response dataset into one group too big to leave train (no realistic answers in
-    val, where the answer threshold is set)."""
     from evaluators.classifier.splits import _UnionFind
 
     uf = _UnionFind(len(rows))
@@ -115,36 +100,24 @@ def near_duplicate_groups(rows: Sequence[LabelledRow], threshold: float, block: 
             else:
                 first[row.group] = i
     if threshold <= 1.0 and len(rows) > 1:
+        # character 3-5-grams that occur in at most 2% of the texts: shared boilerplate n-grams ("the ", "how")
+        # would make every pair similar and the product dense; near-duplicates share their rare n-grams (in a
+        # small set, such as a review export, "rare" is at most two texts)
+        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), max_df=max(0.02, 2.0 / len(rows)),
+                              sublinear_tf=True, dtype=np.float32)
         try:
-            x = _rare_ngrams([r.text for r in rows])
+            x = vec.fit_transform([r.text[:2000] for r in rows]).tocsr()
         except ValueError:  # no n-gram is rare: no text has a near-duplicate by this measure
             return [uf.find(i) for i in range(len(rows))]
-        answers = np.array([bool(r.completion) for r in rows])
-        prompt_id = np.array([0] * len(rows))
-        prompts = None
-        if answers.any():
-            ids: dict[str, int] = {}
-            prompt_id = np.array([ids.setdefault(_SPACE.sub(" ", r.prompt.strip().lower()), len(ids)) for r in rows])
-            try:
-                prompts = _rare_ngrams([r.prompt for r in rows])
-            except ValueError:  # no prompt has a rare n-gram: only identical prompts are alike
-                prompts = None
         xt = x.T.tocsc()
         for start in range(0, len(rows), block):
             sims = (x[start:start + block] @ xt).tocsr()
             sims.data[sims.data < threshold] = 0.0
             sims.eliminate_zeros()
             coo = sims.tocoo()
-            i, j = coo.row + start, coo.col
-            keep = i < j
-            if answers.any():
-                alike = prompt_id[i] == prompt_id[j]
-                if prompts is not None:
-                    block_sims = (prompts[start:start + block] @ prompts.T).tocsr()
-                    alike |= np.asarray(block_sims[coo.row, coo.col]).ravel() >= threshold
-                keep &= ~(answers[i] | answers[j]) | alike
-            for a, b in zip(i[keep].tolist(), j[keep].tolist()):
-                uf.union(a, b)
+            for i, j in zip(coo.row.tolist(), coo.col.tolist()):
+                if start + i < j:
+                    uf.union(start + i, j)
     return [uf.find(i) for i in range(len(rows))]
 
 

@@ -5,7 +5,7 @@ All numbers come from the served model (int8 ONNX via `runtime.SafetyArtifact`):
 * calibration: Platt scaling per stage on the val split (`encoder_train.calibrate`);
 * thresholds, stage input: `default` keeps false alarms at most `POOL_FPR` on *every* held-out
   benign pool (`default_data.THRESHOLD_POOLS`, none trained on); stage output: at most
-  `ANSWER_FPR` of each val source's safe answers; `strict` (both stages): the highest threshold
+  `ANSWER_FPR` of the val split's safe answers; `strict` (both stages): the highest threshold
   that still flags `STRICT_RECALL` of the val split's unsafe items (never above `default`);
 * metrics: dev split and held-out sources per source, per stage and per language; operating
   points; cascade zones on the held-out sources; int8 against float32 agreement.
@@ -39,10 +39,7 @@ from evaluators.digests import sha256_file
 from evaluators.evaluation.datasets import LabelledRow
 
 POOL_FPR = 0.02
-#: the issue's bound on safe answers flagged, held by every val source of safe answers on its own: an answer
-#: source as hard as live jailbreak traffic (GPTFuzz) must not hide behind many easy ones (GSM8K, refusals)
-ANSWER_FPR = 0.05
-MIN_POOL = 20
+ANSWER_FPR = 0.03
 STRICT_RECALL = 0.95
 #: a category is named when its own probability reaches this (the head's classes are balanced, which makes
 #: rare categories' probabilities generous: 0.5 named a second category for many single-hazard prompts)
@@ -74,16 +71,6 @@ def _stage_idx(rows: Sequence[LabelledRow], stage: str) -> list[int]:
     return [i for i, r in enumerate(rows) if r.stage() == stage]
 
 
-def _safe_pools(rows: Sequence[LabelledRow], p: np.ndarray) -> list[np.ndarray]:
-    """The scores of each source's safe rows, for sources with at least `MIN_POOL` of them (a smaller pool
-    could not flag even one row within the target rate)."""
-    by_source: dict[str, list[float]] = {}
-    for row, score in zip(rows, p.tolist()):
-        if not row.unsafe:
-            by_source.setdefault(row.source or "", []).append(score)
-    return [np.array(v) for _, v in sorted(by_source.items()) if len(v) >= MIN_POOL]
-
-
 def choose_thresholds(val: Sequence[LabelledRow], val_p: np.ndarray, pools: Sequence[np.ndarray],
                       pool_names: Sequence[str] = THRESHOLD_POOLS) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -95,10 +82,8 @@ def choose_thresholds(val: Sequence[LabelledRow], val_p: np.ndarray, pools: Sequ
             default = measure.threshold_for_fpr(pools, POOL_FPR)
             rule = f"every held-out benign pool ({', '.join(pool_names)}) flagged at most {POOL_FPR:.0%}"
         else:
-            by_source = _safe_pools([val[i] for i in idx], np.array([val_p[i] for i in idx]))
-            default = measure.threshold_for_fpr(by_source or [safe], ANSWER_FPR) if len(safe) else 0.5
-            rule = (f"every val source of safe {stage} items with at least {MIN_POOL} rows flagged at most "
-                    f"{ANSWER_FPR:.0%}" if by_source else f"val safe {stage} items flagged at most {ANSWER_FPR:.0%}")
+            default = measure.threshold_for_fpr([safe], ANSWER_FPR) if len(safe) else 0.5
+            rule = f"val safe {stage} items flagged at most {ANSWER_FPR:.0%}"
         strict = min(measure.threshold_for_recall(unsafe, STRICT_RECALL), default) if len(unsafe) else default
         out[stage] = {"default": round(float(default), 6), "strict": round(float(strict), 6), "default_rule": rule,
                       "strict_rule": f"val unsafe {stage} items flagged at least {STRICT_RECALL:.0%}"}
