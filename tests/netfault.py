@@ -30,7 +30,6 @@ class TcpRelay:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tcp-relay")
         self._server: asyncio.base_events.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
         self._flowing: asyncio.Event | None = None
 
     # -- control (any thread) ----------------------------------------------------------------------------
@@ -83,8 +82,10 @@ class TcpRelay:
         self._pairs.clear()
 
     async def _wait_for_handlers(self) -> None:
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=5)
+        # the relay's loop runs nothing but its connection handlers and these control calls
+        handlers = asyncio.all_tasks() - {asyncio.current_task()}
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
 
     async def _set_flowing(self, flowing: bool) -> None:
         assert self._flowing is not None
@@ -94,10 +95,6 @@ class TcpRelay:
             self._flowing.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
-        self._handlers.add(handler)
-        handler.add_done_callback(self._handlers.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
